@@ -1,0 +1,1 @@
+//! fleetprof's agent.

@@ -1,0 +1,2 @@
+//! `fleetprof-agent`.
+fn main() {}

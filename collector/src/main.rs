@@ -1,0 +1,2 @@
+//! `fleetprof-collector`.
+fn main() {}

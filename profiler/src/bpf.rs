@@ -1,0 +1,303 @@
+//! Loading `profiler-ebpf` into the kernel and attaching it to every CPU's `CPU_CLOCK`.
+//!
+//! [`Sampler::start`] checks privileges, loads the object embedded at build time, sizes the maps,
+//! sets the filters and attaches one perf event per online CPU. The returned [`Sampler`] owns the
+//! kernel objects: dropping it detaches everything. [`crate::sample`] drains it.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{
+        PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
+};
+use profiler_ebpf::{
+    ACTIVE_GENERATION_MAP, COUNTS_MAPS, DEFAULT_COUNTS_ENTRIES, DEFAULT_STACK_ENTRIES,
+    EXCLUDED_TGID_GLOBAL, FILTER_BY_PID_GLOBAL, PID_FILTER_MAP, PROGRAM_NAME, STACKS_MAPS,
+    STATS_MAP,
+};
+
+/// The eBPF object built by `build.rs` (aya-build) from `profiler-ebpf`.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fleetprof-profiler-ebpf"));
+
+/// Default sampling frequency: 19 Hz, as Parca and the OpenTelemetry profiler use, so samples
+/// do not run in lockstep with timers firing at round frequencies.
+pub const DEFAULT_FREQUENCY_HZ: u32 = 19;
+
+/// How to load and attach the sampler.
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    /// Samples per second per CPU. Default [`DEFAULT_FREQUENCY_HZ`].
+    pub frequency_hz: u32,
+    /// Only sample these processes; empty means every process. Default: empty.
+    pub pids: Vec<u32>,
+    /// Sample the profiler's own process too. Default: false.
+    pub include_self: bool,
+    /// Distinct (thread, stacks) keys per generation. Default [`DEFAULT_COUNTS_ENTRIES`].
+    pub counts_entries: u32,
+    /// Distinct stacks per generation. Default [`DEFAULT_STACK_ENTRIES`].
+    pub stack_entries: u32,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            frequency_hz: DEFAULT_FREQUENCY_HZ,
+            pids: Vec::new(),
+            include_self: false,
+            counts_entries: DEFAULT_COUNTS_ENTRIES,
+            stack_entries: DEFAULT_STACK_ENTRIES,
+        }
+    }
+}
+
+/// Why the sampler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The process lacks the privileges to load eBPF programs and open perf events.
+    #[error(
+        "fleetprof-profiler needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
+         program: run it with sudo, or grant them with `setcap cap_bpf,cap_perfmon+ep <path to fleetprof-profiler>`"
+    )]
+    MissingPrivileges,
+    /// The binary was built with `AYA_BUILD_SKIP` and has no eBPF object.
+    #[error(
+        "this fleetprof-profiler binary was built without its eBPF object (AYA_BUILD_SKIP was set); \
+         rebuild it with `cargo build --release -p fleetprof-profiler` after `cargo xtask setup`"
+    )]
+    MissingObject,
+    /// The configuration is out of range.
+    #[error("invalid sampler configuration: {0}")]
+    InvalidConfig(String),
+    /// The kernel refused the object or a map.
+    #[error(
+        "loading the eBPF object failed (is BTF at /sys/kernel/btf/vmlinux and eBPF enabled?): {0}"
+    )]
+    Load(#[from] aya::EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("attaching the perf_event program to CPU {cpu} failed: {source}")]
+    Attach {
+        /// The CPU.
+        cpu: u32,
+        /// The kernel's answer.
+        #[source]
+        source: ProgramError,
+    },
+    /// Loading the program failed (verifier or permissions).
+    #[error("loading the perf_event program failed: {0}")]
+    Program(#[source] ProgramError),
+    /// A map the object should contain is missing or has the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// The list of online CPUs could not be read.
+    #[error("reading the online CPUs from {path} failed: {source}")]
+    OnlineCpus {
+        /// The file read.
+        path: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// True when this process may load eBPF programs and open system-wide perf events: root, or
+/// CAP_BPF (39) and CAP_PERFMON (38) in the effective set.
+pub fn has_privileges() -> bool {
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    has(CAP_BPF) && has(CAP_PERFMON)
+}
+
+/// The loaded, attached sampler. Dropping it detaches the programs and frees the maps.
+pub struct Sampler {
+    pub(crate) ebpf: Ebpf,
+    pub(crate) frequency_hz: u32,
+    pub(crate) cpus: Vec<u32>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("frequency_hz", &self.frequency_hz)
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sampler {
+    /// Loads the eBPF object and attaches the sampler to every online CPU.
+    #[tracing::instrument(name = "Sampler.start", skip_all, fields(hz = config.frequency_hz))]
+    pub fn start(config: &SamplerConfig) -> Result<Self, BpfError> {
+        if !has_privileges() {
+            return Err(BpfError::MissingPrivileges);
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(BpfError::MissingObject);
+        }
+        if config.frequency_hz == 0 || config.frequency_hz > 10_000 {
+            return Err(BpfError::InvalidConfig(format!(
+                "frequency {} Hz is outside 1..=10000",
+                config.frequency_hz
+            )));
+        }
+        if config.counts_entries == 0 || config.stack_entries == 0 {
+            return Err(BpfError::InvalidConfig(
+                "map sizes must be at least 1".into(),
+            ));
+        }
+        raise_memlock_limit();
+
+        let excluded_tgid: u32 = if config.include_self {
+            0
+        } else {
+            std::process::id()
+        };
+        let filter_by_pid: u8 = u8::from(!config.pids.is_empty());
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(FILTER_BY_PID_GLOBAL, &filter_by_pid, true)
+            .override_global(EXCLUDED_TGID_GLOBAL, &excluded_tgid, true);
+        for name in COUNTS_MAPS {
+            loader.map_max_entries(name, config.counts_entries);
+        }
+        for name in STACKS_MAPS {
+            loader.map_max_entries(name, config.stack_entries);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+
+        if !config.pids.is_empty() {
+            let map = ebpf.map_mut(PID_FILTER_MAP).ok_or(BpfError::Map {
+                name: PID_FILTER_MAP,
+                source: MapError::InvalidName {
+                    name: PID_FILTER_MAP.into(),
+                },
+            })?;
+            let mut filter: HashMap<&mut MapData, u32, u8> =
+                HashMap::try_from(map).map_err(|source| BpfError::Map {
+                    name: PID_FILTER_MAP,
+                    source,
+                })?;
+            for pid in &config.pids {
+                filter.insert(pid, 1, 0).map_err(|source| BpfError::Map {
+                    name: PID_FILTER_MAP,
+                    source,
+                })?;
+            }
+        }
+
+        let cpus = online_cpus().map_err(|(path, source)| BpfError::OnlineCpus { path, source })?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::Program(ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(BpfError::Program)?;
+        program.load().map_err(|e| match e {
+            ProgramError::LoadError { ref io_error, .. }
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                BpfError::MissingPrivileges
+            }
+            e => BpfError::Program(e),
+        })?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(config.frequency_hz)),
+                    true,
+                )
+                .map_err(|source| BpfError::Attach { cpu, source })?;
+        }
+        tracing::info!(
+            cpus = cpus.len(),
+            hz = config.frequency_hz,
+            "sampler attached"
+        );
+        Ok(Self {
+            ebpf,
+            frequency_hz: config.frequency_hz,
+            cpus,
+        })
+    }
+
+    /// Sampling frequency, Hz.
+    pub fn frequency_hz(&self) -> u32 {
+        self.frequency_hz
+    }
+
+    /// The CPUs sampled.
+    pub fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    pub(crate) fn active_generation(&mut self) -> Result<Array<&mut MapData, u32>, BpfError> {
+        let map = self
+            .ebpf
+            .map_mut(ACTIVE_GENERATION_MAP)
+            .ok_or(BpfError::Map {
+                name: ACTIVE_GENERATION_MAP,
+                source: MapError::InvalidName {
+                    name: ACTIVE_GENERATION_MAP.into(),
+                },
+            })?;
+        Array::try_from(map).map_err(|source| BpfError::Map {
+            name: ACTIVE_GENERATION_MAP,
+            source,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> Result<PerCpuArray<&MapData, u64>, BpfError> {
+        let map = self.ebpf.map(STATS_MAP).ok_or(BpfError::Map {
+            name: STATS_MAP,
+            source: MapError::InvalidName {
+                name: STATS_MAP.into(),
+            },
+        })?;
+        PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+            name: STATS_MAP,
+            source,
+        })
+    }
+
+    /// Ids of the loaded program (for `bpftool prog show id N` and run-time statistics).
+    pub fn program_info(&self) -> Option<aya::programs::ProgramInfo> {
+        let program: &PerfEvent = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
+        program.info().ok()
+    }
+}
+
+/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; lift it so large maps load there too.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure only matters on old kernels, where the
+    // map creation error that follows says what went wrong.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! fleetprof's host profiler: where a sample is taken, named, measured and shipped.
+//!
+//! The data's path through this crate, one module per stage:
+//!
+//! 1. [`bpf`] loads `profiler-ebpf` into the kernel and attaches it to every CPU's `CPU_CLOCK`.
+//! 2. [`sample`] drains the kernel's aggregated counts and stacks into a [`profile::RawProfile`].
+//! 3. [`process`] reads each sampled process's identity (service, version, container).
+//! 4. [`symbolize`] names every frame with blazesym, into a [`profile::SymbolizedProfile`].
+//! 5. [`energy`] reads RAPL counters and attributes a window's energy by CPU-sample share.
+//! 6. [`output`] writes folded stacks, pprof, SVG flame graphs or JSON (`record`).
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use fleetprof_profiler::record::{record, RecordOptions};
+//! let (profile, _stats) = record(&RecordOptions { duration: Duration::from_secs(5), ..Default::default() }, None)?;
+//! println!("{} samples", profile.total_samples());
+//! # Ok(()) }
+//! ```
+
+pub mod bpf;
+pub mod energy;
+pub mod output;
+pub mod process;
+pub mod profile;
+pub mod record;
+pub mod sample;
+pub mod symbolize;

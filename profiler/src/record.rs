@@ -1,0 +1,134 @@
+//! `fleetprof-profiler record`: sample for a while, symbolize as we go, return one profile.
+//!
+//! The maps are drained every [`RecordOptions::drain_every`] rather than once at the end, so
+//! short-lived processes are symbolized while they still exist and the maps never fill.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bpf::{BpfError, Sampler, SamplerConfig},
+    energy::{EnergyMeter, EnergyReport},
+    process::{ProcessInspector, ServiceRule},
+    profile::{ProfileBuilder, SymbolizedProfile},
+    sample::Drainer,
+    symbolize::Symbolizer,
+};
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// How long to sample. Default: 10 s.
+    pub duration: Duration,
+    /// Sampler settings (frequency, pid filter, map sizes).
+    pub sampler: SamplerConfig,
+    /// Service naming rules. Default: none (environment, then executable name).
+    pub rules: Vec<ServiceRule>,
+    /// How often to drain and symbolize. Default: 1 s.
+    pub drain_every: Duration,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(10),
+            sampler: SamplerConfig::default(),
+            rules: Vec::new(),
+            drain_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a recording failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The sampler could not start or be drained.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+/// What a recording cost the profiler itself.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RecorderStats {
+    /// Peak resident set size of this process, bytes (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Number of CPUs sampled.
+    pub cpus: usize,
+    /// Total run time of the eBPF program (needs `kernel.bpf_stats_enabled=1`), nanoseconds.
+    pub bpf_run_time_ns: u64,
+    /// Number of eBPF program runs counted by the kernel (same condition).
+    pub bpf_run_count: u64,
+}
+
+/// Records for `options.duration` (or until `stop` is set) and returns the symbolized profile.
+pub fn record(
+    options: &RecordOptions,
+    stop: Option<&AtomicBool>,
+) -> Result<(SymbolizedProfile, RecorderStats), RecordError> {
+    let mut sampler = Sampler::start(&options.sampler)?;
+    let mut drainer = Drainer::new();
+    let mut symbolizer = Symbolizer::new(ProcessInspector::new(options.rules.clone()));
+    let mut builder = ProfileBuilder::new(options.sampler.frequency_hz);
+    let meter = EnergyMeter::detect();
+    let energy_start = meter.as_ref().ok().map(EnergyMeter::read);
+
+    let started = Instant::now();
+    loop {
+        let remaining = options.duration.saturating_sub(started.elapsed());
+        let stopped = stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        if remaining.is_zero() || stopped {
+            break;
+        }
+        sleep_unless_stopped(remaining.min(options.drain_every), stop);
+        let raw = drainer.drain(&mut sampler)?;
+        symbolizer.symbolize_into(&raw, &mut builder);
+    }
+    let raw = drainer.drain(&mut sampler)?;
+    symbolizer.symbolize_into(&raw, &mut builder);
+
+    let energy_report = match (&meter, energy_start) {
+        (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid()),
+        (Ok(_), Some(Err(err))) => EnergyReport::from(&err),
+        (Err(err), _) => EnergyReport::from(err),
+        _ => EnergyReport::unavailable("energy counters were not read at the start of the window"),
+    };
+    let mut stats = RecorderStats {
+        cpus: sampler.cpus().len(),
+        peak_rss_bytes: peak_rss_bytes(),
+        ..Default::default()
+    };
+    if let Some(info) = sampler.program_info() {
+        stats.bpf_run_time_ns = info.run_time().as_nanos() as u64;
+        stats.bpf_run_count = info.run_count();
+    }
+    tracing::debug!(?stats, symbolizer = ?symbolizer.stats(), "recording finished");
+    Ok((builder.finish(energy_report), stats))
+}
+
+fn sleep_unless_stopped(total: Duration, stop: Option<&AtomicBool>) {
+    let deadline = Instant::now() + total;
+    while Instant::now() < deadline {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return;
+        }
+        std::thread::sleep(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), bytes; 0 when unreadable.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -1,0 +1,73 @@
+//! Shared helpers for fleetprof's end-to-end tests: privilege checks, workloads built from
+//! source with frame pointers, and the paths of the workspace's binaries.
+//!
+//! Every test here needs root (eBPF) and some need ClickHouse; a missing requirement fails the
+//! test with a message saying what is missing, never a silent pass.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Panics with a clear message unless this process may load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test loads eBPF programs and needs root (euid is {euid}); run it through `sudo cargo xtask test`"
+    );
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); fleetprof needs CONFIG_DEBUG_INFO_BTF"
+    );
+}
+
+/// The directory holding this workspace's built binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, failing loudly when it was not built.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; `cargo xtask test` builds it (or run `cargo build --bins` first)",
+        path.display()
+    );
+    path
+}
+
+/// Compiles a C fixture from `tests/fixtures` with frame pointers and debug info into `out_dir`.
+pub fn build_c_fixture(name: &str, out_dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.c"));
+    let out = out_dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed to build test workloads; `cargo xtask setup` installs it");
+    assert!(status.success(), "gcc failed to build {}", src.display());
+    out
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
+}
