@@ -1,2 +1,317 @@
-//! `fleetprof-agent`.
-fn main() {}
+//! `fleetprof-agent`: the MCP server, the fix-forward pipeline, opportunities and skills, from the
+//! command line. Logs go to stderr: stdout is the MCP channel.
+//!
+//! Exit codes: 0 success (for `fix`/`opportunities`: a proposal was made), 1 error, 3 nothing proposed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use fleetprof_agent::fix::{FixOptions, FixOutcome, Fixer};
+use fleetprof_agent::llm::{LlmConfig, Provider};
+use fleetprof_agent::mcp::FleetprofMcp;
+use fleetprof_agent::repo::Repo;
+use fleetprof_agent::skills::SkillSet;
+use fleetprof_agent::source::{ProfileSource, Regression, StaticSource, UnavailableSource};
+use fleetprof_agent::sql::ReadOnlySql;
+use fleetprof_agent::tools::ToolBox;
+
+/// fleetprof's agent: MCP tools over fleet profiles, and validated fix-forward and opportunity PRs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Skills directory (one folder per skill with SKILL.md). Default: ./skills.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROF_SKILLS",
+        default_value = "skills"
+    )]
+    skills: PathBuf,
+    /// TOML file with an [llm] table. Default: none (environment only).
+    #[arg(long, global = true, env = "FLEETPROF_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Where profile data comes from.
+#[derive(Debug, clap::Args)]
+struct SourceArgs {
+    /// ClickHouse HTTP URL for profile queries and read-only SQL. Default: none (profile tools say unavailable).
+    #[arg(long, env = "FLEETPROF_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse user for read-only SQL (should be a readonly user). Default: the server's default user.
+    #[arg(long, env = "FLEETPROF_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    /// ClickHouse password. Default: none.
+    #[arg(long, env = "FLEETPROF_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    clickhouse_password: Option<String>,
+    /// JSON file with regressions (one object or a list) to serve instead of the store. Default: none.
+    #[arg(long)]
+    regressions_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the tools over MCP on stdio.
+    Mcp {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The service's repository, for the change and code tools. Default: none.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Fix forward a regression: patch, validate in a worktree, branch + PR.md (+ PR with --push).
+    Fix {
+        /// The regression id.
+        #[arg(long)]
+        regression: String,
+        /// The service's repository.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Model provider when no recipe works: openai, anthropic or none. Default: from the config
+        /// file / FLEETPROF_LLM_PROVIDER, else none.
+        #[arg(long)]
+        llm: Option<String>,
+        /// Push the branch and open a GitHub PR (needs GITHUB_TOKEN). Default: off.
+        #[arg(long)]
+        push: bool,
+        /// Where proposals are written. Default: ./fleetprof-outbox.
+        #[arg(long, default_value = "fleetprof-outbox")]
+        outbox: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Find hot functions that match an opportunity skill and propose validated improvements.
+    Opportunities {
+        /// The service.
+        #[arg(long)]
+        service: String,
+        /// The service's repository.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Look at these functions instead of the service's top functions (repeatable). Default: top functions.
+        #[arg(long = "function")]
+        functions: Vec<String>,
+        /// Profile window for the top functions, a duration ago. Default: 1h.
+        #[arg(long, default_value = "1h")]
+        window: String,
+        /// How many top functions to consider. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Model provider when no recipe works. Default: config / environment, else none.
+        #[arg(long)]
+        llm: Option<String>,
+        /// Push branches and open PRs. Default: off.
+        #[arg(long)]
+        push: bool,
+        /// Where proposals are written. Default: ./fleetprof-outbox.
+        #[arg(long, default_value = "fleetprof-outbox")]
+        outbox: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// List or show skills.
+    Skills {
+        #[command(subcommand)]
+        action: SkillsCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SkillsCmd {
+    /// List the skills.
+    List,
+    /// Print one skill with its example.
+    Show {
+        /// The skill's name.
+        name: String,
+    },
+}
+
+fn source(args: &SourceArgs) -> Result<Arc<dyn ProfileSource>> {
+    if let Some(path) = &args.regressions_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let regressions: Vec<Regression> = match serde_json::from_str::<Vec<Regression>>(&text) {
+            Ok(v) => v,
+            Err(_) => vec![
+                serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            ],
+        };
+        return Ok(Arc::new(StaticSource {
+            regressions,
+            ..Default::default()
+        }));
+    }
+    if args.clickhouse_url.is_some() {
+        // The collector's query and detect APIs are wired here once they exist (an adapter
+        // implementing ProfileSource); until then only read-only SQL uses the URL.
+        tracing::warn!(
+            "profile queries are not wired to the collector yet; only the sql tool uses --clickhouse-url"
+        );
+    }
+    Ok(Arc::new(UnavailableSource))
+}
+
+fn toolbox(skills: SkillSet, args: &SourceArgs, repo: Option<&PathBuf>) -> Result<ToolBox> {
+    let mut tb = ToolBox::new(source(args)?, skills);
+    if let Some(r) = repo {
+        let root = r
+            .canonicalize()
+            .with_context(|| format!("repository {}", r.display()))?;
+        tb = tb.with_repo(Repo::new(root));
+    }
+    if let Some(url) = &args.clickhouse_url {
+        let mut sql = ReadOnlySql::new(url.clone());
+        sql.user = args.clickhouse_user.clone();
+        sql.password = args.clickhouse_password.clone();
+        tb = tb.with_sql(sql);
+    }
+    Ok(tb)
+}
+
+fn fix_options(cli: &Cli, llm: Option<&str>, push: bool, outbox: PathBuf) -> Result<FixOptions> {
+    let mut cfg = LlmConfig::load(cli.config.as_deref())?;
+    if let Some(p) = llm {
+        cfg.provider = p.parse::<Provider>()?;
+        cfg.apply_env(|k| {
+            (k != "FLEETPROF_LLM_PROVIDER")
+                .then(|| std::env::var(k).ok())
+                .flatten()
+                .filter(|v| !v.is_empty())
+        })?;
+    }
+    Ok(FixOptions {
+        outbox,
+        push,
+        model: cfg.build()?,
+        limits: cfg.limits(),
+        // Validation re-profiles the repository's workload with the real eBPF profiler.
+        reprofiler: Some(Arc::new(fleetprof_agent::reprofile::ProfilerReprofiler::discover())),
+    })
+}
+
+fn report(outcome: &FixOutcome) -> bool {
+    match outcome {
+        FixOutcome::Proposed(p) => {
+            println!(
+                "proposed {} on branch {} ({}, {}): {}",
+                p.id,
+                p.branch,
+                p.skill,
+                p.produced_by,
+                p.outbox_dir.join("PR.md").display()
+            );
+            if let Some(url) = &p.pr_url {
+                println!("pull request: {url}");
+            }
+            true
+        }
+        FixOutcome::NotProposed { id, attempts } => {
+            println!("nothing proposed for {id}:");
+            for a in attempts {
+                println!("  {} ({}): {}", a.skill, a.produced_by, a.reason);
+            }
+            false
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let load_skills = || {
+        SkillSet::load(&cli.skills)
+            .with_context(|| format!("loading skills from {}", cli.skills.display()))
+    };
+    match &cli.command {
+        Cmd::Mcp { source, repo } => {
+            let tb = toolbox(load_skills()?, source, repo.as_ref())?;
+            tracing::info!(?tb, "serving MCP on stdio");
+            FleetprofMcp::new(tb).serve_stdio().await?;
+        }
+        Cmd::Fix {
+            regression,
+            repo,
+            llm,
+            push,
+            outbox,
+            source,
+        } => {
+            let tb = toolbox(load_skills()?, source, Some(repo))?;
+            let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
+            let outcome = Fixer::new(tb, opts).fix_regression(regression).await?;
+            if !report(&outcome) {
+                std::process::exit(3);
+            }
+        }
+        Cmd::Opportunities {
+            service,
+            repo,
+            functions,
+            window,
+            limit,
+            llm,
+            push,
+            outbox,
+            source,
+        } => {
+            let tb = toolbox(load_skills()?, source, Some(repo))?;
+            let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
+            let fixer = Fixer::new(tb.clone(), opts);
+            let results = fleetprof_agent::opportunities::find_opportunities(
+                &tb, &fixer, service, functions, window, *limit,
+            )
+            .await?;
+            let mut any = false;
+            for r in &results {
+                println!("{} ({:.2}%):", r.function, r.share * 100.0);
+                any |= report(&r.outcome);
+            }
+            if results.is_empty() {
+                println!("no hot function of {service} is defined in the repository");
+            }
+            if !any {
+                std::process::exit(3);
+            }
+        }
+        Cmd::Skills { action } => {
+            let skills = load_skills()?;
+            match action {
+                SkillsCmd::List => {
+                    for s in skills.all() {
+                        let kinds: Vec<String> =
+                            s.applies_to.iter().map(ToString::to_string).collect();
+                        let recipe = s
+                            .summary()
+                            .recipe
+                            .map(|r| format!(" [recipe {r}]"))
+                            .unwrap_or_default();
+                        println!(
+                            "{:<28} {:<24}{} {}",
+                            s.name,
+                            kinds.join(","),
+                            recipe,
+                            s.description
+                        );
+                    }
+                }
+                SkillsCmd::Show { name } => match skills.get(name) {
+                    Some(s) => print!("{}", s.render()),
+                    None => bail!("no skill named {name:?}"),
+                },
+            }
+        }
+    }
+    Ok(())
+}

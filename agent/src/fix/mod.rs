@@ -1,0 +1,761 @@
+//! The fix pipeline: gather context → choose skills → produce a patch (a skill's recipe, or a model
+//! with tool calls) → validate it in a separate `git worktree` → branch, commit, `PR.md` in the outbox
+//! (→ with `push`, a GitHub pull request). A patch that fails validation is never proposed.
+//!
+//! Defense ([`Fixer::fix_regression`]) and offense ([`crate::opportunities`]) share [`Fixer::propose`].
+
+pub mod pr;
+pub mod recipes;
+mod rustsrc;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::llm::{ChatModel, LlmError, LoopLimits, run_tool_loop};
+use crate::repo::{FileAdditions, Repo, RepoError, git, symbol_segments};
+use crate::skills::{MatchInput, RecipeSpec, SkillKind, language_of};
+use crate::source::{RootCauseCandidate, SourceError};
+use crate::tools::ToolBox;
+use validate::{Check, Reprofiler, ValidateConfig, ValidateError, Worktree};
+
+/// What can go wrong in the pipeline (a patch failing validation is not an error: it is an
+/// [`FixOutcome::NotProposed`] attempt).
+#[derive(Debug, thiserror::Error)]
+pub enum FixError {
+    /// The profile source failed (e.g. no such regression).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The repository could not be read.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Validation could not be set up.
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    /// No repository was given.
+    #[error("no repository configured (pass --repo PATH)")]
+    NoRepo,
+    /// Writing the outbox failed.
+    #[error("writing {path}: {source}")]
+    Outbox {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Pushing or opening the PR failed (the proposal is still in the outbox).
+    #[error(transparent)]
+    Pr(#[from] pr::PrError),
+}
+
+/// How the pipeline runs.
+#[derive(Clone, Default)]
+pub struct FixOptions {
+    /// Where proposals are written (`<outbox>/<branch name>/PR.md`, `fix.patch`, `proposal.json`).
+    pub outbox: PathBuf,
+    /// Push the branch and open a PR (needs `GITHUB_TOKEN`).
+    pub push: bool,
+    /// A model for when no recipe fits or works; `None` means recipes only.
+    pub model: Option<Arc<dyn ChatModel>>,
+    /// The model loop's limits.
+    pub limits: LoopLimits,
+    /// The re-profiling hook, used when the repository declares a workload.
+    pub reprofiler: Option<Arc<dyn Reprofiler>>,
+}
+
+impl std::fmt::Debug for FixOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixOptions")
+            .field("outbox", &self.outbox)
+            .field("push", &self.push)
+            .field("model", &self.model.as_ref().map(|m| m.describe()))
+            .field("reprofiler", &self.reprofiler.is_some())
+            .finish()
+    }
+}
+
+/// What to fix or improve.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Regression id or opportunity id.
+    pub id: String,
+    /// Regression or opportunity.
+    pub kind: SkillKind,
+    /// Service.
+    pub service: String,
+    /// The function's symbol.
+    pub function: String,
+    /// Baseline share (regressions) and current share.
+    pub shares: (Option<f64>, f64),
+    /// The root-cause candidate (regressions).
+    pub root_cause: Option<RootCauseCandidate>,
+    /// Lines the root-cause commit added, per file.
+    pub additions: Vec<FileAdditions>,
+    /// Frames of the function's heaviest stacks (for skill signs).
+    pub frames: Vec<String>,
+}
+
+/// A validated, committed proposal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proposal {
+    /// The id fixed.
+    pub id: String,
+    /// The branch holding the commit.
+    pub branch: String,
+    /// The commit.
+    pub commit: String,
+    /// The skill followed.
+    pub skill: String,
+    /// `recipe NAME` or `model PROVIDER:MODEL`.
+    pub produced_by: String,
+    /// The outbox directory of this proposal.
+    pub outbox_dir: PathBuf,
+    /// The validation checks (all passed).
+    pub checks: Vec<Check>,
+    /// The PR's URL, when pushed.
+    pub pr_url: Option<String>,
+}
+
+/// A patch that was tried and not proposed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The skill.
+    pub skill: String,
+    /// `recipe NAME` or `model …`.
+    pub produced_by: String,
+    /// Why it was not proposed.
+    pub reason: String,
+    /// The checks that ran.
+    pub checks: Vec<Check>,
+}
+
+/// The pipeline's result.
+#[derive(Debug, Clone, Serialize)]
+pub enum FixOutcome {
+    /// A validated proposal.
+    Proposed(Proposal),
+    /// Nothing passed validation (or nothing applied); the attempts say why.
+    NotProposed {
+        /// The id.
+        id: String,
+        /// What was tried.
+        attempts: Vec<Attempt>,
+    },
+}
+
+/// A candidate change.
+#[derive(Debug, Clone)]
+enum Patch {
+    /// Whole new contents of files.
+    Files(Vec<(String, String)>),
+    /// A unified diff.
+    Diff(String),
+}
+
+/// Runs the pipeline over a tool box (profile source, repository, skills).
+#[derive(Debug, Clone)]
+pub struct Fixer {
+    tools: ToolBox,
+    opts: FixOptions,
+}
+
+/// Ids become branch names: keep `[A-Za-z0-9._-]`.
+pub fn sanitize_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl Fixer {
+    /// A pipeline over `tools` (which must have a repository).
+    pub fn new(tools: ToolBox, opts: FixOptions) -> Fixer {
+        Fixer { tools, opts }
+    }
+
+    fn repo(&self) -> Result<&Repo, FixError> {
+        self.tools.repo().ok_or(FixError::NoRepo)
+    }
+
+    /// Defense: fixes forward regression `id`.
+    pub async fn fix_regression(&self, id: &str) -> Result<FixOutcome, FixError> {
+        let reg = self.tools.source().regression(id).await?;
+        let repo = self.repo()?;
+        // The best candidate that exists in this repository.
+        let mut root = None;
+        for c in &reg.candidates {
+            if let Ok(adds) = repo.additions(&c.commit) {
+                root = Some((c.clone(), adds));
+                break;
+            }
+        }
+        let frames = match self
+            .tools
+            .source()
+            .stacks_through(
+                &reg.service,
+                &reg.function,
+                crate::source::TimeRange {
+                    start: reg.detected_at,
+                    end: i64::MAX,
+                },
+                5,
+            )
+            .await
+        {
+            Ok(stacks) => stacks.into_iter().flat_map(|s| s.frames).collect(),
+            Err(_) => Vec::new(),
+        };
+        let (root_cause, additions) = match root {
+            Some((c, a)) => (Some(c), a),
+            None => (None, Vec::new()),
+        };
+        let target = Target {
+            id: reg.id.clone(),
+            kind: SkillKind::Regression,
+            service: reg.service.clone(),
+            function: reg.function.clone(),
+            shares: (Some(reg.baseline_share), reg.current_share),
+            root_cause,
+            additions,
+            frames,
+        };
+        self.propose(&target).await
+    }
+
+    /// Chooses skills, produces patches, validates, and publishes the first that passes.
+    pub async fn propose(&self, t: &Target) -> Result<FixOutcome, FixError> {
+        let repo = self.repo()?.clone();
+        let segments = symbol_segments(&t.function);
+        let name = segments
+            .last()
+            .cloned()
+            .unwrap_or_else(|| t.function.clone());
+        let fn_re = regex::Regex::new(&format!(r"\bfn\s+{}\s*[<(]", regex::escape(&name)))
+            .expect("escaped");
+        // The file holding the function: one the root cause touched, else a search.
+        let mut file = t
+            .additions
+            .iter()
+            .find(|a| {
+                std::fs::read_to_string(repo.root().join(&a.path)).is_ok_and(|s| fn_re.is_match(&s))
+            })
+            .map(|a| a.path.clone());
+        if file.is_none() {
+            file = repo.find_function(&t.function)?.map(|(p, _)| p);
+        }
+        let added_in = |path: &str| -> Vec<String> {
+            t.additions
+                .iter()
+                .filter(|a| a.path == path)
+                .flat_map(|a| a.lines.iter().map(|(_, l)| l.clone()))
+                .collect()
+        };
+        let mut code_lines: Vec<String> = t
+            .additions
+            .iter()
+            .flat_map(|a| a.lines.iter().map(|(_, l)| l.clone()))
+            .collect();
+        let file_text = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(repo.root().join(f)).ok());
+        if t.kind == SkillKind::Opportunity
+            && let (Some(text), Some(_)) = (&file_text, &file)
+        {
+            code_lines = function_lines(text, &name);
+        }
+        let mut languages: Vec<String> = t
+            .additions
+            .iter()
+            .map(|a| a.path.as_str())
+            .chain(file.as_deref())
+            .filter_map(|p| language_of(Path::new(p)).map(str::to_string))
+            .collect();
+        languages.sort();
+        languages.dedup();
+        let mut functions = vec![t.function.clone()];
+        functions.extend(t.frames.iter().cloned());
+        let input = MatchInput {
+            kind: t.kind,
+            functions,
+            code_lines,
+            languages,
+        };
+        let matches = self.tools.skills().matching(&input);
+        tracing::info!(id = %t.id, file = ?file, skills = ?matches.iter().map(|m| &m.skill.name).collect::<Vec<_>>(), "Fixer.propose");
+        let mut attempts = Vec::new();
+        // 1. Recipes, best-matching skill first.
+        for m in matches.iter().filter(|m| m.score > 0) {
+            let Some(spec) = &m.skill.recipe else {
+                continue;
+            };
+            let (Some(path), Some(text)) = (&file, &file_text) else {
+                attempts.push(attempt(
+                    &m.skill.name,
+                    spec,
+                    format!("fn {name} not found in the repository"),
+                    vec![],
+                ));
+                continue;
+            };
+            let added = added_in(path);
+            let out = recipes::apply(
+                spec,
+                recipes::RecipeInput {
+                    source: text,
+                    function: &name,
+                    added_lines: &added,
+                    skill: &m.skill.name,
+                },
+            );
+            let new_text = match out {
+                Ok(s) => s,
+                Err(e) => {
+                    attempts.push(attempt(&m.skill.name, spec, e.to_string(), vec![]));
+                    continue;
+                }
+            };
+            let produced_by = format!("recipe {}", recipe_name(spec));
+            let what = recipe_what(spec, &name);
+            let mut evidence = m.reasons.clone();
+            if let Some(rc) = &t.root_cause {
+                evidence.push(format!(
+                    "root-cause candidate {} ranked first that exists in the repository",
+                    short(&rc.commit)
+                ));
+            }
+            let patch = Patch::Files(vec![(path.clone(), new_text)]);
+            match self
+                .try_patch(
+                    t,
+                    &patch,
+                    &m.skill.name,
+                    &produced_by,
+                    &what,
+                    evidence,
+                    &added,
+                )
+                .await?
+            {
+                Ok(p) => return Ok(FixOutcome::Proposed(p)),
+                Err(a) => attempts.push(a),
+            }
+        }
+        // 2. The model, with the tools and the matched skills' instructions.
+        if let Some(model) = &self.opts.model {
+            let skill = matches
+                .first()
+                .map_or("triage-regression", |m| m.skill.name.as_str())
+                .to_string();
+            let mut feedback = String::new();
+            for _ in 0..2 {
+                let (system, user) = self.prompt(t, file.as_deref(), &matches, &feedback);
+                let produced_by = format!("model {}", model.describe());
+                let out = match run_tool_loop(
+                    model.as_ref(),
+                    &self.tools,
+                    &system,
+                    &user,
+                    self.opts.limits,
+                )
+                .await
+                {
+                    Ok(o) => o,
+                    Err(e @ (LlmError::BudgetExhausted { .. } | LlmError::TooManyTurns(_))) => {
+                        attempts.push(Attempt {
+                            skill: skill.clone(),
+                            produced_by,
+                            reason: e.to_string(),
+                            checks: vec![],
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        attempts.push(Attempt {
+                            skill: skill.clone(),
+                            produced_by,
+                            reason: e.to_string(),
+                            checks: vec![],
+                        });
+                        break;
+                    }
+                };
+                let Some(diff) = extract_diff(&out.answer) else {
+                    attempts.push(Attempt {
+                        skill: skill.clone(),
+                        produced_by,
+                        reason: "the model's answer had no ```diff block".into(),
+                        checks: vec![],
+                    });
+                    feedback = "Your answer had no ```diff block. Answer with the fix as a unified diff in a ```diff block.".into();
+                    continue;
+                };
+                let what = out
+                    .answer
+                    .split("```")
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                let what = if what.is_empty() {
+                    "See the diff.".to_string()
+                } else {
+                    what
+                };
+                let added = file.as_deref().map(added_in).unwrap_or_default();
+                match self
+                    .try_patch(
+                        t,
+                        &Patch::Diff(diff),
+                        &skill,
+                        &produced_by,
+                        &what,
+                        vec![],
+                        &added,
+                    )
+                    .await?
+                {
+                    Ok(p) => return Ok(FixOutcome::Proposed(p)),
+                    Err(a) => {
+                        feedback = format!(
+                            "Your previous patch was rejected: {}\n{}",
+                            a.reason,
+                            a.checks
+                                .iter()
+                                .filter(|c| !c.passed)
+                                .map(|c| c.detail.clone())
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
+                        attempts.push(a);
+                    }
+                }
+            }
+        } else if attempts.is_empty() {
+            attempts.push(Attempt {
+                skill: matches.first().map_or("-", |m| m.skill.name.as_str()).to_string(),
+                produced_by: "-".into(),
+                reason: "no matching skill has a recipe and no model is configured (--llm openai|anthropic)".into(),
+                checks: vec![],
+            });
+        }
+        Ok(FixOutcome::NotProposed {
+            id: t.id.clone(),
+            attempts,
+        })
+    }
+
+    fn prompt(
+        &self,
+        t: &Target,
+        file: Option<&str>,
+        matches: &[crate::skills::SkillMatch<'_>],
+        feedback: &str,
+    ) -> (String, String) {
+        let mut system = String::from(
+            "You are fleetprof's fix-forward agent. A production CPU profile shows a function got more \
+             expensive (or is an efficiency opportunity). Use the tools to read the evidence and the code, \
+             then write the smallest change that removes the cost while keeping the intent of the code. \
+             Your final answer must contain exactly one unified diff (paths relative to the repository \
+             root, with a/ and b/ prefixes) in a ```diff block, followed by one short paragraph saying \
+             what the fix does. The diff is applied with `git apply` and must build and pass the tests.\n\n",
+        );
+        for m in matches.iter().take(3) {
+            system.push_str(&m.skill.render());
+            system.push('\n');
+        }
+        let mut user = format!(
+            "{} `{}`: function `{}` in service `{}`.\n",
+            t.kind, t.id, t.function, t.service
+        );
+        if let (Some(b), a) = t.shares {
+            user.push_str(&format!(
+                "Its CPU share went from {:.2}% to {:.2}%.\n",
+                b * 100.0,
+                a * 100.0
+            ));
+        }
+        if let Some(rc) = &t.root_cause {
+            user.push_str(&format!(
+                "Root-cause candidate: commit {} by {}: {} (read it with show_change).\n",
+                rc.commit, rc.author, rc.summary
+            ));
+        }
+        if let Some(f) = file {
+            user.push_str(&format!("The function is defined in `{f}`.\n"));
+        }
+        if !feedback.is_empty() {
+            user.push_str(&format!("\n{feedback}\n"));
+        }
+        (system, user)
+    }
+
+    /// Applies, validates and (if it passes) commits and publishes one patch.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_patch(
+        &self,
+        t: &Target,
+        patch: &Patch,
+        skill: &str,
+        produced_by: &str,
+        what: &str,
+        evidence: Vec<String>,
+        added: &[String],
+    ) -> Result<Result<Proposal, Attempt>, FixError> {
+        let repo = self.repo()?.clone();
+        let fail = |reason: String, checks: Vec<Check>| Attempt {
+            skill: skill.to_string(),
+            produced_by: produced_by.to_string(),
+            reason,
+            checks,
+        };
+        let prefix = if t.kind == SkillKind::Regression {
+            "fix"
+        } else {
+            "opportunity"
+        };
+        let branch = format!("fleetprof/{prefix}-{}", sanitize_id(&t.id));
+        let base = repo.git(&["rev-parse", "HEAD"])?.trim().to_string();
+        let wt = Worktree::create(repo.root(), &branch, &base)?;
+        let wt_path = wt.path();
+        // Apply.
+        let applied = match patch {
+            Patch::Files(files) => files.iter().try_for_each(|(p, text)| {
+                let rel = repo.relative(p).map_err(|e| e.to_string())?;
+                std::fs::write(wt_path.join(rel), text).map_err(|e| e.to_string())
+            }),
+            Patch::Diff(diff) => {
+                let f = wt_path.join(".fleetprof-fix.diff");
+                std::fs::write(&f, diff)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        let r = git(
+                            &wt_path,
+                            &["apply", "--whitespace=nowarn", ".fleetprof-fix.diff"],
+                        )
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                        let _ = std::fs::remove_file(&f);
+                        r
+                    })
+            }
+        };
+        if let Err(e) = applied {
+            wt.discard();
+            return Ok(Err(fail(format!("the patch does not apply: {e}"), vec![])));
+        }
+        if git(&wt_path, &["status", "--porcelain"])?.trim().is_empty() {
+            wt.discard();
+            return Ok(Err(fail("the patch changes nothing".into(), vec![])));
+        }
+        // Build, test, re-profile.
+        let cfg = ValidateConfig::load(&wt_path)?;
+        let reprofiler = self.opts.reprofiler.clone();
+        let function = t.function.clone();
+        let shares = t.shares.0.map(|b| (b, t.shares.1));
+        let dir = wt_path.clone();
+        let checks = tokio::task::spawn_blocking(move || {
+            validate::validate(&dir, &cfg, reprofiler.as_deref(), &function, shares)
+        })
+        .await
+        .unwrap_or_default();
+        if let Some(bad) = checks.iter().find(|c| !c.passed) {
+            let reason = format!(
+                "{} failed: {}",
+                bad.step,
+                bad.detail.lines().last().unwrap_or("")
+            );
+            wt.discard();
+            return Ok(Err(fail(reason, checks)));
+        }
+        // Commit.
+        let short_fn = symbol_segments(&t.function)
+            .last()
+            .cloned()
+            .unwrap_or_else(|| t.function.clone());
+        let title = match &t.root_cause {
+            Some(rc) => format!(
+                "perf: fix-forward {} regression in {} from {}",
+                short_fn,
+                t.service,
+                short(&rc.commit)
+            ),
+            None => format!("perf: {} in {} ({})", short_fn, t.service, skill),
+        };
+        let mut msg = format!("{title}\n\n{what}\n\n");
+        if let (Some(b), a) = t.shares {
+            msg.push_str(&format!(
+                "{} went from {:.2}% to {:.2}% of {}'s CPU.\n",
+                t.function,
+                b * 100.0,
+                a * 100.0,
+                t.service
+            ));
+        }
+        msg.push_str(&format!(
+            "\nFleetprof-{}: {}\n",
+            if t.kind == SkillKind::Regression {
+                "Regression"
+            } else {
+                "Opportunity"
+            },
+            t.id
+        ));
+        if let Some(rc) = &t.root_cause {
+            msg.push_str(&format!("Root-cause: {} ({})\n", rc.commit, rc.summary));
+        }
+        msg.push_str(&format!("Skill: {skill}\nProduced-by: {produced_by}\n"));
+        git(&wt_path, &["add", "-A"])?;
+        let has_identity = git(&wt_path, &["config", "user.email"]).is_ok();
+        let mut args: Vec<&str> = Vec::new();
+        if !has_identity {
+            args.extend([
+                "-c",
+                "user.name=fleetprof-agent",
+                "-c",
+                "user.email=fleetprof-agent@users.noreply.github.com",
+            ]);
+        }
+        args.extend(["commit", "--quiet", "--no-verify", "-m", &msg]);
+        git(&wt_path, &args)?;
+        let commit = git(&wt_path, &["rev-parse", "HEAD"])?.trim().to_string();
+        let patch_text = git(&wt_path, &["format-patch", "-1", "--stdout", "HEAD"])?;
+        let stat = git(&wt_path, &["diff", "--stat", "HEAD~1", "HEAD"])?;
+        drop(wt); // removes the worktree, keeps the branch
+        // PR.md and the outbox.
+        let evidence_lines: Vec<String> = added
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .take(20)
+            .cloned()
+            .collect();
+        let ctx = pr::PrContext {
+            title: title.clone(),
+            kind: if t.kind == SkillKind::Regression {
+                "regression"
+            } else {
+                "opportunity"
+            },
+            service: &t.service,
+            function: &t.function,
+            shares: t.shares,
+            id: &t.id,
+            root_cause: t.root_cause.as_ref(),
+            evidence_lines,
+            evidence,
+            skill,
+            produced_by: produced_by.to_string(),
+            what: what.to_string(),
+            checks: &checks,
+            stat,
+        };
+        let body = pr::render(&ctx);
+        let dir = self.opts.outbox.join(branch.replace('/', "-"));
+        let write = |p: PathBuf, text: &str| {
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&p, text))
+                .map_err(|source| FixError::Outbox { path: p, source })
+        };
+        write(dir.join("PR.md"), &body)?;
+        write(dir.join("fix.patch"), &patch_text)?;
+        let mut proposal = Proposal {
+            id: t.id.clone(),
+            branch: branch.clone(),
+            commit,
+            skill: skill.to_string(),
+            produced_by: produced_by.to_string(),
+            outbox_dir: dir.clone(),
+            checks,
+            pr_url: None,
+        };
+        if self.opts.push {
+            proposal.pr_url = Some(pr::push_and_open(repo.root(), &branch, &title, &body).await?);
+        }
+        write(
+            dir.join("proposal.json"),
+            &serde_json::to_string_pretty(&proposal).unwrap_or_default(),
+        )?;
+        Ok(Ok(proposal))
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+fn recipe_name(spec: &RecipeSpec) -> String {
+    match spec {
+        RecipeSpec::Builtin(n) => n.clone(),
+        RecipeSpec::Rewrite { .. } => "rewrite".into(),
+    }
+}
+
+fn recipe_what(spec: &RecipeSpec, name: &str) -> String {
+    match spec {
+        RecipeSpec::Builtin(n) if n == "guard-logging" => format!(
+            "Wraps the logging added to `{name}` (and the formatting that only feeds it) in a level check, so \
+             the hot path does no formatting or I/O unless verbose logging is enabled. The log lines are kept."
+        ),
+        RecipeSpec::Builtin(n) if n == "memoize" => format!(
+            "Caches `{name}`'s result per thread in a map keyed by its arguments (bounded at 4096 entries), \
+             so repeated calls with the same arguments are a lookup; the original body is `{name}_uncached`."
+        ),
+        RecipeSpec::Builtin(n) if n == "hoist-regex" => format!(
+            "Compiles the regex literal(s) in `{name}` once, in a `static LazyLock`, instead of on every call."
+        ),
+        _ => format!("Applies the skill's rewrite rules to `{name}`."),
+    }
+}
+
+fn attempt(skill: &str, spec: &RecipeSpec, reason: String, checks: Vec<Check>) -> Attempt {
+    Attempt {
+        skill: skill.to_string(),
+        produced_by: format!("recipe {}", recipe_name(spec)),
+        reason,
+        checks,
+    }
+}
+
+/// The lines of fn `name` (signature and body) in `text`, or none.
+fn function_lines(text: &str, name: &str) -> Vec<String> {
+    let masked = rustsrc::mask(text);
+    match rustsrc::find_fn(&masked, name) {
+        Some(f) => text[f.line_start..=f.close]
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The first ```diff (or ```patch) block of a model's answer.
+pub fn extract_diff(answer: &str) -> Option<String> {
+    for fence in ["```diff\n", "```patch\n", "```\ndiff --git"] {
+        if let Some(start) = answer.find(fence) {
+            let body_start = if fence.ends_with("diff --git") {
+                start + 4
+            } else {
+                start + fence.len()
+            };
+            let rest = &answer[body_start..];
+            let end = rest.find("\n```").map_or(rest.len(), |e| e + 1);
+            let mut d = rest[..end].to_string();
+            if !d.ends_with('\n') {
+                d.push('\n');
+            }
+            return Some(d);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

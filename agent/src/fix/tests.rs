@@ -1,0 +1,274 @@
+//! Pipeline tests over real git repositories with a small Cargo project, built by the tests.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use super::*;
+use crate::skills::SkillSet;
+use crate::source::{Regression, StaticSource};
+
+fn sh(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const LIB_BEFORE: &str = r#"//! A demo service's hot path.
+
+/// Mixes the items into a checksum.
+pub fn checksum(items: &[u64]) -> u64 {
+    let mut acc = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        acc = acc.wrapping_mul(31).wrapping_add(*item ^ i as u64);
+    }
+    acc
+}
+
+/// Counts the divisors of `n`.
+pub fn divisors(n: u64) -> u64 {
+    (1..=n).filter(|d| n % d == 0).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_stable() {
+        assert_eq!(checksum(&[1, 2, 3]), 1055);
+    }
+
+    #[test]
+    fn divisors_of_12() {
+        assert_eq!(divisors(12), 6);
+        assert_eq!(divisors(12), 6);
+        assert_eq!(divisors(7), 2);
+    }
+}
+"#;
+
+/// A temp git repository with a Cargo project, `fleetprof.toml`, and a commit adding logging to the loop.
+fn demo_repo(test_cmd: &str) -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    // Ignored by git, removed with the temp dir, shared by the worktrees' builds.
+    let target = root.join("target");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), LIB_BEFORE).unwrap();
+    std::fs::write(root.join(".gitignore"), "target/\nCargo.lock\n").unwrap();
+    std::fs::write(
+        root.join("fleetprof.toml"),
+        format!(
+            "[validate]\nbuild = \"CARGO_TARGET_DIR={t} cargo build --offline --quiet\"\ntest = \"{test_cmd}\"\n",
+            t = target.display(),
+            test_cmd = test_cmd.replace("@TARGET@", &target.display().to_string())
+        ),
+    )
+    .unwrap();
+    sh(root, &["init", "--quiet", "-b", "main"]);
+    sh(root, &["config", "user.name", "Dev One"]);
+    sh(root, &["config", "user.email", "dev@example.com"]);
+    sh(root, &["add", "-A"]);
+    sh(root, &["commit", "--quiet", "-m", "initial"]);
+    let regressed = LIB_BEFORE.replace(
+        "        acc = acc.wrapping_mul(31).wrapping_add(*item ^ i as u64);\n",
+        "        acc = acc.wrapping_mul(31).wrapping_add(*item ^ i as u64);\n        let line = format!(\"item {i}: {item} -> {acc}\");\n        println!(\"{line}\");\n",
+    );
+    std::fs::write(root.join("src/lib.rs"), regressed).unwrap();
+    sh(
+        root,
+        &["commit", "--quiet", "-am", "Trace every checksum step"],
+    );
+    let commit = sh(root, &["rev-parse", "HEAD"]).trim().to_string();
+    (d, commit)
+}
+
+fn regression(commit: &str) -> Regression {
+    Regression {
+        id: "r-42".into(),
+        service: "demo".into(),
+        function: "demo::checksum::h0123456789abcdef".into(),
+        baseline_share: 0.05,
+        current_share: 0.40,
+        detected_at: 1_700_000_000,
+        version_before: Some("1.0".into()),
+        version_after: Some("1.1".into()),
+        candidates: vec![RootCauseCandidate {
+            commit: commit.into(),
+            author: "Dev One <dev@example.com>".into(),
+            author_login: Some("devone".into()),
+            summary: "Trace every checksum step".into(),
+            score: 0.9,
+            evidence: vec!["touches src/lib.rs, which defines checksum".into()],
+        }],
+    }
+}
+
+fn fixer(repo: &Path, outbox: &Path, commit: &str) -> Fixer {
+    let skills = SkillSet::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills")).unwrap();
+    let source = StaticSource {
+        regressions: vec![regression(commit)],
+        stacks: vec![(
+            "demo".into(),
+            "demo::checksum::h0123456789abcdef".into(),
+            vec![crate::source::StackCount {
+                frames: vec![
+                    "main".into(),
+                    "demo::checksum".into(),
+                    "core::fmt::write".into(),
+                ],
+                samples: 10,
+            }],
+        )],
+        ..Default::default()
+    };
+    let tools = ToolBox::new(Arc::new(source), skills).with_repo(Repo::new(repo));
+    Fixer::new(
+        tools,
+        FixOptions {
+            outbox: outbox.to_path_buf(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The logging recipe fixes the regression: validated in a worktree, committed on fleetprof/fix-<id>, PR.md in the outbox.
+#[tokio::test]
+async fn logging_regression_is_fixed_forward() {
+    let (repo, commit) = demo_repo("CARGO_TARGET_DIR=@TARGET@ cargo test --offline --quiet");
+    let outbox = tempfile::tempdir().unwrap();
+    let head_before = sh(repo.path(), &["rev-parse", "HEAD"]);
+    let outcome = fixer(repo.path(), outbox.path(), &commit)
+        .fix_regression("r-42")
+        .await
+        .unwrap();
+    let FixOutcome::Proposed(p) = outcome else {
+        panic!("not proposed: {outcome:?}")
+    };
+    assert_eq!(p.branch, "fleetprof/fix-r-42");
+    assert_eq!(p.skill, "logging-in-hot-path");
+    assert_eq!(p.produced_by, "recipe guard-logging");
+    assert_eq!(
+        p.checks.iter().map(|c| c.step.as_str()).collect::<Vec<_>>(),
+        ["build", "test"]
+    );
+    assert!(p.checks.iter().all(|c| c.passed));
+    // The user's tree and branch are untouched; the worktree is gone.
+    assert_eq!(sh(repo.path(), &["rev-parse", "HEAD"]), head_before);
+    assert_eq!(sh(repo.path(), &["status", "--porcelain"]), "");
+    assert_eq!(sh(repo.path(), &["worktree", "list"]).lines().count(), 1);
+    // The branch holds the fix on top of the root cause.
+    let fixed = sh(repo.path(), &["show", "fleetprof/fix-r-42:src/lib.rs"]);
+    assert!(
+        fixed.contains("        if fleetprof_verbose_logging() {\n            let line = format!"),
+        "{fixed}"
+    );
+    assert!(fixed.contains("fn fleetprof_verbose_logging() -> bool"));
+    let msg = sh(
+        repo.path(),
+        &["log", "-1", "--format=%B", "fleetprof/fix-r-42"],
+    );
+    assert!(msg.contains("Fleetprof-Regression: r-42"), "{msg}");
+    assert!(msg.contains(&format!("Root-cause: {commit}")), "{msg}");
+    assert_eq!(
+        sh(repo.path(), &["rev-parse", "fleetprof/fix-r-42~1"]).trim(),
+        commit
+    );
+    // PR.md for the author.
+    let pr = std::fs::read_to_string(p.outbox_dir.join("PR.md")).unwrap();
+    assert!(pr.contains("cc @devone"), "{pr}");
+    assert!(pr.contains("from 5.00% to 40.00%"), "{pr}");
+    assert!(pr.contains("println!(\"{line}\");"), "{pr}");
+    assert!(pr.contains("**test**"), "{pr}");
+    assert!(p.outbox_dir.join("fix.patch").is_file());
+    assert!(p.outbox_dir.join("proposal.json").is_file());
+}
+
+/// A patch whose tests fail is not proposed, and its branch is deleted.
+#[tokio::test]
+async fn failing_validation_is_not_proposed() {
+    let (repo, commit) = demo_repo("echo the tests fail; exit 1");
+    let outbox = tempfile::tempdir().unwrap();
+    let outcome = fixer(repo.path(), outbox.path(), &commit)
+        .fix_regression("r-42")
+        .await
+        .unwrap();
+    let FixOutcome::NotProposed { attempts, .. } = outcome else {
+        panic!("proposed: {outcome:?}")
+    };
+    assert!(
+        attempts.iter().any(|a| a.reason.starts_with("test failed")),
+        "{attempts:?}"
+    );
+    assert!(
+        sh(repo.path(), &["branch", "--list", "fleetprof/*"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(std::fs::read_dir(outbox.path()).unwrap().count(), 0);
+}
+
+/// The memoize recipe makes a hot pure function cached; the result builds and its tests pass.
+#[tokio::test]
+async fn memoize_opportunity_is_proposed() {
+    let (repo, commit) = demo_repo("CARGO_TARGET_DIR=@TARGET@ cargo test --offline --quiet");
+    let outbox = tempfile::tempdir().unwrap();
+    let f = fixer(repo.path(), outbox.path(), &commit);
+    let target = Target {
+        id: "demo-divisors".into(),
+        kind: SkillKind::Opportunity,
+        service: "demo".into(),
+        function: "demo::divisors".into(),
+        shares: (None, 0.3),
+        root_cause: None,
+        additions: vec![],
+        frames: vec![],
+    };
+    let outcome = f.propose(&target).await.unwrap();
+    let FixOutcome::Proposed(p) = outcome else {
+        panic!("not proposed: {outcome:?}")
+    };
+    assert_eq!(p.skill, "memoize-pure-function");
+    assert_eq!(p.branch, "fleetprof/opportunity-demo-divisors");
+    let fixed = sh(
+        repo.path(),
+        &["show", "fleetprof/opportunity-demo-divisors:src/lib.rs"],
+    );
+    assert!(
+        fixed.contains("let value = divisors_uncached(n);"),
+        "{fixed}"
+    );
+    assert!(
+        fixed.contains("fn divisors_uncached(n: u64) -> u64 {"),
+        "{fixed}"
+    );
+    let pr = std::fs::read_to_string(p.outbox_dir.join("PR.md")).unwrap();
+    assert!(pr.contains("## The opportunity"), "{pr}");
+}
+
+/// Diff blocks are extracted from a model's answer.
+#[test]
+fn diff_extraction() {
+    let a = "Here:\n```diff\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n```\nIt guards the log.";
+    assert_eq!(
+        extract_diff(a).unwrap(),
+        "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
+    );
+    assert!(extract_diff("no diff").is_none());
+    assert_eq!(sanitize_id("r/1 2"), "r-1-2");
+}

@@ -1,0 +1,373 @@
+//! Validation in a separate `git worktree`: the patch applies, the repository's build and test
+//! commands pass, and (with a workload and a re-profiling hook) the function's share is back near its
+//! baseline. The user's work tree is never touched.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::repo::{RepoError, git};
+
+/// The `[validate]` table of a target repository's `fleetprof.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateConfig {
+    /// Build command, run with `sh -c` in the worktree. Default none.
+    pub build: Option<String>,
+    /// Test command. Default none.
+    pub test: Option<String>,
+    /// Workload command the re-profiling hook runs and profiles. Default none.
+    pub workload: Option<String>,
+    /// Per-command timeout in seconds. Default 1800.
+    pub timeout_secs: u64,
+    /// How much of the regression may remain: the fix passes when the re-profiled share is at most
+    /// `baseline + tolerance × (regressed − baseline)`. Default 0.25.
+    pub tolerance: f64,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        ValidateConfig {
+            build: None,
+            test: None,
+            workload: None,
+            timeout_secs: 1800,
+            tolerance: 0.25,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RepoConfigFile {
+    #[serde(default)]
+    validate: ValidateConfig,
+}
+
+/// What can go wrong validating.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// `fleetprof.toml` is not valid.
+    #[error("{path}: {source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A git operation failed.
+    #[error(transparent)]
+    Git(#[from] RepoError),
+    /// A file could not be written or a command not started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ValidateConfig {
+    /// Reads `fleetprof.toml` at the repository root; a missing file gives the defaults.
+    pub fn load(repo: &Path) -> Result<ValidateConfig, ValidateError> {
+        let path = repo.join("fleetprof.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(ValidateConfig::default());
+        };
+        let f: RepoConfigFile = toml::from_str(&text).map_err(|source| ValidateError::Config {
+            path,
+            source: Box::new(source),
+        })?;
+        Ok(f.validate)
+    }
+}
+
+/// Re-profiles a workload in a worktree and returns the function's share of its CPU (0..=1).
+///
+/// The caller provides it (the CLI wires it to the real profiler); validation calls it only when the
+/// repository declares a workload.
+pub trait Reprofiler: Send + Sync {
+    /// Runs `workload` in `worktree` under the profiler and returns `function`'s share.
+    fn share(&self, worktree: &Path, workload: &str, function: &str) -> Result<f64, String>;
+}
+
+/// One step of validation and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// `apply`, `build`, `test`, `reprofile`.
+    pub step: String,
+    /// The command or a description.
+    pub command: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Output tail or a note.
+    pub detail: String,
+}
+
+/// A worktree on a fresh branch, removed on drop (the branch stays unless [`Worktree::discard`]).
+#[derive(Debug)]
+pub struct Worktree {
+    repo: PathBuf,
+    dir: tempfile::TempDir,
+    branch: String,
+    removed: bool,
+}
+
+impl Worktree {
+    /// Creates branch `branch` at `base` in a new worktree outside the repository (resets the branch if
+    /// it exists from an earlier attempt).
+    pub fn create(repo: &Path, branch: &str, base: &str) -> Result<Worktree, ValidateError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetprof-fix-")
+            .tempdir()
+            .map_err(|source| ValidateError::Io {
+                what: "creating a temporary directory".into(),
+                source,
+            })?;
+        let path = dir.path().join("wt");
+        git(
+            repo,
+            &[
+                "worktree",
+                "add",
+                "--quiet",
+                "-B",
+                branch,
+                path.to_str().unwrap_or_default(),
+                base,
+            ],
+        )?;
+        Ok(Worktree {
+            repo: repo.to_path_buf(),
+            dir,
+            branch: branch.to_string(),
+            removed: false,
+        })
+    }
+
+    /// The worktree's directory.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("wt")
+    }
+
+    /// The branch.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// Removes the worktree and deletes its branch (a rejected patch leaves nothing behind).
+    pub fn discard(mut self) {
+        self.remove();
+        let _ = git(&self.repo, &["branch", "-D", &self.branch]);
+    }
+
+    fn remove(&mut self) {
+        if !self.removed {
+            let p = self.path();
+            let _ = git(
+                &self.repo,
+                &[
+                    "worktree",
+                    "remove",
+                    "--force",
+                    p.to_str().unwrap_or_default(),
+                ],
+            );
+            let _ = git(&self.repo, &["worktree", "prune"]);
+            self.removed = true;
+        }
+    }
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Runs `cmd` with `sh -c` in `dir`, killing it after `timeout`.
+pub fn run_command(step: &str, cmd: &str, dir: &Path, timeout: Duration) -> Check {
+    let started = Instant::now();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} 2>&1"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return Check {
+                step: step.into(),
+                command: cmd.into(),
+                passed: false,
+                seconds: 0.0,
+                detail: format!("could not start: {e}"),
+            };
+        }
+    };
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.read_to_end(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break None,
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    let out = String::from_utf8_lossy(&out);
+    let tail: String = {
+        let lines: Vec<&str> = out.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
+    let (passed, detail) = match status {
+        Some(s) if s.success() => (true, tail),
+        Some(s) => (false, format!("exit {s}\n{tail}")),
+        None => (
+            false,
+            format!("timed out after {}s\n{tail}", timeout.as_secs()),
+        ),
+    };
+    Check {
+        step: step.into(),
+        command: cmd.into(),
+        passed,
+        seconds: started.elapsed().as_secs_f64(),
+        detail,
+    }
+}
+
+/// Runs build, test and the re-profiling check in `worktree`; stops at the first failure.
+pub fn validate(
+    worktree: &Path,
+    cfg: &ValidateConfig,
+    reprofiler: Option<&dyn Reprofiler>,
+    function: &str,
+    shares: Option<(f64, f64)>,
+) -> Vec<Check> {
+    let timeout = Duration::from_secs(cfg.timeout_secs);
+    let mut checks = Vec::new();
+    for (step, cmd) in [("build", &cfg.build), ("test", &cfg.test)] {
+        if let Some(cmd) = cmd {
+            let c = run_command(step, cmd, worktree, timeout);
+            let ok = c.passed;
+            checks.push(c);
+            if !ok {
+                return checks;
+            }
+        }
+    }
+    match (&cfg.workload, reprofiler, shares) {
+        (Some(w), Some(r), Some((baseline, regressed))) => {
+            let started = Instant::now();
+            let limit = baseline + cfg.tolerance * (regressed - baseline);
+            let (passed, detail) = match r.share(worktree, w, function) {
+                Ok(s) => (
+                    s <= limit,
+                    format!(
+                        "{function}: {:.2}% of CPU with the fix (baseline {:.2}%, regressed {:.2}%, limit {:.2}%)",
+                        s * 100.0,
+                        baseline * 100.0,
+                        regressed * 100.0,
+                        limit * 100.0
+                    ),
+                ),
+                Err(e) => (false, format!("re-profiling failed: {e}")),
+            };
+            checks.push(Check {
+                step: "reprofile".into(),
+                command: w.clone(),
+                passed,
+                seconds: started.elapsed().as_secs_f64(),
+                detail,
+            });
+        }
+        (Some(w), None, _) => checks.push(Check {
+            step: "reprofile".into(),
+            command: w.clone(),
+            passed: true,
+            seconds: 0.0,
+            detail: "not re-profiled: no profiler hook was provided".into(),
+        }),
+        _ => {}
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fleetprof.toml` parses; unknown keys are rejected; a missing file gives defaults.
+    #[test]
+    fn config_parses() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            ValidateConfig::load(d.path()).unwrap(),
+            ValidateConfig::default()
+        );
+        std::fs::write(
+            d.path().join("fleetprof.toml"),
+            "[validate]\nbuild = \"cargo build\"\ntest = \"cargo test\"\nworkload = \"./bench\"\n",
+        )
+        .unwrap();
+        let c = ValidateConfig::load(d.path()).unwrap();
+        assert_eq!(c.build.as_deref(), Some("cargo build"));
+        assert_eq!(c.workload.as_deref(), Some("./bench"));
+        std::fs::write(
+            d.path().join("fleetprof.toml"),
+            "[validate]\nbiuld = \"x\"\n",
+        )
+        .unwrap();
+        assert!(ValidateConfig::load(d.path()).is_err());
+    }
+
+    struct Fixed(f64);
+    impl Reprofiler for Fixed {
+        fn share(&self, _: &Path, _: &str, _: &str) -> Result<f64, String> {
+            Ok(self.0)
+        }
+    }
+
+    /// Failing commands stop validation; the re-profiling check compares against the baseline.
+    #[test]
+    fn checks_run_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ValidateConfig {
+            build: Some("echo built".into()),
+            test: Some("echo failing; exit 3".into()),
+            ..Default::default()
+        };
+        let c = validate(d.path(), &cfg, None, "f", None);
+        assert_eq!(c.len(), 2);
+        assert!(c[0].passed && c[0].detail.contains("built"));
+        assert!(!c[1].passed && c[1].detail.contains("exit") && c[1].detail.contains("failing"));
+        let cfg = ValidateConfig {
+            workload: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(validate(d.path(), &cfg, Some(&Fixed(0.12)), "f", Some((0.10, 0.30)))[0].passed);
+        assert!(!validate(d.path(), &cfg, Some(&Fixed(0.20)), "f", Some((0.10, 0.30)))[0].passed);
+    }
+}

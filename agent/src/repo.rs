@@ -1,0 +1,456 @@
+//! The target repository: changes (`git log`/`git show`), code search and code reading, and the
+//! added lines of a diff. Everything goes through the `git` CLI and never writes to the user's tree.
+
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use regex::Regex;
+use serde::Serialize;
+
+/// What can go wrong reading the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// `git` could not be run.
+    #[error("running git {args}: {source}")]
+    Spawn {
+        /// The arguments.
+        args: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `git` failed.
+    #[error("git {args} failed: {stderr}")]
+    Git {
+        /// The arguments.
+        args: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// A path argument escapes the repository or is absolute.
+    #[error("path {0:?} must be relative to the repository root and stay inside it")]
+    BadPath(String),
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The search pattern is not a valid regex.
+    #[error("invalid regex: {0}")]
+    Regex(#[from] regex::Error),
+    /// A commit argument is not a plausible revision.
+    #[error("{0:?} is not a commit id or ref")]
+    BadRev(String),
+    /// The requested line range is empty or past the end of the file.
+    #[error("line range {start}..={end} is outside the file ({len} lines)")]
+    BadRange {
+        /// First line asked.
+        start: usize,
+        /// Last line asked.
+        end: usize,
+        /// Lines in the file.
+        len: usize,
+    },
+}
+
+/// A repository on disk (a work tree, or a worktree of it).
+#[derive(Debug, Clone)]
+pub struct Repo {
+    root: PathBuf,
+}
+
+/// One commit in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Change {
+    /// Full commit id.
+    pub commit: String,
+    /// Author name.
+    pub author: String,
+    /// Author email.
+    pub email: String,
+    /// Commit time, Unix seconds.
+    pub time: i64,
+    /// Subject line.
+    pub summary: String,
+}
+
+/// One line found by [`Repo::search`].
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct CodeHit {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// The line's text.
+    pub text: String,
+}
+
+/// The lines a diff adds to one file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FileAdditions {
+    /// Path in the new version, relative to the repository root.
+    pub path: String,
+    /// `(line number in the new file, text)` of every added line.
+    pub lines: Vec<(usize, String)>,
+}
+
+/// Runs git in `dir` and returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, RepoError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|source| RepoError::Spawn {
+            args: args.join(" "),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(RepoError::Git {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn check_rev(rev: &str) -> Result<(), RepoError> {
+    let ok = !rev.is_empty()
+        && !rev.starts_with('-')
+        && rev.len() <= 200
+        && rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-~^@{}".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(RepoError::BadRev(rev.to_string()))
+    }
+}
+
+impl Repo {
+    /// A repository rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Repo {
+        Repo { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs git in the repository.
+    pub fn git(&self, args: &[&str]) -> Result<String, RepoError> {
+        git(&self.root, args)
+    }
+
+    /// Recent commits, newest first, optionally only those touching `path` or after `since` (a git date).
+    pub fn changes(
+        &self,
+        since: Option<&str>,
+        path: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Change>, RepoError> {
+        let n = format!("-n{}", limit.max(1));
+        let mut args = vec![
+            "log",
+            "--no-color",
+            &n,
+            "--format=%H%x1f%an%x1f%ae%x1f%at%x1f%s",
+        ];
+        let since_arg;
+        if let Some(s) = since {
+            since_arg = format!("--since={s}");
+            args.push(&since_arg);
+        }
+        let p;
+        if let Some(path) = path {
+            p = self.relative(path)?;
+            args.push("--");
+            args.push(p.to_str().unwrap_or_default());
+        }
+        let out = self.git(&args)?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\x1f').collect();
+                (f.len() == 5).then(|| Change {
+                    commit: f[0].into(),
+                    author: f[1].into(),
+                    email: f[2].into(),
+                    time: f[3].parse().unwrap_or(0),
+                    summary: f[4].into(),
+                })
+            })
+            .collect())
+    }
+
+    /// One commit: metadata and patch (`git show`), truncated to `max_bytes`.
+    pub fn show(&self, commit: &str, max_bytes: usize) -> Result<String, RepoError> {
+        check_rev(commit)?;
+        let mut out = self.git(&["show", "--no-color", "--stat", "--patch", commit, "--"])?;
+        truncate(&mut out, max_bytes);
+        Ok(out)
+    }
+
+    /// The commit's metadata.
+    pub fn change(&self, commit: &str) -> Result<Change, RepoError> {
+        check_rev(commit)?;
+        let out = self.git(&[
+            "show",
+            "-s",
+            "--format=%H%x1f%an%x1f%ae%x1f%at%x1f%s",
+            commit,
+            "--",
+        ])?;
+        let f: Vec<&str> = out.trim_end().split('\x1f').collect();
+        if f.len() != 5 {
+            return Err(RepoError::BadRev(commit.to_string()));
+        }
+        Ok(Change {
+            commit: f[0].into(),
+            author: f[1].into(),
+            email: f[2].into(),
+            time: f[3].parse().unwrap_or(0),
+            summary: f[4].into(),
+        })
+    }
+
+    /// The lines `commit` added, per file.
+    pub fn additions(&self, commit: &str) -> Result<Vec<FileAdditions>, RepoError> {
+        check_rev(commit)?;
+        let diff = self.git(&[
+            "show",
+            "--no-color",
+            "--format=",
+            "--unified=0",
+            commit,
+            "--",
+        ])?;
+        Ok(parse_additions(&diff))
+    }
+
+    /// A repository-relative path, rejected when absolute or escaping the root.
+    pub fn relative(&self, path: &str) -> Result<PathBuf, RepoError> {
+        let p = Path::new(path);
+        if p.is_absolute()
+            || p.components().any(|c| {
+                matches!(
+                    c,
+                    Component::ParentDir | Component::Prefix(_) | Component::RootDir
+                )
+            })
+        {
+            return Err(RepoError::BadPath(path.to_string()));
+        }
+        Ok(p.to_path_buf())
+    }
+
+    /// The files of the repository (tracked and untracked-but-not-ignored), relative paths.
+    pub fn files(&self) -> Result<Vec<String>, RepoError> {
+        let out = self.git(&["ls-files", "--cached", "--others", "--exclude-standard"])?;
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Lines matching the regex `pattern`, in files whose path contains `path_filter` (if given).
+    pub fn search(
+        &self,
+        pattern: &str,
+        path_filter: Option<&str>,
+        max_results: usize,
+    ) -> Result<Vec<CodeHit>, RepoError> {
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()?;
+        let mut hits = Vec::new();
+        for f in self.files()? {
+            if path_filter.is_some_and(|p| !f.contains(p)) {
+                continue;
+            }
+            let full = self.root.join(&f);
+            let Ok(meta) = std::fs::metadata(&full) else {
+                continue;
+            };
+            if !meta.is_file() || meta.len() > 2 << 20 {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&full) else {
+                continue;
+            };
+            for (i, line) in text.lines().enumerate() {
+                if re.is_match(line) {
+                    let mut text = line.to_string();
+                    truncate(&mut text, 300);
+                    hits.push(CodeHit {
+                        path: f.clone(),
+                        line: i + 1,
+                        text,
+                    });
+                    if hits.len() >= max_results {
+                        return Ok(hits);
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Lines `start..=end` (1-based) of `path`, each prefixed with its number.
+    pub fn read(&self, path: &str, start: usize, end: Option<usize>) -> Result<String, RepoError> {
+        let rel = self.relative(path)?;
+        let full = self.root.join(&rel);
+        let text = std::fs::read_to_string(&full).map_err(|source| RepoError::Read {
+            path: rel.clone(),
+            source,
+        })?;
+        let lines: Vec<&str> = text.lines().collect();
+        let start = start.max(1);
+        let end = end.unwrap_or(start + 199).min(lines.len());
+        if start > end {
+            return Err(RepoError::BadRange {
+                start,
+                end,
+                len: lines.len(),
+            });
+        }
+        let mut out = String::new();
+        for (i, l) in lines[start - 1..end].iter().enumerate() {
+            out.push_str(&format!("{:>5}  {l}\n", start + i));
+        }
+        Ok(out)
+    }
+
+    /// Where `function` (a symbol like `crate::module::name` or `Type::name`) is defined: `(path, line)`.
+    ///
+    /// Looks for `fn <last path segment>` in the repository's files; prefers files whose path mentions
+    /// another segment of the symbol.
+    pub fn find_function(&self, function: &str) -> Result<Option<(String, usize)>, RepoError> {
+        let segments = symbol_segments(function);
+        let Some(name) = segments.last() else {
+            return Ok(None);
+        };
+        let pattern = format!(r"\bfn\s+{}\s*[<(]", regex::escape(name));
+        let hits = self.search(&pattern, None, 50)?;
+        let best = hits.into_iter().max_by_key(|h| {
+            segments[..segments.len() - 1]
+                .iter()
+                .filter(|s| h.path.contains(s.as_str()))
+                .count()
+        });
+        Ok(best.map(|h| (h.path, h.line)))
+    }
+}
+
+/// The path segments of a symbol, without generics, closures and hashes:
+/// `demo::work::checksum::h1234` → `[demo, work, checksum]`.
+pub fn symbol_segments(function: &str) -> Vec<String> {
+    let mut s = String::new();
+    let mut depth = 0;
+    for c in function.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            _ if depth == 0 => s.push(c),
+            _ => {}
+        }
+    }
+    let s = s.split(['(', ' ']).next().unwrap_or("");
+    s.split("::")
+        .filter(|seg| {
+            let hash = seg.len() == 17
+                && seg.starts_with('h')
+                && seg[1..].chars().all(|c| c.is_ascii_hexdigit());
+            !(seg.is_empty() || seg.starts_with('{') || hash)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses a unified diff (with `--unified=0` or any context) into the added lines per file.
+pub fn parse_additions(diff: &str) -> Vec<FileAdditions> {
+    let hunk = Regex::new(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@").expect("static regex");
+    let mut files: Vec<FileAdditions> = Vec::new();
+    let mut line_no = 0usize;
+    for line in diff.lines() {
+        if let Some(path) = line.strip_prefix("+++ ") {
+            let path = path.strip_prefix("b/").unwrap_or(path);
+            files.push(FileAdditions {
+                path: path.to_string(),
+                lines: Vec::new(),
+            });
+        } else if let Some(c) = hunk.captures(line) {
+            line_no = c[1].parse().unwrap_or(0);
+        } else if line.starts_with("--- ") || line.starts_with("diff --git") {
+            continue;
+        } else if let Some(added) = line.strip_prefix('+') {
+            if let Some(f) = files.last_mut() {
+                f.lines.push((line_no, added.to_string()));
+            }
+            line_no += 1;
+        } else if line.starts_with(' ') {
+            line_no += 1;
+        }
+    }
+    files.retain(|f| f.path != "/dev/null");
+    files
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary, noting the cut.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("\n… [truncated]\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Added lines are attributed to the right file and new-file line numbers.
+    #[test]
+    fn additions_parse() {
+        let diff = "diff --git a/src/a.rs b/src/a.rs\n--- a/src/a.rs\n+++ b/src/a.rs\n@@ -3,0 +4,2 @@ fn x\n+    println!(\"a\");\n+    let y = 1;\n@@ -10 +12 @@\n-old\n+new\n";
+        let f = parse_additions(diff);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].path, "src/a.rs");
+        assert_eq!(
+            f[0].lines,
+            vec![
+                (4, "    println!(\"a\");".to_string()),
+                (5, "    let y = 1;".to_string()),
+                (12, "new".to_string())
+            ]
+        );
+    }
+
+    /// Symbols lose generics and hashes; paths that escape are rejected.
+    #[test]
+    fn symbols_and_paths() {
+        assert_eq!(
+            symbol_segments("<demo::Work as core::Iter>::next::h0123456789abcdef"),
+            vec!["next"]
+        );
+        assert_eq!(
+            symbol_segments("demo::work::checksum"),
+            vec!["demo", "work", "checksum"]
+        );
+        let r = Repo::new("/tmp");
+        assert!(r.relative("../etc/passwd").is_err());
+        assert!(r.relative("/etc/passwd").is_err());
+        assert!(r.relative("src/main.rs").is_ok());
+        assert!(check_rev("--output=/x").is_err());
+        assert!(check_rev("HEAD~1").is_ok());
+    }
+}

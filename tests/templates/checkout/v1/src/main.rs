@@ -1,0 +1,19 @@
+//! `checkout --seconds N`: serves synthetic requests as fast as it can for N seconds.
+
+fn main() {
+    let seconds: u64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut served = 0u64;
+    let mut checksum = 0u64;
+    while std::time::Instant::now() < deadline {
+        for _ in 0..256 {
+            checksum ^= checkout::handle_request(served);
+            served += 1;
+        }
+    }
+    println!("served {served} requests (checksum {checksum:x})");
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask demo`: set the machine up, then run the end-to-end demo binary
+//! (`fleetprof-demo` in the `tests` crate), which drives fleetprof's main job from start to end.
+
+use anyhow::{Result, bail};
+use cargo_metadata::TargetKind;
+
+use crate::{
+    cmd::{self, cargo, is_root},
+    setup, workspace,
+};
+
+/// The package the demo binary belongs to.
+const PACKAGE: &str = "fleetprof-tests";
+/// The demo binary.
+const BIN: &str = "fleetprof-demo";
+
+/// Options of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Passed on to the demo: keep what it created (servers' data, repositories) for exploring
+    /// afterwards (default: the demo removes it).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Runs `setup`, then `cargo run --release -p fleetprof-tests --bin fleetprof-demo`.
+pub(crate) fn run(args: &Args) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "`cargo xtask demo` loads eBPF programs into the kernel and needs root; run it as root"
+        );
+    }
+    setup::ensure()?;
+
+    if !workspace::has_target(&workspace::metadata()?, PACKAGE, &TargetKind::Bin, BIN) {
+        bail!(
+            "the demo binary `{BIN}` does not exist yet (a `[[bin]]` of {PACKAGE} in tests/Cargo.toml)"
+        );
+    }
+    let mut demo = cargo(["run", "--release", "-p", PACKAGE, "--bin", BIN]);
+    if args.keep {
+        demo.args(["--", "--keep"]);
+    }
+    // The demo profiles with the real eBPF object.
+    demo.env_remove("AYA_BUILD_SKIP");
+    cmd::run("demo: build and run fleetprof-demo", &mut demo)?;
+    Ok(())
+}

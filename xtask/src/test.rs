@@ -1,0 +1,135 @@
+//! `cargo xtask test`: every test fleetprof has, in the order that fails fastest.
+//!
+//! 1. `setup` (installs what is missing; a no-op on a prepared machine),
+//! 2. `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`,
+//! 3. unit and doc tests of every crate (`cargo test --workspace`, no root needed),
+//! 4. the end-to-end tests in `tests/` (`fleetprof-tests`): real eBPF programs in this kernel,
+//!    real ClickHouse servers, real gRPC; one at a time, as root.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    cmd::{self, Steps, cargo, is_root},
+    setup,
+};
+
+/// Set, it makes `profiler/build.rs` skip building the eBPF object; never wanted here.
+const AYA_BUILD_SKIP: &str = "AYA_BUILD_SKIP";
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Skip `cargo fmt --check` and `cargo clippy` (default: run them first).
+    #[arg(long)]
+    skip_lint: bool,
+
+    /// Passed to the test binaries: a test-name filter, and libtest flags such as
+    /// `--nocapture`, with or without a `--` before them (default: none, run every test).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FILTER"
+    )]
+    filter: Vec<String>,
+}
+
+impl Args {
+    /// What goes after `cargo test ... --`: the filter and flags, minus any `--` written the way
+    /// `cargo test` takes it (cargo's own `--` is added by [`run_cargo`]).
+    pub(crate) fn test_binary_args(&self) -> Vec<String> {
+        self.filter
+            .iter()
+            .filter(|arg| *arg != "--")
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs every step, stopping at the first that fails, and prints a summary.
+pub(crate) fn run(args: &Args) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "`cargo xtask test` loads eBPF programs into the kernel and needs root; run it as root \
+             (for the unit tests alone, `cargo test` needs no root)"
+        );
+    }
+    if std::env::var_os(AYA_BUILD_SKIP).is_some() {
+        println!("note: ignoring {AYA_BUILD_SKIP}: the tests need the real eBPF object");
+    }
+
+    let test_args = args.test_binary_args();
+    let mut steps = Steps::new("test");
+    steps.step("setup", setup::ensure)?;
+
+    if args.skip_lint {
+        println!("\nnote: --skip-lint: not running cargo fmt and cargo clippy");
+    } else {
+        steps.step("fmt", || {
+            run_cargo(
+                "fmt: check formatting of every crate",
+                ["fmt", "--all", "--check"],
+                &[],
+            )
+        })?;
+        steps.step("clippy", || {
+            run_cargo(
+                "clippy: lint every crate and target, warnings are errors (builds the eBPF object)",
+                [
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )
+        })?;
+    }
+
+    steps.step("unit and doc tests", || {
+        run_cargo(
+            "unit and doc tests of every crate (no root needed)",
+            [
+                "test",
+                "--workspace",
+                "--exclude",
+                "profiler-ebpf",
+                "--exclude",
+                "fleetprof-tests",
+            ],
+            &test_args,
+        )
+    })?;
+
+    steps.step("binaries", || {
+        run_cargo(
+            "build the binaries the end-to-end tests run (profiler, collector, agent)",
+            ["build", "--workspace", "--bins", "--exclude", "profiler-ebpf"],
+            &[],
+        )
+    })?;
+
+    steps.step("end-to-end tests", || {
+        run_cargo(
+            "end-to-end tests: real eBPF, real ClickHouse, real gRPC (root, one at a time)",
+            ["test", "-p", "fleetprof-tests"],
+            &[&["--test-threads=1".to_owned()], test_args.as_slice()].concat(),
+        )
+    })?;
+
+    steps.finish();
+    Ok(())
+}
+
+/// Runs `cargo <args> [-- <test_args>]` in the workspace root, without `AYA_BUILD_SKIP`.
+fn run_cargo<const N: usize>(title: &str, args: [&str; N], test_args: &[String]) -> Result<()> {
+    let mut cmd: Command = cargo(args);
+    if !test_args.is_empty() {
+        cmd.arg("--").args(test_args);
+    }
+    cmd.env_remove(AYA_BUILD_SKIP);
+    cmd::run(title, &mut cmd).map(drop)
+}
