@@ -4,6 +4,9 @@
 //! Every test here needs root (eBPF) and some need ClickHouse; a missing requirement fails the
 //! test with a message saying what is missing, never a silent pass.
 
+pub mod demo_repo;
+pub mod fleet;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -70,4 +73,40 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((utime + stime) / ticks)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// Runs `sql` on the ClickHouse HTTP interface at `127.0.0.1:http_port` and returns the body
+/// (TabSeparated), panicking with the server's message on an error status.
+pub fn clickhouse_query(http_port: u16, sql: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connecting to ClickHouse");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("set_read_timeout");
+    let request = format!(
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending the query");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the answer");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "ClickHouse refused {sql:?}: {body}"
+    );
+    body.to_owned()
 }

@@ -1,0 +1,214 @@
+//! Ingest throughput: 50 simulated hosts push realistic batches concurrently over loopback gRPC
+//! into an in-process collector writing to a throwaway local ClickHouse.
+//!
+//! Prints samples/s stored, this process's CPU time per million samples (client + collector
+//! together, since both run in this process; ClickHouse is a separate process and not counted),
+//! and a baseline: the same rows inserted straight into ClickHouse by the store, in the same run.
+//!
+//! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, validate};
+use fleetprof_collector::store::local_server::LocalClickHouse;
+use fleetprof_collector::store::{Batch, Store, StoreConfig};
+use fleetprof_proto::fleetprof::v1 as pb;
+use pb::ingest_client::IngestClient;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes into the struct we pass.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A 10 s batch like a busy host sends at 19 Hz × 2 CPUs plus many threads: 40 processes,
+/// 600 frames, 1,500 stacks 8–40 deep, 2,000 sample rows with Zipf-distributed stacks.
+fn realistic_batch(host: usize, sequence: u64, rng: &mut rand::rngs::StdRng) -> pb::ProfileBatch {
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let services = [
+        "checkout", "search", "cart", "auth", "payments", "ads", "feed", "api",
+    ];
+    let processes: Vec<pb::Process> = (0..40)
+        .map(|i| pb::Process {
+            pid: 1000 + i,
+            comm: format!("svc{i}"),
+            exe: format!("/usr/bin/{}", services[i as usize % services.len()]),
+            service: services[i as usize % services.len()].into(),
+            version: format!("1.{}", i % 3),
+            container_id: format!("{:016x}", i * 7919),
+            cgroup: format!("/kubepods/pod{i}"),
+            build_id: format!("{:040x}", i),
+        })
+        .collect();
+    let frames: Vec<pb::Frame> = (0..600u64)
+        .map(|i| pb::Frame {
+            function: format!(
+                "crate_{}::module_{}::function_with_a_realistic_name_{i}",
+                i % 13,
+                i % 37
+            ),
+            module: format!("/usr/bin/{}", services[(i % 8) as usize]),
+            build_id: format!("{:040x}", i % 8),
+            file: format!("src/module_{}.rs", i % 37),
+            line: (i * 17 % 900) as u32,
+            module_offset: i * 64,
+            ..Default::default()
+        })
+        .collect();
+    let stacks: Vec<pb::Stack> = (0..1500)
+        .map(|_| {
+            let depth = rng.random_range(8..40);
+            pb::Stack {
+                frame_indexes: (0..depth).map(|_| rng.random_range(0..600)).collect(),
+            }
+        })
+        .collect();
+    let zipf = Zipf::new(1500.0, 1.1).unwrap();
+    let samples: Vec<pb::Sample> = (0..2000)
+        .map(|_| {
+            let p = rng.random_range(0..40u32);
+            pb::Sample {
+                process_index: p,
+                stack_index: zipf.sample(rng) as u32 - 1,
+                tid: 1000 + p * 10 + rng.random_range(0..8),
+                thread_name: "worker".into(),
+                count: rng.random_range(1..20),
+            }
+        })
+        .collect();
+    pb::ProfileBatch {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        host: Some(pb::HostIdentity {
+            hostname: format!("host-{host:03}"),
+            host_id: format!("machine-{host:03}"),
+            boot_id: "boot".into(),
+            ..Default::default()
+        }),
+        sequence,
+        start_time_unix_nanos: end - 10_000_000_000,
+        end_time_unix_nanos: end,
+        frequency_hz: 19,
+        processes,
+        frames,
+        stacks,
+        samples,
+        energy: Some(pb::Energy {
+            available: false,
+            unavailable_reason: "bench".into(),
+            ..Default::default()
+        }),
+        losses: Some(pb::LossCounters::default()),
+    }
+}
+
+fn main() {
+    let hosts = env("HOSTS", 50);
+    let per_host = env("BATCHES_PER_HOST", 20);
+    let clickhouse = LocalClickHouse::start().unwrap_or_else(|e| panic!("ingest bench: {e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        // Prepared before timing: generating batches is the hosts' work, not the collector's.
+        let batches: Vec<Vec<pb::ProfileBatch>> = (0..hosts)
+            .map(|h| (1..=per_host as u64).map(|s| realistic_batch(h, s, &mut rng)).collect())
+            .collect();
+        let rows: usize = batches.iter().flatten().map(|b| b.samples.len()).sum();
+        let samples: u64 = batches.iter().flatten().flat_map(|b| &b.samples).map(|s| s.count).sum();
+
+        let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("bench")).await.unwrap();
+        store.migrate().await.unwrap();
+        let collector = RunningCollector::start(store.clone(), IngestConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = collector.local_addr();
+
+        let (cpu0, t0) = (cpu_time(), Instant::now());
+        let mut tasks = Vec::new();
+        for host_batches in batches.clone() {
+            tasks.push(tokio::spawn(async move {
+                let mut client = IngestClient::connect(format!("http://{addr}")).await.unwrap();
+                for b in host_batches {
+                    let r = client.push(b).await.unwrap().into_inner();
+                    assert!(!r.duplicate);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (grpc_wall, grpc_cpu) = (t0.elapsed(), cpu_time() - cpu0);
+        let stored = store.stored_sample_count().await.unwrap();
+        assert_eq!(stored, samples, "every sample stored once");
+        let groups = collector.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
+        collector.shutdown().await;
+
+        // Baseline: the same batches, already validated, written by the store directly into a
+        // fresh database (no gRPC, no dedup look-up), in groups of the same size.
+        let base = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("bench_baseline")).await.unwrap();
+        base.migrate().await.unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let validated: Vec<Batch> =
+            batches.iter().flatten().map(|b| validate(b, &Limits::default(), now).unwrap()).collect();
+        let group = (validated.len() / groups.max(1) as usize).max(1);
+        let (cpu1, t1) = (cpu_time(), Instant::now());
+        let (mut known_stacks, mut known_frames) = Default::default();
+        for chunk in validated.chunks(group) {
+            let refs: Vec<&Batch> = chunk.iter().collect();
+            base.write_batches(&refs, &Default::default(), &mut known_stacks, &mut known_frames).await.unwrap();
+        }
+        let (base_wall, base_cpu) = (t1.elapsed(), cpu_time() - cpu1);
+        let base_samples = base.stored_sample_count().await.unwrap();
+        assert_eq!(base_samples, samples);
+
+        let m = samples as f64 / 1e6;
+        println!("ingest bench: {hosts} hosts x {per_host} batches = {} batches, {rows} sample rows, {samples} samples", hosts * per_host);
+        println!(
+            "  gRPC -> collector -> ClickHouse: {:.2} s, {:.0} sample rows/s, {:.0} samples/s stored, {} INSERT groups",
+            grpc_wall.as_secs_f64(),
+            rows as f64 / grpc_wall.as_secs_f64(),
+            samples as f64 / grpc_wall.as_secs_f64(),
+            groups
+        );
+        println!(
+            "  CPU (this process: 50 gRPC clients + collector; ClickHouse not counted): {:.2} s = {:.3} CPU-s per million samples",
+            grpc_cpu.as_secs_f64(),
+            grpc_cpu.as_secs_f64() / m
+        );
+        println!(
+            "  baseline, store.write_batches directly (no gRPC, no validation, no dedup): {:.2} s, {:.0} sample rows/s, {:.3} CPU-s per million samples",
+            base_wall.as_secs_f64(),
+            rows as f64 / base_wall.as_secs_f64(),
+            base_cpu.as_secs_f64() / m
+        );
+        println!(
+            "  ratio collector / baseline: wall {:.2}x, CPU {:.2}x",
+            grpc_wall.as_secs_f64() / base_wall.as_secs_f64(),
+            grpc_cpu.as_secs_f64() / base_cpu.as_secs_f64()
+        );
+        let _ = Arc::new(());
+    });
+    drop(clickhouse);
+}

@@ -1,0 +1,91 @@
+//! The command line: one module per command group (`serve`, `migrate`, `query`); add new
+//! groups (`detect`, `changes`, `regressions`) as a module and a [`Command`] variant.
+
+mod migrate;
+mod query;
+mod serve;
+mod table;
+
+use clap::{Args, Parser, Subcommand};
+use fleetprof_collector::store::{Store, StoreConfig};
+
+/// fleetprof's collector: receives profiles from every host over gRPC, stores them in
+/// ClickHouse, and answers questions about them.
+///
+/// Quick start:
+///   fleetprof-collector serve --listen 0.0.0.0:4317 --clickhouse-url http://127.0.0.1:8123
+///   fleetprof-collector query services
+///   fleetprof-collector query top --service checkout --since 1h
+///   fleetprof-collector query flamegraph --service checkout --since 1h -o checkout.svg
+///   fleetprof-collector query diff --service checkout --baseline 1.4.0 --comparison 1.5.0 -o diff.svg
+#[derive(Debug, Parser)]
+#[command(name = "fleetprof-collector", version, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC ingest endpoint hosts push profiles to (creates or upgrades the schema first).
+    Serve(serve::ServeArgs),
+    /// Create or upgrade the ClickHouse schema, then exit.
+    Migrate(migrate::MigrateArgs),
+    /// Ask questions of the stored profiles.
+    Query(query::QueryArgs),
+}
+
+/// How to reach ClickHouse (shared by every command).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ClickHouseArgs {
+    /// ClickHouse HTTP endpoint. [default: http://127.0.0.1:8123]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROF_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123",
+        hide_default_value = true
+    )]
+    clickhouse_url: String,
+    /// Database holding fleetprof's tables. [default: fleetprof]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROF_DATABASE",
+        default_value = "fleetprof",
+        hide_default_value = true
+    )]
+    database: String,
+    /// ClickHouse user. [default: ClickHouse's `default` user]
+    #[arg(long, global = true, env = "FLEETPROF_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    /// ClickHouse password (prefer the environment variable). [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROF_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    clickhouse_password: Option<String>,
+}
+
+impl ClickHouseArgs {
+    pub(crate) fn store(&self) -> anyhow::Result<Store> {
+        let mut config = StoreConfig::new(&self.clickhouse_url).with_database(&self.database);
+        if let Some(user) = &self.clickhouse_user {
+            config =
+                config.with_credentials(user, self.clickhouse_password.clone().unwrap_or_default());
+        } else if let Some(password) = &self.clickhouse_password {
+            config = config.with_credentials("default", password);
+        }
+        Ok(Store::new(&config)?)
+    }
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Query(args) => query::run(args).await,
+    }
+}

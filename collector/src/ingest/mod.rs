@@ -1,0 +1,236 @@
+//! Ingest: the gRPC `Ingest` service hosts push `ProfileBatch`es to.
+//!
+//! The handler is thin: check the bearer token (an interceptor), [`validate()`] the batch, hand
+//! it to the single [`WriterHandle`], and map the outcome to a `Status`:
+//!
+//! | outcome | status |
+//! |---|---|
+//! | stored / buffered | OK, `samples_stored` = the batch's samples |
+//! | already stored | OK, `duplicate: true`, nothing stored |
+//! | unknown `protocol_version` | FAILED_PRECONDITION naming the version |
+//! | malformed | INVALID_ARGUMENT saying what was wrong; nothing stored |
+//! | missing/wrong token | UNAUTHENTICATED |
+//! | ClickHouse down and buffer full | RESOURCE_EXHAUSTED "collector buffer full; ClickHouse unreachable: …; retry later" |
+//!
+//! See [`writer`] for the durability trade-off of the in-memory buffer.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use fleetprof_collector::{ingest::{IngestConfig, RunningCollector}, store::{Store, StoreConfig}};
+//! let store = Store::connect(&StoreConfig::new("http://127.0.0.1:8123")).await?;
+//! store.migrate().await?;
+//! let collector = RunningCollector::start(store, IngestConfig::default(), "127.0.0.1:0".parse()?).await?;
+//! println!("listening on {}", collector.local_addr());
+//! collector.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+pub mod validate;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fleetprof_proto::fleetprof::v1 as pb;
+use pb::ingest_server::{Ingest, IngestServer};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+pub use auth::BearerAuth;
+pub use validate::{Limits, ValidationError, validate};
+pub use writer::{Ack, WriteError, WriterConfig, WriterHandle, WriterStats};
+
+use crate::store::Store;
+
+/// Errors starting or running the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// The server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// PEM certificate chain and private key for TLS.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Private key, PEM.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFiles { .. }")
+    }
+}
+
+/// Settings of the ingest server.
+#[derive(Clone, Debug, Default)]
+pub struct IngestConfig {
+    /// Batch limits (see [`Limits`]).
+    pub limits: Limits,
+    /// Writer and buffer settings (see [`WriterConfig`]).
+    pub writer: WriterConfig,
+    /// Bearer token hosts must send (`authorization: Bearer <token>`); default none (no auth).
+    pub token: Option<String>,
+    /// TLS certificate and key; default none (plaintext h2c).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The `Ingest` service implementation.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    writer: WriterHandle,
+    limits: Limits,
+}
+
+impl IngestService {
+    /// A service submitting to `writer`.
+    pub fn new(writer: WriterHandle, limits: Limits) -> Self {
+        Self { writer, limits }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn push(
+        &self,
+        request: Request<pb::ProfileBatch>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        let wire = request.into_inner();
+        let batch = validate(&wire, &self.limits, now_ns()).map_err(|e| match e {
+            ValidationError::UnknownVersion(_) => Status::failed_precondition(e.to_string()),
+            ValidationError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        })?;
+        drop(wire);
+        let key = batch.key.clone();
+        match self.writer.submit(batch).await {
+            Ok(Ack::Stored { samples } | Ack::Buffered { samples }) => {
+                Ok(Response::new(pb::PushResponse {
+                    duplicate: false,
+                    samples_stored: samples,
+                }))
+            }
+            Ok(Ack::Duplicate) => {
+                tracing::debug!(%key, "duplicate batch");
+                Ok(Response::new(pb::PushResponse {
+                    duplicate: true,
+                    samples_stored: 0,
+                }))
+            }
+            Err(e @ WriteError::BufferFull { .. }) => {
+                Err(Status::resource_exhausted(e.to_string()))
+            }
+            Err(e @ WriteError::Stopped) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// A collector serving gRPC in a background task (used by `serve`, tests and benches).
+#[derive(Debug)]
+pub struct RunningCollector {
+    local_addr: SocketAddr,
+    writer: WriterHandle,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), IngestError>>,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCollector {
+    /// Binds `addr` (port 0 picks a free port), starts the writer and the server.
+    pub async fn start(
+        store: Store,
+        config: IngestConfig,
+        addr: SocketAddr,
+    ) -> Result<Self, IngestError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| IngestError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| IngestError::Bind { addr, source })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (writer, writer_task) = WriterHandle::spawn(store, config.writer.clone());
+        let service = IngestServer::new(IngestService::new(writer.clone(), config.limits.clone()))
+            .max_decoding_message_size(config.limits.max_bytes.saturating_add(1024));
+        let service = InterceptedService::new(service, BearerAuth::new(config.token.clone()));
+        let mut builder = Server::builder();
+        if let Some(tls) = &config.tls {
+            let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(IngestError::Tls)?;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = builder.add_service(service);
+        let server = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(IngestError::Serve)
+        });
+        tracing::info!(%local_addr, tls = config.tls.is_some(), auth = config.token.is_some(), "collector listening");
+        Ok(Self {
+            local_addr,
+            writer,
+            shutdown: Some(tx),
+            server,
+            writer_task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The writer's counters (stored, duplicates, buffered, refused).
+    pub fn stats(&self) -> &WriterStats {
+        self.writer.stats()
+    }
+
+    /// Waits until the server stops by itself (an error) — for `serve`, combine with a signal.
+    pub async fn wait(&mut self) -> Result<(), IngestError> {
+        match (&mut self.server).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC server task failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops accepting, finishes in-flight pushes, and lets the writer flush its buffer once.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.server).await;
+        drop(self.writer);
+        let _ = self.writer_task.await;
+    }
+}

@@ -1,0 +1,207 @@
+//! The validated batch the store writes: the wire batch with frames hashed into ids and stacks
+//! turned root first. Built by `ingest::validate`, never from unchecked input.
+
+use sha2::{Digest, Sha256};
+
+/// A batch's identity: retries of one batch carry the same key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchKey {
+    /// `/etc/machine-id` of the host.
+    pub host_id: String,
+    /// The host's boot id.
+    pub boot_id: String,
+    /// Per (host_id, boot_id), from 1.
+    pub sequence: u64,
+}
+
+impl std::fmt::Display for BatchKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.host_id, self.boot_id, self.sequence)
+    }
+}
+
+/// A process seen in the batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Executable path.
+    pub exe: String,
+    /// Service name.
+    pub service: String,
+    /// Service version.
+    pub version: String,
+    /// Container id, or empty.
+    pub container_id: String,
+    /// cgroup v2 path.
+    pub cgroup: String,
+    /// GNU build-id (hex), or empty.
+    pub build_id: String,
+}
+
+/// A frame with its stable id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredFrame {
+    /// [`frame_id`] of the frame.
+    pub frame_id: u64,
+    /// Function name, or `module+0xoffset` when it could not be symbolized.
+    pub function: String,
+    /// Module path or `[kernel]`.
+    pub module: String,
+    /// Module build-id.
+    pub build_id: String,
+    /// Source file, or empty.
+    pub file: String,
+    /// Source line, or 0.
+    pub line: u32,
+    /// Inlined into its caller.
+    pub inlined: bool,
+    /// A kernel frame.
+    pub kernel: bool,
+    /// Offset within the module.
+    pub module_offset: u64,
+}
+
+/// A stack, root first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StackInfo {
+    /// [`stack_id`] of `frame_ids`.
+    pub stack_id: u64,
+    /// Frame ids, root first.
+    pub frame_ids: Vec<u64>,
+    /// Function names, root first (the leaf last).
+    pub functions: Vec<String>,
+}
+
+/// One sample row: a thread of a process on a stack, `count` times.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleInfo {
+    /// Index into [`Batch::processes`].
+    pub process: u32,
+    /// Index into [`Batch::stacks`].
+    pub stack: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub thread: String,
+    /// Samples.
+    pub count: u64,
+}
+
+/// Energy of the window: per RAPL domain and per process, or why there is none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnergyReading {
+    /// The host had a RAPL source.
+    pub available: bool,
+    /// Why not, when not.
+    pub unavailable_reason: String,
+    /// `powercap` or `perf-power`.
+    pub source: String,
+    /// (domain, joules).
+    pub domains: Vec<(String, f64)>,
+    /// (index into [`Batch::processes`], joules).
+    pub processes: Vec<(u32, f64)>,
+}
+
+/// The host's loss counters for the window, in the order of `LossCounters` in the proto.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossCounters {
+    /// Perf events seen.
+    pub events: u64,
+    /// Idle samples skipped.
+    pub idle: u64,
+    /// Samples filtered out.
+    pub filtered: u64,
+    /// Samples recorded.
+    pub recorded: u64,
+    /// User stack unavailable.
+    pub user_stack_unavailable: u64,
+    /// Kernel stack unavailable.
+    pub kernel_stack_unavailable: u64,
+    /// Stack-map hash collisions.
+    pub stack_collisions: u64,
+    /// Other stack errors.
+    pub stack_other_errors: u64,
+    /// Counts map full.
+    pub counts_map_full: u64,
+    /// Frames that could not be symbolized.
+    pub unsymbolized_frames: u64,
+    /// Batches the host dropped from its spool.
+    pub spool_dropped_batches: u64,
+    /// Samples in those batches.
+    pub spool_dropped_samples: u64,
+}
+
+/// A validated batch, ready to store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Identity.
+    pub key: BatchKey,
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release.
+    pub kernel_release: String,
+    /// Profiler version.
+    pub agent_version: String,
+    /// Window start, ns since the epoch.
+    pub start_time_ns: u64,
+    /// Window end, ns since the epoch.
+    pub end_time_ns: u64,
+    /// Sampling frequency.
+    pub frequency_hz: u32,
+    /// Processes.
+    pub processes: Vec<ProcessInfo>,
+    /// Frames (deduplicated by id).
+    pub frames: Vec<StoredFrame>,
+    /// Stacks.
+    pub stacks: Vec<StackInfo>,
+    /// Samples.
+    pub samples: Vec<SampleInfo>,
+    /// Energy.
+    pub energy: EnergyReading,
+    /// Losses.
+    pub losses: LossCounters,
+}
+
+impl Batch {
+    /// Sum of the samples' counts.
+    pub fn total_samples(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+
+    /// Window start in whole seconds (the `time` column).
+    pub fn time(&self) -> u32 {
+        u32::try_from(self.start_time_ns / 1_000_000_000).unwrap_or(u32::MAX)
+    }
+}
+
+fn digest_u64(hasher: Sha256) -> u64 {
+    let out = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&out[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// The stable id of a frame: a hash of what identifies it (the offset only matters when the
+/// frame has no function name). Same frame on any host, any day → same id.
+pub fn frame_id(frame: &StoredFrame) -> u64 {
+    let mut h = Sha256::new();
+    for part in [&frame.function, &frame.module, &frame.build_id, &frame.file] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(frame.line.to_le_bytes());
+    h.update([u8::from(frame.inlined), u8::from(frame.kernel)]);
+    digest_u64(h)
+}
+
+/// The stable id of a stack: a hash of its frame ids, root first.
+pub fn stack_id(frame_ids: &[u64]) -> u64 {
+    let mut h = Sha256::new();
+    for id in frame_ids {
+        h.update(id.to_le_bytes());
+    }
+    digest_u64(h)
+}

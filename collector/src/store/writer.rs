@@ -1,0 +1,477 @@
+//! Batched writes: many batches in one INSERT per table, the `batches` row last as the commit
+//! marker, and the dedup look-ups the ingest writer needs.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::{Batch, BatchKey, SampleInfo, Store, StoreError};
+
+/// Seconds since the epoch, now.
+pub(crate) fn unix_now() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// What [`Store::write_batches`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Batches written.
+    pub batches: usize,
+    /// Rows written into `samples`.
+    pub sample_rows: u64,
+    /// Sum of the written samples' counts.
+    pub samples: u64,
+}
+
+#[derive(Row, Serialize)]
+struct SampleRow<'a> {
+    time: u32,
+    time_ns: u64,
+    host: &'a str,
+    host_id: &'a str,
+    boot_id: &'a str,
+    sequence: u64,
+    service: &'a str,
+    version: &'a str,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    thread: &'a str,
+    container_id: &'a str,
+    stack_id: u64,
+    functions: &'a [String],
+    count: u64,
+}
+
+#[derive(Row, Serialize)]
+struct StackRow<'a> {
+    stack_id: u64,
+    frame_ids: &'a [u64],
+    functions: &'a [String],
+    first_seen: u32,
+}
+
+#[derive(Row, Serialize)]
+struct FrameRow<'a> {
+    frame_id: u64,
+    function: &'a str,
+    module: &'a str,
+    build_id: &'a str,
+    file: &'a str,
+    line: u32,
+    inlined: u8,
+    kernel: u8,
+    module_offset: u64,
+}
+
+#[derive(Row, Serialize)]
+struct ProcessRow<'a> {
+    time: u32,
+    host: &'a str,
+    host_id: &'a str,
+    boot_id: &'a str,
+    pid: u32,
+    comm: &'a str,
+    exe: &'a str,
+    service: &'a str,
+    version: &'a str,
+    container_id: &'a str,
+    cgroup: &'a str,
+    build_id: &'a str,
+}
+
+#[derive(Row, Serialize)]
+struct EnergyRow<'a> {
+    time: u32,
+    time_ns: u64,
+    window_ns: u64,
+    host: &'a str,
+    host_id: &'a str,
+    source: &'a str,
+    domain: &'a str,
+    joules: f64,
+}
+
+#[derive(Row, Serialize)]
+struct ProcessEnergyRow<'a> {
+    time: u32,
+    time_ns: u64,
+    window_ns: u64,
+    host: &'a str,
+    host_id: &'a str,
+    pid: u32,
+    comm: &'a str,
+    service: &'a str,
+    version: &'a str,
+    joules: f64,
+}
+
+#[derive(Row, Serialize)]
+struct BatchRow<'a> {
+    host_id: &'a str,
+    boot_id: &'a str,
+    sequence: u64,
+    host: &'a str,
+    time: u32,
+    start_time_ns: u64,
+    end_time_ns: u64,
+    received: u32,
+    frequency_hz: u32,
+    samples: u64,
+    sample_rows: u32,
+    processes: u32,
+    stacks: u32,
+    frames: u32,
+    kernel_release: &'a str,
+    agent_version: &'a str,
+    energy_available: u8,
+    energy_unavailable_reason: &'a str,
+}
+
+#[derive(Row, Serialize)]
+struct LossRow<'a> {
+    time: u32,
+    host: &'a str,
+    host_id: &'a str,
+    boot_id: &'a str,
+    sequence: u64,
+    events: u64,
+    idle: u64,
+    filtered: u64,
+    recorded: u64,
+    user_stack_unavailable: u64,
+    kernel_stack_unavailable: u64,
+    stack_collisions: u64,
+    stack_other_errors: u64,
+    counts_map_full: u64,
+    unsymbolized_frames: u64,
+    spool_dropped_batches: u64,
+    spool_dropped_samples: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct KeyRow {
+    host_id: String,
+    boot_id: String,
+    sequence: u64,
+}
+
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Runs one INSERT into `$table` of rows of type `$ty`, made by `$map` from each of `$items`
+/// (a Vec; a fn item rather than a closure keeps the future `Send`).
+macro_rules! insert_rows {
+    ($store:expr, $ty:ty, $table:literal, $items:expr, $map:expr) => {
+        async {
+            let items = $items;
+            if items.is_empty() {
+                return Ok::<u64, StoreError>(0);
+            }
+            let what = concat!("insert into ", $table);
+            let mut insert = $store
+                .client
+                .insert::<$ty>($table)
+                .await
+                .map_err(StoreError::ch(what))?
+                .with_timeouts(Some($store.insert_timeout), Some($store.insert_timeout));
+            let mut n = 0u64;
+            for item in items {
+                let row: $ty = $map(item);
+                insert.write(&row).await.map_err(StoreError::ch(what))?;
+                n += 1;
+            }
+            insert.end().await.map_err(StoreError::ch(what))?;
+            Ok(n)
+        }
+    };
+}
+
+fn sample_row<'a>((b, s): (&'a Batch, &'a SampleInfo)) -> SampleRow<'a> {
+    let p = &b.processes[s.process as usize];
+    let st = &b.stacks[s.stack as usize];
+    SampleRow {
+        time: b.time(),
+        time_ns: b.start_time_ns,
+        host: &b.hostname,
+        host_id: &b.key.host_id,
+        boot_id: &b.key.boot_id,
+        sequence: b.key.sequence,
+        service: &p.service,
+        version: &p.version,
+        pid: p.pid,
+        tid: s.tid,
+        comm: &p.comm,
+        thread: &s.thread,
+        container_id: &p.container_id,
+        stack_id: st.stack_id,
+        functions: &st.functions,
+        count: s.count,
+    }
+}
+
+fn same<T>(row: T) -> T {
+    row
+}
+
+impl Store {
+    /// Writes `batches` with one INSERT per table. `skip_samples` lists batches whose sample
+    /// rows already landed in an earlier, partly failed attempt (see [`Store::samples_present`]).
+    /// Stacks and frames in `known_stacks` / `known_frames` are not written again; the ids
+    /// written are added to them once everything succeeded.
+    ///
+    /// The `batches` rows are written last, after everything else succeeded: a batch is stored
+    /// exactly when its `batches` row exists.
+    pub async fn write_batches(
+        &self,
+        batches: &[&Batch],
+        skip_samples: &HashSet<BatchKey>,
+        known_stacks: &mut HashSet<u64>,
+        known_frames: &mut HashSet<u64>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let received = unix_now();
+        let mut new_stacks = HashSet::new();
+        let mut new_frames = HashSet::new();
+        let stacks = batches
+            .iter()
+            .flat_map(|b| b.stacks.iter().map(move |s| (b, s)))
+            .filter(|(_, s)| !known_stacks.contains(&s.stack_id) && new_stacks.insert(s.stack_id));
+        let stack_rows: Vec<StackRow<'_>> = stacks
+            .map(|(b, s)| StackRow {
+                stack_id: s.stack_id,
+                frame_ids: &s.frame_ids,
+                functions: &s.functions,
+                first_seen: b.time(),
+            })
+            .collect();
+        let frame_rows: Vec<FrameRow<'_>> = batches
+            .iter()
+            .flat_map(|b| b.frames.iter())
+            .filter(|f| !known_frames.contains(&f.frame_id) && new_frames.insert(f.frame_id))
+            .map(|f| FrameRow {
+                frame_id: f.frame_id,
+                function: &f.function,
+                module: &f.module,
+                build_id: &f.build_id,
+                file: &f.file,
+                line: f.line,
+                inlined: u8::from(f.inlined),
+                kernel: u8::from(f.kernel),
+                module_offset: f.module_offset,
+            })
+            .collect();
+
+        let sample_batches: Vec<&Batch> = batches
+            .iter()
+            .copied()
+            .filter(|b| !skip_samples.contains(&b.key))
+            .collect();
+        let mut samples: Vec<(&Batch, &SampleInfo)> = Vec::new();
+        for b in &sample_batches {
+            for s in &b.samples {
+                samples.push((b, s));
+            }
+        }
+        let processes = batches
+            .iter()
+            .flat_map(|b| {
+                b.processes.iter().map(move |p| ProcessRow {
+                    time: b.time(),
+                    host: &b.hostname,
+                    host_id: &b.key.host_id,
+                    boot_id: &b.key.boot_id,
+                    pid: p.pid,
+                    comm: &p.comm,
+                    exe: &p.exe,
+                    service: &p.service,
+                    version: &p.version,
+                    container_id: &p.container_id,
+                    cgroup: &p.cgroup,
+                    build_id: &p.build_id,
+                })
+            })
+            .collect::<Vec<_>>();
+        let energy = batches
+            .iter()
+            .filter(|b| b.energy.available)
+            .flat_map(|b| {
+                b.energy
+                    .domains
+                    .iter()
+                    .map(move |(domain, joules)| EnergyRow {
+                        time: b.time(),
+                        time_ns: b.start_time_ns,
+                        window_ns: b.end_time_ns - b.start_time_ns,
+                        host: &b.hostname,
+                        host_id: &b.key.host_id,
+                        source: &b.energy.source,
+                        domain,
+                        joules: *joules,
+                    })
+            })
+            .collect::<Vec<_>>();
+        let process_energy = batches
+            .iter()
+            .filter(|b| b.energy.available)
+            .flat_map(|b| {
+                b.energy.processes.iter().map(move |(index, joules)| {
+                    let p = &b.processes[*index as usize];
+                    ProcessEnergyRow {
+                        time: b.time(),
+                        time_ns: b.start_time_ns,
+                        window_ns: b.end_time_ns - b.start_time_ns,
+                        host: &b.hostname,
+                        host_id: &b.key.host_id,
+                        pid: p.pid,
+                        comm: &p.comm,
+                        service: &p.service,
+                        version: &p.version,
+                        joules: *joules,
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        let losses = batches
+            .iter()
+            .map(|b| {
+                let l = &b.losses;
+                LossRow {
+                    time: b.time(),
+                    host: &b.hostname,
+                    host_id: &b.key.host_id,
+                    boot_id: &b.key.boot_id,
+                    sequence: b.key.sequence,
+                    events: l.events,
+                    idle: l.idle,
+                    filtered: l.filtered,
+                    recorded: l.recorded,
+                    user_stack_unavailable: l.user_stack_unavailable,
+                    kernel_stack_unavailable: l.kernel_stack_unavailable,
+                    stack_collisions: l.stack_collisions,
+                    stack_other_errors: l.stack_other_errors,
+                    counts_map_full: l.counts_map_full,
+                    unsymbolized_frames: l.unsymbolized_frames,
+                    spool_dropped_batches: l.spool_dropped_batches,
+                    spool_dropped_samples: l.spool_dropped_samples,
+                }
+            })
+            .collect::<Vec<_>>();
+
+        let (sample_rows, ..) = futures::try_join!(
+            insert_rows!(self, SampleRow<'_>, "samples", samples, sample_row),
+            insert_rows!(self, StackRow<'_>, "stacks", stack_rows, same),
+            insert_rows!(self, FrameRow<'_>, "frames", frame_rows, same),
+            insert_rows!(self, ProcessRow<'_>, "processes", processes, same),
+            insert_rows!(self, EnergyRow<'_>, "energy", energy, same),
+            insert_rows!(
+                self,
+                ProcessEnergyRow<'_>,
+                "process_energy",
+                process_energy,
+                same
+            ),
+            insert_rows!(self, LossRow<'_>, "losses", losses, same),
+        )?;
+        let batch_rows = batches
+            .iter()
+            .map(|b| BatchRow {
+                host_id: &b.key.host_id,
+                boot_id: &b.key.boot_id,
+                sequence: b.key.sequence,
+                host: &b.hostname,
+                time: b.time(),
+                start_time_ns: b.start_time_ns,
+                end_time_ns: b.end_time_ns,
+                received,
+                frequency_hz: b.frequency_hz,
+                samples: b.total_samples(),
+                sample_rows: count_u32(b.samples.len()),
+                processes: count_u32(b.processes.len()),
+                stacks: count_u32(b.stacks.len()),
+                frames: count_u32(b.frames.len()),
+                kernel_release: &b.kernel_release,
+                agent_version: &b.agent_version,
+                energy_available: u8::from(b.energy.available),
+                energy_unavailable_reason: &b.energy.unavailable_reason,
+            })
+            .collect::<Vec<_>>();
+        insert_rows!(self, BatchRow<'_>, "batches", batch_rows, same).await?;
+
+        known_stacks.extend(new_stacks);
+        known_frames.extend(new_frames);
+        Ok(WriteOutcome {
+            batches: batches.len(),
+            sample_rows,
+            samples: sample_batches.iter().map(|b| b.total_samples()).sum(),
+        })
+    }
+
+    /// Which of `keys` already have a `batches` row (i.e. are stored). One query, using the
+    /// table's primary key.
+    pub async fn stored_keys(&self, keys: &[&BatchKey]) -> Result<HashSet<BatchKey>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in keys.chunks(500) {
+            let tuples = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT host_id, boot_id, sequence FROM batches \
+                 WHERE (host_id, boot_id, sequence) IN ({tuples})"
+            );
+            let mut query = self.client.query(&sql);
+            for key in chunk {
+                query = query
+                    .bind(key.host_id.as_str())
+                    .bind(key.boot_id.as_str())
+                    .bind(key.sequence);
+            }
+            let rows = query
+                .fetch_all::<KeyRow>()
+                .await
+                .map_err(StoreError::ch("checking stored batches"))?;
+            found.extend(rows.into_iter().map(|r| BatchKey {
+                host_id: r.host_id,
+                boot_id: r.boot_id,
+                sequence: r.sequence,
+            }));
+        }
+        Ok(found)
+    }
+
+    /// Whether sample rows of `batch` are already in `samples` (an earlier attempt failed after
+    /// its samples INSERT succeeded); used before re-writing a buffered batch.
+    pub async fn samples_present(&self, batch: &Batch) -> Result<bool, StoreError> {
+        let n = self
+            .client
+            .query(
+                "SELECT count() FROM samples WHERE time = toDateTime(?) \
+                 AND host_id = ? AND boot_id = ? AND sequence = ?",
+            )
+            .bind(batch.time())
+            .bind(batch.key.host_id.as_str())
+            .bind(batch.key.boot_id.as_str())
+            .bind(batch.key.sequence)
+            .fetch_one::<u64>()
+            .await
+            .map_err(StoreError::ch("checking for partly stored samples"))?;
+        Ok(n > 0)
+    }
+
+    /// Total samples stored (sum of `batches.samples`, each batch counted once).
+    pub async fn stored_sample_count(&self) -> Result<u64, StoreError> {
+        self.client
+            .query(
+                "SELECT toUInt64(sum(samples)) FROM \
+                 (SELECT host_id, boot_id, sequence, any(samples) AS samples FROM batches \
+                  GROUP BY host_id, boot_id, sequence)",
+            )
+            .fetch_one::<u64>()
+            .await
+            .map_err(StoreError::ch("counting stored samples"))
+    }
+}

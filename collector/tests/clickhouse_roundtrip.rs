@@ -1,0 +1,380 @@
+//! End to end through a real ClickHouse: migrations, gRPC push, queries, idempotency,
+//! validation, auth, and the buffer while ClickHouse is down.
+//!
+//! Needs `/usr/sbin/clickhouse-server` (`cargo xtask setup` installs it); without it this test
+//! FAILS with that reason rather than passing silently.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fleetprof_collector::ingest::{IngestConfig, RunningCollector, WriterConfig};
+use fleetprof_collector::query::{self, By, Side, Window};
+use fleetprof_collector::store::local_server::LocalClickHouse;
+use fleetprof_collector::store::{Store, StoreConfig};
+use fleetprof_proto::fleetprof::v1 as pb;
+use pb::ingest_client::IngestClient;
+use tonic::transport::Channel;
+
+const TOKEN: &str = "t0ken-for-tests";
+const SERVICE: &str = "checkout";
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A batch of `checkout` (`version`): main → handle → hot_loop ×90, main → handle ×10.
+fn batch(sequence: u64, version: &str, with_energy: bool) -> pb::ProfileBatch {
+    let end = now_ns();
+    let frame = |name: &str| pb::Frame {
+        function: name.into(),
+        module: "/usr/bin/checkout".into(),
+        build_id: "abc123".into(),
+        ..Default::default()
+    };
+    let energy = if with_energy {
+        pb::Energy {
+            available: true,
+            source: "powercap".into(),
+            domains: vec![pb::DomainEnergy {
+                domain: "package-0".into(),
+                joules: 120.0,
+            }],
+            processes: vec![pb::ProcessEnergy {
+                process_index: 0,
+                joules: 80.0,
+            }],
+            ..Default::default()
+        }
+    } else {
+        pb::Energy {
+            available: false,
+            unavailable_reason: "no RAPL source on this host".into(),
+            ..Default::default()
+        }
+    };
+    pb::ProfileBatch {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        host: Some(pb::HostIdentity {
+            hostname: "web-1".into(),
+            host_id: "machine-1".into(),
+            boot_id: "boot-1".into(),
+            kernel_release: "6.18.0".into(),
+            agent_version: "0.1.0".into(),
+        }),
+        sequence,
+        start_time_unix_nanos: end - 10_000_000_000,
+        end_time_unix_nanos: end,
+        frequency_hz: 19,
+        processes: vec![pb::Process {
+            pid: 4242,
+            comm: "checkout".into(),
+            exe: "/usr/bin/checkout".into(),
+            service: SERVICE.into(),
+            version: version.into(),
+            container_id: "c0ffee".into(),
+            cgroup: "/system.slice/checkout.service".into(),
+            build_id: "abc123".into(),
+        }],
+        frames: vec![frame("hot_loop"), frame("handle"), frame("main")],
+        stacks: vec![
+            pb::Stack {
+                frame_indexes: vec![0, 1, 2],
+            },
+            pb::Stack {
+                frame_indexes: vec![1, 2],
+            },
+        ],
+        samples: vec![
+            pb::Sample {
+                process_index: 0,
+                stack_index: 0,
+                tid: 4243,
+                thread_name: "worker".into(),
+                count: 90,
+            },
+            pb::Sample {
+                process_index: 0,
+                stack_index: 1,
+                tid: 4243,
+                thread_name: "worker".into(),
+                count: 10,
+            },
+        ],
+        energy: Some(energy),
+        losses: Some(pb::LossCounters {
+            recorded: 100,
+            events: 100,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn count(store: &Store, sql: &str) -> u64 {
+    store.client().query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+/// (batches rows, sum of samples.count) as stored.
+async fn stored(store: &Store) -> (u64, u64) {
+    (
+        count(store, "SELECT count() FROM batches FINAL").await,
+        count(store, "SELECT toUInt64(sum(count)) FROM samples").await,
+    )
+}
+
+/// Runs every ```sql block of QUERIES.md against the server; each must return rows.
+async fn check_documented_queries(store: &Store) {
+    let doc = include_str!("../schema/QUERIES.md");
+    let mut n = 0;
+    for block in doc.split("```sql").skip(1) {
+        let sql = block.split("```").next().unwrap().trim();
+        let mut cursor = store
+            .client()
+            .query_raw(sql)
+            .fetch_bytes("TSV")
+            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+        let bytes = cursor
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("QUERIES.md query failed on ClickHouse:\n{sql}\n{e}"));
+        assert!(
+            !bytes.is_empty(),
+            "QUERIES.md query returned no rows:\n{sql}"
+        );
+        n += 1;
+    }
+    assert!(n >= 6, "QUERIES.md has {n} queries");
+}
+
+/// The whole round trip, in one test because it shares one ClickHouse server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_roundtrip() {
+    let mut clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("fleetprof_test"))
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "migrations are applied once"
+    );
+
+    let config = IngestConfig {
+        token: Some(TOKEN.into()),
+        writer: WriterConfig {
+            buffer_max_batches: 3,
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_millis(500),
+            ..WriterConfig::default()
+        },
+        ..IngestConfig::default()
+    };
+    let collector = RunningCollector::start(store.clone(), config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", collector.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client =
+        IngestClient::with_interceptor(channel.clone(), |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+            Ok(req)
+        });
+
+    // Stored, then queryable: the hot function comes first.
+    let r = client
+        .push(batch(1, "1.0", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.duplicate, r.samples_stored), (false, 100));
+    let window = Window::last(Duration::from_secs(3600));
+    let top = query::top(&store, SERVICE, window, By::Self_, 10)
+        .await
+        .unwrap();
+    assert_eq!(top[0].function, "hot_loop", "{top:?}");
+    assert_eq!((top[0].self_samples, top[0].self_pct), (90, 90.0));
+    let total = query::top(&store, SERVICE, window, By::Total, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (total[0].function.as_str(), total[0].total_samples),
+        ("handle", 100),
+        "{total:?}"
+    );
+
+    // The same batch again: acknowledged as a duplicate, stored once.
+    let r = client
+        .push(batch(1, "1.0", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.duplicate);
+    assert_eq!(stored(&store).await, (1, 100));
+
+    // Malformed and unauthenticated batches are refused and store nothing.
+    let mut bad = batch(2, "1.0", false);
+    bad.samples[0].stack_index = 7;
+    let e = client.push(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("samples[0].stack_index 7"),
+        "{}",
+        e.message()
+    );
+    let mut bad = batch(2, "1.0", false);
+    bad.protocol_version = 9;
+    let e = client.push(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("protocol_version 9"),
+        "{}",
+        e.message()
+    );
+    let mut bad = batch(2, "1.0", false);
+    bad.host = None;
+    let e = client.push(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("host"), "{}", e.message());
+    let e = IngestClient::new(channel.clone())
+        .push(batch(2, "1.0", false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        stored(&store).await,
+        (1, 100),
+        "refused batches stored nothing"
+    );
+
+    // A second version, with energy, so every query has something to show.
+    let r = client
+        .push(batch(2, "1.1", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.duplicate);
+    let services = query::services(&store, None).await.unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(
+        (
+            services[0].versions.clone(),
+            services[0].samples,
+            services[0].hosts
+        ),
+        (vec!["1.0".to_owned(), "1.1".to_owned()], 200, 1)
+    );
+    let folded = query::flamegraph(&store, SERVICE, window).await.unwrap();
+    assert_eq!(
+        query::folded_text(&folded),
+        "main;handle 20\nmain;handle;hot_loop 180\n"
+    );
+    assert!(
+        query::render_flamegraph(&folded, "t")
+            .unwrap()
+            .starts_with(b"<?xml")
+    );
+    let (v1, v2) = (Side::Version("1.0".into()), Side::Version("1.1".into()));
+    let diff = query::diff(&store, SERVICE, &v1, &v2, window, By::Total, 10)
+        .await
+        .unwrap();
+    assert_eq!(diff.len(), 3);
+    assert!(
+        diff.iter().all(|d| d.delta_total().abs() < 1e-9),
+        "{diff:?}"
+    );
+    let (before, after) = query::diff_folded(&store, SERVICE, &v1, &v2, window)
+        .await
+        .unwrap();
+    assert!(
+        !query::differential_flamegraph(&before, &after, "d")
+            .unwrap()
+            .is_empty()
+    );
+    let history = query::function_history(&store, SERVICE, "hot_loop", window, 300)
+        .await
+        .unwrap();
+    assert_eq!(history.iter().map(|p| p.self_samples).sum::<u64>(), 180);
+    let stacks = query::stacks_through(&store, SERVICE, "hot_loop", window, 5)
+        .await
+        .unwrap();
+    assert_eq!((stacks.len(), stacks[0].samples), (1, 180));
+    check_documented_queries(&store).await;
+
+    // ClickHouse goes away: batches are buffered (acknowledged), retries are still duplicates,
+    // and a full buffer pushes back.
+    clickhouse.stop().unwrap();
+    for seq in 3..=5 {
+        let r = client
+            .push(batch(seq, "1.1", false))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.duplicate, r.samples_stored),
+            (false, 100),
+            "batch {seq} buffered"
+        );
+    }
+    assert!(
+        client
+            .push(batch(4, "1.1", false))
+            .await
+            .unwrap()
+            .into_inner()
+            .duplicate
+    );
+    let e = client.push(batch(6, "1.1", false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        e.message()
+            .contains("collector buffer full; ClickHouse unreachable"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        collector
+            .stats()
+            .buffered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+
+    // ClickHouse is back: the buffer drains and every sample is there exactly once.
+    clickhouse.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while collector
+        .stats()
+        .buffered
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        assert!(std::time::Instant::now() < deadline, "buffer did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored(&store).await, (5, 500));
+    let r = client
+        .push(batch(6, "1.1", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.duplicate);
+    assert_eq!(stored(&store).await, (6, 600));
+    assert_eq!(store.stored_sample_count().await.unwrap(), 600);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT toUInt64(sum(total_samples)) FROM function_minutes WHERE function = 'main'"
+        )
+        .await,
+        600
+    );
+
+    collector.shutdown().await;
+    clickhouse.stop().unwrap();
+}

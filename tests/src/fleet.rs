@@ -1,0 +1,249 @@
+//! A whole fleetprof on one machine, for the end-to-end tests and the demo: a throwaway
+//! ClickHouse, the collector serving gRPC on loopback, and the profiler daemon shipping to it.
+//! Every process is stopped when the [`Fleet`] is dropped (SIGTERM, then SIGKILL).
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use fleetprof_collector::store::local_server::LocalClickHouse;
+
+use crate::workspace_bin;
+
+/// A child process stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    /// What it is, for messages.
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The log file's contents so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else { return Ok(true) };
+        // SAFETY: kill(2) on a pid we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not exit within 20 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on a pid we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+fn wait_for_port(port: u16, timeout: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}")
+}
+
+/// How the fleet's profiler samples and ships.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// Batch interval of the daemon. Default: 2 s.
+    pub interval: Duration,
+    /// Sampling frequency. Default: 99 Hz.
+    pub frequency_hz: u32,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(2), frequency_hz: 99 }
+    }
+}
+
+/// ClickHouse, the collector and the profiler daemon, running.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The ClickHouse server.
+    pub clickhouse: LocalClickHouse,
+    /// The collector process.
+    pub collector: ChildGuard,
+    /// The collector's gRPC port on 127.0.0.1.
+    pub collector_port: u16,
+    /// The profiler daemon, until stopped.
+    pub profiler: Option<ChildGuard>,
+    /// Where logs and the spool live.
+    pub dir: PathBuf,
+    options: FleetOptions,
+}
+
+impl Fleet {
+    /// Starts ClickHouse, the collector and the profiler daemon with logs under `dir`.
+    pub fn start(dir: &Path, options: FleetOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let clickhouse = LocalClickHouse::start().context("starting ClickHouse")?;
+        let collector_port = free_port();
+        let collector = Self::spawn_collector(dir, &clickhouse.url(), collector_port)?;
+        let mut fleet =
+            Self { clickhouse, collector, collector_port, profiler: None, dir: dir.to_path_buf(), options };
+        fleet.start_profiler()?;
+        Ok(fleet)
+    }
+
+    fn spawn_collector(dir: &Path, clickhouse_url: &str, port: u16) -> anyhow::Result<ChildGuard> {
+        let mut cmd = Command::new(workspace_bin("fleetprof-collector"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--clickhouse-url", clickhouse_url]);
+        let guard = ChildGuard::spawn("collector", cmd, &dir.join("collector.log"))?;
+        wait_for_port(port, Duration::from_secs(30), "the collector")?;
+        Ok(guard)
+    }
+
+    /// Starts (or restarts) the profiler daemon.
+    pub fn start_profiler(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(workspace_bin("fleetprof-profiler"));
+        cmd.args(["run", "--collector", &self.collector_url()])
+            .arg("--interval")
+            .arg(format!("{}ms", self.options.interval.as_millis()))
+            .arg("--frequency")
+            .arg(self.options.frequency_hz.to_string())
+            .arg("--spool-dir")
+            .arg(self.dir.join("spool"));
+        self.profiler = Some(ChildGuard::spawn("profiler", cmd, &self.dir.join("profiler.log"))?);
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM (it flushes its last interval) and returns its log.
+    pub fn stop_profiler(&mut self) -> anyhow::Result<String> {
+        let Some(mut profiler) = self.profiler.take() else { return Ok(String::new()) };
+        let ok = profiler.terminate()?;
+        let log = profiler.log();
+        if !ok {
+            bail!("the profiler daemon failed:\n{log}");
+        }
+        Ok(log)
+    }
+
+    /// Restarts the collector on the same port.
+    pub fn restart_collector(&mut self) -> anyhow::Result<()> {
+        self.collector.terminate()?;
+        self.collector = Self::spawn_collector(&self.dir, &self.clickhouse.url(), self.collector_port)?;
+        Ok(())
+    }
+
+    /// The collector's gRPC URL.
+    pub fn collector_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.collector_port)
+    }
+
+    /// Runs `fleetprof-collector <args> --clickhouse-url <this fleet's>` and returns its output;
+    /// fails with its stderr when it fails.
+    pub fn collector_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.collector_cli_output(args)?;
+        if !out.status.success() {
+            bail!("fleetprof-collector {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Like [`Fleet::collector_cli`] but returns the raw output whatever the exit status.
+    pub fn collector_cli_output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(workspace_bin("fleetprof-collector"))
+            .args(args)
+            .args(["--clickhouse-url", &self.clickhouse.url()])
+            .output()
+            .context("running fleetprof-collector")
+    }
+
+    /// Runs SQL against ClickHouse over HTTP and returns the response body.
+    pub fn sql(&self, query: &str) -> anyhow::Result<String> {
+        let out = Command::new("clickhouse-client")
+            .args(["--port", &self.clickhouse.tcp_port().to_string(), "--database", "fleetprof", "--query", query])
+            .output()
+            .context("running clickhouse-client")?;
+        if !out.status.success() {
+            bail!("clickhouse-client failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// Runs a service binary under a fleetprof service and version name until the guard drops.
+pub fn run_service(bin: &Path, service: &str, version: &str, seconds: u64, log: &Path) -> anyhow::Result<ChildGuard> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--seconds", &seconds.to_string()])
+        .env("FLEETPROF_SERVICE", service)
+        .env("FLEETPROF_VERSION", version)
+        .env_remove("RUST_LOG");
+    ChildGuard::spawn(service, cmd, log)
+}
+
+/// Waits for a service process to exit, up to `timeout`.
+pub fn wait_exit(guard: &mut ChildGuard, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while guard.is_running() {
+        if Instant::now() > deadline {
+            bail!("{} still running after {timeout:?}", guard.name);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
