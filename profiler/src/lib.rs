@@ -8,6 +8,9 @@
 //! 4. [`symbolize`] names every frame with blazesym, into a [`profile::SymbolizedProfile`].
 //! 5. [`energy`] reads RAPL counters and attributes a window's energy by CPU-sample share.
 //! 6. [`output`] writes folded stacks, pprof, SVG flame graphs or JSON (`record`).
+//! 7. [`ship`] turns a window's profile into a wire `ProfileBatch` and pushes it to the collector.
+//! 8. [`spool`] keeps batches on disk, bounded, until the collector acknowledges them.
+//! 9. [`daemon`] runs 1–8 continuously (`run`), configured by [`config`], observed through [`metrics`].
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,10 +22,15 @@
 //! ```
 
 pub mod bpf;
+pub mod config;
+pub mod daemon;
 pub mod energy;
+pub mod metrics;
 pub mod output;
 pub mod process;
 pub mod profile;
 pub mod record;
 pub mod sample;
+pub mod ship;
+pub mod spool;
 pub mod symbolize;

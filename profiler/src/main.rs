@@ -13,6 +13,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fleetprof_profiler::{
     bpf::{BpfError, DEFAULT_FREQUENCY_HZ, SamplerConfig},
+    config::{DaemonConfig, Overrides},
+    daemon::{self, DaemonOptions},
     output::{self, Format},
     record::{RecordError, RecordOptions, record},
 };
@@ -32,6 +34,46 @@ enum Command {
     ///
     /// Example: `fleetprof-profiler record --duration 10s --format svg -o flame.svg`
     Record(RecordArgs),
+    /// Run as a daemon: sample continuously and ship a batch to the collector every interval.
+    ///
+    /// Batches wait in an on-disk spool while the collector is unreachable. SIGTERM/SIGINT ships
+    /// the last partial interval and exits 0.
+    ///
+    /// Example: `fleetprof-profiler run --collector https://collector:4317 --token-file /etc/fleetprof/token`
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The collector's gRPC URL (https:// for TLS). Required here or in --config.
+    #[arg(long)]
+    collector: Option<String>,
+    /// How often a batch is shipped (humantime: 10s, 1m). [default: 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
+    /// File holding the collector's bearer token. [default: none]
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Where batches wait for the collector. [default: /var/lib/fleetprof/spool]
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Largest total size of the spool, bytes; the oldest batches are dropped (and counted)
+    /// beyond it. [default: 268435456 (256 MiB)]
+    #[arg(long)]
+    spool_max_bytes: Option<u64>,
+    /// TOML configuration file (see fleetprof-profiler.example.toml); flags override it. [default: none]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Samples per second per CPU. [default: 19]
+    #[arg(long)]
+    frequency: Option<u32>,
+    /// Serve Prometheus /metrics and /healthz on this address. [default: off]
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// For testing: re-send every Nth batch after its ack, simulating a lost ack, to check the
+    /// collector's idempotency. [default: off]
+    #[arg(long, hide = true)]
+    resend_acked_every: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,16 +105,24 @@ struct RecordArgs {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // A daemon's log is its record of what it shipped and why it could not; `record` stays quiet.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        Command::Record(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // journald and log files get plain text; a terminal gets colours.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => run_record(args),
+        Command::Run(args) => run_daemon(args),
     };
     if let Err(err) = result {
         // One line a person can act on; the chain adds the cause.
@@ -138,6 +188,28 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             serde_json::to_string(other).unwrap_or_default()
         ),
     }
+    Ok(())
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = DaemonConfig::load(args.config.as_deref())?;
+    config.apply(Overrides {
+        collector: args.collector,
+        interval: args.interval,
+        token_file: args.token_file,
+        spool_dir: args.spool_dir,
+        spool_max_bytes: args.spool_max_bytes,
+        frequency_hz: args.frequency,
+        metrics_listen: args.metrics_listen,
+    });
+    let options = DaemonOptions {
+        config,
+        resend_acked_every: args.resend_acked_every,
+    };
+    // The daemon installs its own SIGTERM/SIGINT handling, which sets this flag.
+    let stop = Arc::new(AtomicBool::new(false));
+    let summary = daemon::run(options, stop).context("the profiler daemon failed")?;
+    eprintln!("fleetprof-profiler: {summary}");
     Ok(())
 }
 

@@ -66,7 +66,9 @@ pub struct DemoRepo {
 
 /// Directory of the checkout templates.
 pub fn templates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join("checkout")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("templates")
+        .join("checkout")
 }
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -77,7 +79,8 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(&target)?;
             copy_tree(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target).with_context(|| format!("copying to {}", target.display()))?;
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying to {}", target.display()))?;
         }
     }
     Ok(())
@@ -85,9 +88,17 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Runs git in `repo` and returns its trimmed stdout.
 pub fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git").current_dir(repo).args(args).output().context("running git")?;
+    let out = Command::new("git")
+        .current_dir(repo)
+        .args(args)
+        .output()
+        .context("running git")?;
     if !out.status.success() {
-        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -96,13 +107,25 @@ fn commit_as(repo: &Path, (name, email): (&str, &str), title: &str) -> anyhow::R
     git(repo, &["add", "-A"])?;
     let out = Command::new("git")
         .current_dir(repo)
-        .args(["-c", &format!("user.name={name}"), "-c", &format!("user.email={email}"), "commit", "-q", "-m", title])
+        .args([
+            "-c",
+            &format!("user.name={name}"),
+            "-c",
+            &format!("user.email={email}"),
+            "commit",
+            "-q",
+            "-m",
+            title,
+        ])
         .env("GIT_COMMITTER_NAME", name)
         .env("GIT_COMMITTER_EMAIL", email)
         .output()
         .context("git commit")?;
     if !out.status.success() {
-        bail!("git commit failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git commit failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     git(repo, &["rev-parse", "HEAD"])
 }
@@ -119,7 +142,10 @@ fn build(repo: &Path) -> anyhow::Result<PathBuf> {
         .output()
         .context("running cargo build for the demo service")?;
     if !out.status.success() {
-        bail!("building the demo service failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "building the demo service failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(repo.join("target/release/checkout"))
 }
@@ -135,13 +161,24 @@ impl DemoRepo {
         let templates = templates_dir();
         git(&path, &["init", "-q", "-b", "main"])?;
         copy_tree(&templates.join("v1"), &path)?;
-        let v1_commit = commit_as(&path, V1_AUTHOR, "checkout: price carts with volume discounts")?;
+        let v1_commit = commit_as(
+            &path,
+            V1_AUTHOR,
+            "checkout: price carts with volume discounts",
+        )?;
         let v1_bin = bin.join("checkout-v1");
         std::fs::copy(build(&path)?, &v1_bin)?;
         copy_tree(&templates.join(regression.template_dir()), &path)?;
         let v2_commit = commit_as(&path, V2_AUTHOR, regression.title())?;
         let v2_bin = bin.join("checkout-v2");
         std::fs::copy(build(&path)?, &v2_bin)?;
-        Ok(Self { path, v1_commit, v2_commit, v1_bin, v2_bin, regression })
+        Ok(Self {
+            path,
+            v1_commit,
+            v2_commit,
+            v1_bin,
+            v2_bin,
+            regression,
+        })
     }
 }

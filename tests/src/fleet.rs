@@ -26,14 +26,21 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
     }
 
     /// The process id.
@@ -48,7 +55,9 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> anyhow::Result<bool> {
-        let Some(mut child) = self.child.take() else { return Ok(true) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(true);
+        };
         // SAFETY: kill(2) on a pid we own.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -65,9 +74,16 @@ impl ChildGuard {
         }
     }
 
+    /// Lets the process outlive this guard; returns its pid.
+    pub fn detach(&mut self) -> u32 {
+        self.child.take().map_or(0, |c| c.id())
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -91,7 +107,10 @@ impl Drop for ChildGuard {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
 }
 
 fn wait_for_port(port: u16, timeout: Duration, what: &str) -> anyhow::Result<()> {
@@ -116,7 +135,10 @@ pub struct FleetOptions {
 
 impl Default for FleetOptions {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(2), frequency_hz: 99 }
+        Self {
+            interval: Duration::from_secs(2),
+            frequency_hz: 99,
+        }
     }
 }
 
@@ -137,21 +159,48 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts ClickHouse, the collector and the profiler daemon with logs under `dir`.
+    /// Starts ClickHouse (in a temporary directory), the collector and the profiler daemon, with
+    /// logs and the spool under `dir`.
     pub fn start(dir: &Path, options: FleetOptions) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
         let clickhouse = LocalClickHouse::start().context("starting ClickHouse")?;
+        Self::start_with(dir, clickhouse, options)
+    }
+
+    /// Like [`Fleet::start`], with ClickHouse's data under `dir` too.
+    pub fn start_in(dir: &Path, options: FleetOptions) -> anyhow::Result<Self> {
+        let clickhouse = LocalClickHouse::start_in(dir).context("starting ClickHouse")?;
+        Self::start_with(dir, clickhouse, options)
+    }
+
+    fn start_with(
+        dir: &Path,
+        clickhouse: LocalClickHouse,
+        options: FleetOptions,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let collector_port = free_port();
         let collector = Self::spawn_collector(dir, &clickhouse.url(), collector_port)?;
-        let mut fleet =
-            Self { clickhouse, collector, collector_port, profiler: None, dir: dir.to_path_buf(), options };
+        let mut fleet = Self {
+            clickhouse,
+            collector,
+            collector_port,
+            profiler: None,
+            dir: dir.to_path_buf(),
+            options,
+        };
         fleet.start_profiler()?;
         Ok(fleet)
     }
 
     fn spawn_collector(dir: &Path, clickhouse_url: &str, port: u16) -> anyhow::Result<ChildGuard> {
         let mut cmd = Command::new(workspace_bin("fleetprof-collector"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--clickhouse-url", clickhouse_url]);
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--clickhouse-url",
+            clickhouse_url,
+        ]);
         let guard = ChildGuard::spawn("collector", cmd, &dir.join("collector.log"))?;
         wait_for_port(port, Duration::from_secs(30), "the collector")?;
         Ok(guard)
@@ -167,13 +216,19 @@ impl Fleet {
             .arg(self.options.frequency_hz.to_string())
             .arg("--spool-dir")
             .arg(self.dir.join("spool"));
-        self.profiler = Some(ChildGuard::spawn("profiler", cmd, &self.dir.join("profiler.log"))?);
+        self.profiler = Some(ChildGuard::spawn(
+            "profiler",
+            cmd,
+            &self.dir.join("profiler.log"),
+        )?);
         Ok(())
     }
 
     /// Stops the daemon with SIGTERM (it flushes its last interval) and returns its log.
     pub fn stop_profiler(&mut self) -> anyhow::Result<String> {
-        let Some(mut profiler) = self.profiler.take() else { return Ok(String::new()) };
+        let Some(mut profiler) = self.profiler.take() else {
+            return Ok(String::new());
+        };
         let ok = profiler.terminate()?;
         let log = profiler.log();
         if !ok {
@@ -185,8 +240,17 @@ impl Fleet {
     /// Restarts the collector on the same port.
     pub fn restart_collector(&mut self) -> anyhow::Result<()> {
         self.collector.terminate()?;
-        self.collector = Self::spawn_collector(&self.dir, &self.clickhouse.url(), self.collector_port)?;
+        self.collector =
+            Self::spawn_collector(&self.dir, &self.clickhouse.url(), self.collector_port)?;
         Ok(())
+    }
+
+    /// Stops the profiler and leaves ClickHouse and the collector running after this value is
+    /// gone; returns the collector's pid and ClickHouse's pid and directory.
+    pub fn detach(mut self) -> (u32, (u32, PathBuf)) {
+        let _ = self.stop_profiler();
+        let collector = self.collector.detach();
+        (collector, self.clickhouse.detach())
     }
 
     /// The collector's gRPC URL.
@@ -199,7 +263,11 @@ impl Fleet {
     pub fn collector_cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.collector_cli_output(args)?;
         if !out.status.success() {
-            bail!("fleetprof-collector {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "fleetprof-collector {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -216,18 +284,34 @@ impl Fleet {
     /// Runs SQL against ClickHouse over HTTP and returns the response body.
     pub fn sql(&self, query: &str) -> anyhow::Result<String> {
         let out = Command::new("clickhouse-client")
-            .args(["--port", &self.clickhouse.tcp_port().to_string(), "--database", "fleetprof", "--query", query])
+            .args([
+                "--port",
+                &self.clickhouse.tcp_port().to_string(),
+                "--database",
+                "fleetprof",
+                "--query",
+                query,
+            ])
             .output()
             .context("running clickhouse-client")?;
         if !out.status.success() {
-            bail!("clickhouse-client failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "clickhouse-client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 
 /// Runs a service binary under a fleetprof service and version name until the guard drops.
-pub fn run_service(bin: &Path, service: &str, version: &str, seconds: u64, log: &Path) -> anyhow::Result<ChildGuard> {
+pub fn run_service(
+    bin: &Path,
+    service: &str,
+    version: &str,
+    seconds: u64,
+    log: &Path,
+) -> anyhow::Result<ChildGuard> {
     let mut cmd = Command::new(bin);
     cmd.args(["--seconds", &seconds.to_string()])
         .env("FLEETPROF_SERVICE", service)

@@ -26,13 +26,25 @@ pub fn require_root() {
     );
 }
 
-/// The directory holding this workspace's built binaries (`target/debug` or `target/release`).
+/// The directory holding this workspace's built binaries (`target/debug` or `target/release`):
+/// test binaries live in `target/<profile>/deps`, the demo binary in `target/<profile>`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
+    let dir = exe.parent().expect("an executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .expect("target/<profile>/deps has a parent")
+            .to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The workspace's root directory (where `skills/` and `target/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
         .to_path_buf()
 }
 
