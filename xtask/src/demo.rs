@@ -37,6 +37,17 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             "the demo binary `{BIN}` does not exist yet (a `[[bin]]` of {PACKAGE} in tests/Cargo.toml)"
         );
     }
+    // The demo runs the profiler, collector and agent binaries beside its own.
+    let mut build = cargo([
+        "build",
+        "--release",
+        "--workspace",
+        "--bins",
+        "--exclude",
+        "profiler-ebpf",
+    ]);
+    build.env_remove("AYA_BUILD_SKIP");
+    cmd::run("demo: build fleetprof's binaries (release)", &mut build)?;
     let mut demo = cargo(["run", "--release", "-p", PACKAGE, "--bin", BIN]);
     if args.keep {
         demo.args(["--", "--keep"]);

@@ -107,7 +107,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     steps.step("binaries", || {
         run_cargo(
             "build the binaries the end-to-end tests run (profiler, collector, agent)",
-            ["build", "--workspace", "--bins", "--exclude", "profiler-ebpf"],
+            [
+                "build",
+                "--workspace",
+                "--bins",
+                "--exclude",
+                "profiler-ebpf",
+            ],
             &[],
         )
     })?;
