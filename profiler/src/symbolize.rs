@@ -32,6 +32,10 @@ pub const KERNEL_MODULE: &str = "[kernel]";
 /// Entries kept in each frame cache before it is cleared, bounding the daemon's memory.
 const MAX_CACHED_ADDRESSES: usize = 500_000;
 
+/// Windows after which blazesym's own caches (parsed ELF and DWARF of every module seen) are
+/// dropped: modules of exited processes would otherwise stay mapped for the daemon's lifetime.
+const WINDOWS_BETWEEN_RESETS: u32 = 600;
+
 /// Where a user address lives once normalized.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ModuleKey {
@@ -59,6 +63,7 @@ pub struct Symbolizer {
     user_cache: HashMap<(Arc<ModuleKey>, u64), Arc<[Frame]>>,
     kernel_cache: HashMap<u64, Arc<[Frame]>>,
     stats: SymbolizerStats,
+    windows_since_reset: u32,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -73,19 +78,13 @@ impl Symbolizer {
     /// A symbolizer that names processes with `inspector`.
     pub fn new(inspector: ProcessInspector) -> Self {
         Self {
-            blaze: BlazeSymbolizer::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
-            normalizer: Normalizer::builder()
-                .enable_build_ids(true)
-                .enable_build_id_caching(true)
-                .build(),
+            blaze: new_blazesym(),
+            normalizer: new_normalizer(),
             inspector,
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
             stats: SymbolizerStats::default(),
+            windows_since_reset: 0,
         }
     }
 
@@ -98,6 +97,12 @@ impl Symbolizer {
     /// sampled processes are still alive.
     #[tracing::instrument(name = "Symbolizer.symbolize_into", skip_all, fields(samples = raw.samples.len()))]
     pub fn symbolize_into(&mut self, raw: &RawProfile, builder: &mut ProfileBuilder) {
+        self.windows_since_reset += 1;
+        if self.windows_since_reset >= WINDOWS_BETWEEN_RESETS {
+            self.blaze = new_blazesym();
+            self.normalizer = new_normalizer();
+            self.windows_since_reset = 0;
+        }
         if self.user_cache.len() > MAX_CACHED_ADDRESSES {
             self.user_cache.clear();
         }
@@ -309,6 +314,14 @@ impl Symbolizer {
             })
             .collect()
     }
+}
+
+fn new_blazesym() -> BlazeSymbolizer {
+    BlazeSymbolizer::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build()
+}
+
+fn new_normalizer() -> Normalizer {
+    Normalizer::builder().enable_build_ids(true).enable_build_id_caching(true).build()
 }
 
 /// A module path as this process can open it: through the target's mount namespace when the
