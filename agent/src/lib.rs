@@ -5,6 +5,8 @@
 //! [`tools`] for its own model loop, [`llm`]), and turns a regression (defense, [`fix`]) or a hot function
 //! that matches an opportunity skill (offense, [`opportunities`]) into a patch that is validated in a
 //! separate `git worktree` before it becomes a branch, a `PR.md` and optionally a GitHub pull request.
+//! The profile data comes through [`source::ProfileSource`]; [`source_clickhouse`] implements it over
+//! the collector's ClickHouse store and regressions table.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -25,5 +27,6 @@ pub mod repo;
 pub mod reprofile;
 pub mod skills;
 pub mod source;
+pub mod source_clickhouse;
 pub mod sql;
 pub mod tools;

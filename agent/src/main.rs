@@ -14,8 +14,10 @@ use fleetprof_agent::mcp::FleetprofMcp;
 use fleetprof_agent::repo::Repo;
 use fleetprof_agent::skills::SkillSet;
 use fleetprof_agent::source::{ProfileSource, Regression, StaticSource, UnavailableSource};
+use fleetprof_agent::source_clickhouse::ClickHouseSource;
 use fleetprof_agent::sql::ReadOnlySql;
 use fleetprof_agent::tools::ToolBox;
+use fleetprof_collector::store::StoreConfig;
 
 /// fleetprof's agent: MCP tools over fleet profiles, and validated fix-forward and opportunity PRs.
 #[derive(Debug, Parser)]
@@ -42,7 +44,11 @@ struct SourceArgs {
     /// ClickHouse HTTP URL for profile queries and read-only SQL. Default: none (profile tools say unavailable).
     #[arg(long, env = "FLEETPROF_CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
-    /// ClickHouse user for read-only SQL (should be a readonly user). Default: the server's default user.
+    /// Database holding fleetprof's tables. Default: fleetprof.
+    #[arg(long, env = "FLEETPROF_DATABASE", default_value = "fleetprof")]
+    clickhouse_database: String,
+    /// ClickHouse user for profile queries and read-only SQL (should be a readonly user). Default: the
+    /// server's default user.
     #[arg(long, env = "FLEETPROF_CLICKHOUSE_USER")]
     clickhouse_user: Option<String>,
     /// ClickHouse password. Default: none.
@@ -131,7 +137,7 @@ enum SkillsCmd {
     },
 }
 
-fn source(args: &SourceArgs) -> Result<Arc<dyn ProfileSource>> {
+async fn source(args: &SourceArgs) -> Result<Arc<dyn ProfileSource>> {
     if let Some(path) = &args.regressions_file {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -147,18 +153,24 @@ fn source(args: &SourceArgs) -> Result<Arc<dyn ProfileSource>> {
             ..Default::default()
         }));
     }
-    if args.clickhouse_url.is_some() {
-        // The collector's query and detect APIs are wired here once they exist (an adapter
-        // implementing ProfileSource); until then only read-only SQL uses the URL.
-        tracing::warn!(
-            "profile queries are not wired to the collector yet; only the sql tool uses --clickhouse-url"
-        );
+    if let Some(url) = &args.clickhouse_url {
+        let mut cfg = StoreConfig::new(url).with_database(&args.clickhouse_database);
+        if args.clickhouse_user.is_some() || args.clickhouse_password.is_some() {
+            cfg = cfg.with_credentials(
+                args.clickhouse_user.as_deref().unwrap_or("default"),
+                args.clickhouse_password.clone().unwrap_or_default(),
+            );
+        }
+        let src = ClickHouseSource::connect(&cfg)
+            .await
+            .with_context(|| format!("profile store at {url}"))?;
+        return Ok(Arc::new(src));
     }
     Ok(Arc::new(UnavailableSource))
 }
 
-fn toolbox(skills: SkillSet, args: &SourceArgs, repo: Option<&PathBuf>) -> Result<ToolBox> {
-    let mut tb = ToolBox::new(source(args)?, skills);
+async fn toolbox(skills: SkillSet, args: &SourceArgs, repo: Option<&PathBuf>) -> Result<ToolBox> {
+    let mut tb = ToolBox::new(source(args).await?, skills);
     if let Some(r) = repo {
         let root = r
             .canonicalize()
@@ -169,6 +181,7 @@ fn toolbox(skills: SkillSet, args: &SourceArgs, repo: Option<&PathBuf>) -> Resul
         let mut sql = ReadOnlySql::new(url.clone());
         sql.user = args.clickhouse_user.clone();
         sql.password = args.clickhouse_password.clone();
+        sql.database = Some(args.clickhouse_database.clone());
         tb = tb.with_sql(sql);
     }
     Ok(tb)
@@ -191,7 +204,9 @@ fn fix_options(cli: &Cli, llm: Option<&str>, push: bool, outbox: PathBuf) -> Res
         model: cfg.build()?,
         limits: cfg.limits(),
         // Validation re-profiles the repository's workload with the real eBPF profiler.
-        reprofiler: Some(Arc::new(fleetprof_agent::reprofile::ProfilerReprofiler::discover())),
+        reprofiler: Some(Arc::new(
+            fleetprof_agent::reprofile::ProfilerReprofiler::discover(),
+        )),
     })
 }
 
@@ -236,7 +251,7 @@ async fn main() -> Result<()> {
     };
     match &cli.command {
         Cmd::Mcp { source, repo } => {
-            let tb = toolbox(load_skills()?, source, repo.as_ref())?;
+            let tb = toolbox(load_skills()?, source, repo.as_ref()).await?;
             tracing::info!(?tb, "serving MCP on stdio");
             FleetprofMcp::new(tb).serve_stdio().await?;
         }
@@ -248,7 +263,7 @@ async fn main() -> Result<()> {
             outbox,
             source,
         } => {
-            let tb = toolbox(load_skills()?, source, Some(repo))?;
+            let tb = toolbox(load_skills()?, source, Some(repo)).await?;
             let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
             let outcome = Fixer::new(tb, opts).fix_regression(regression).await?;
             if !report(&outcome) {
@@ -266,7 +281,7 @@ async fn main() -> Result<()> {
             outbox,
             source,
         } => {
-            let tb = toolbox(load_skills()?, source, Some(repo))?;
+            let tb = toolbox(load_skills()?, source, Some(repo)).await?;
             let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
             let fixer = Fixer::new(tb.clone(), opts);
             let results = fleetprof_agent::opportunities::find_opportunities(

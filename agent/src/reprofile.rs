@@ -43,8 +43,12 @@ impl ProfilerReprofiler {
 /// The share of a JSON profile's samples whose stack contains `function` (by exact name or a
 /// `::function` suffix, so `price_items` finds `checkout::price_items`).
 pub fn share_in_json_profile(profile: &serde_json::Value, function: &str) -> Result<f64, String> {
-    let frames = profile["frames"].as_array().ok_or("profile has no frames")?;
-    let samples = profile["samples"].as_array().ok_or("profile has no samples")?;
+    let frames = profile["frames"]
+        .as_array()
+        .ok_or("profile has no frames")?;
+    let samples = profile["samples"]
+        .as_array()
+        .ok_or("profile has no samples")?;
     let suffix = format!("::{function}");
     let matches: Vec<bool> = frames
         .iter()
@@ -57,9 +61,14 @@ pub fn share_in_json_profile(profile: &serde_json::Value, function: &str) -> Res
     for s in samples {
         let count = s["count"].as_u64().unwrap_or(0);
         total += count;
-        let hit = s["stack"]
-            .as_array()
-            .is_some_and(|st| st.iter().any(|id| id.as_u64().and_then(|i| matches.get(i as usize)).copied().unwrap_or(false)));
+        let hit = s["stack"].as_array().is_some_and(|st| {
+            st.iter().any(|id| {
+                id.as_u64()
+                    .and_then(|i| matches.get(i as usize))
+                    .copied()
+                    .unwrap_or(false)
+            })
+        });
         if hit {
             through += count;
         }
@@ -85,7 +94,13 @@ impl Reprofiler for ProfilerReprofiler {
             .map_err(|e| format!("starting the workload `{workload}`: {e}"))?;
         std::thread::sleep(self.warmup);
         let recorded = Command::new(&self.profiler)
-            .args(["record", "--format", "json", "--pid", &child.id().to_string()])
+            .args([
+                "record",
+                "--format",
+                "json",
+                "--pid",
+                &child.id().to_string(),
+            ])
             .arg("--duration")
             .arg(format!("{}ms", self.duration.as_millis()))
             .arg("--frequency")
@@ -104,8 +119,10 @@ impl Reprofiler for ProfilerReprofiler {
                 String::from_utf8_lossy(&recorded.stderr).trim()
             ));
         }
-        let text = std::fs::read_to_string(out.path()).map_err(|e| format!("reading the profile: {e}"))?;
-        let profile: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("parsing the profile: {e}"))?;
+        let text =
+            std::fs::read_to_string(out.path()).map_err(|e| format!("reading the profile: {e}"))?;
+        let profile: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("parsing the profile: {e}"))?;
         share_in_json_profile(&profile, function)
     }
 }
@@ -125,8 +142,12 @@ mod tests {
                 {"stack": [1], "count": 10},
             ]
         });
-        assert!((share_in_json_profile(&profile, "checkout::price_items").unwrap() - 0.3).abs() < 1e-9);
+        assert!(
+            (share_in_json_profile(&profile, "checkout::price_items").unwrap() - 0.3).abs() < 1e-9
+        );
         assert!((share_in_json_profile(&profile, "price_items").unwrap() - 0.3).abs() < 1e-9);
-        assert!(share_in_json_profile(&serde_json::json!({"frames": [], "samples": []}), "x").is_err());
+        assert!(
+            share_in_json_profile(&serde_json::json!({"frames": [], "samples": []}), "x").is_err()
+        );
     }
 }

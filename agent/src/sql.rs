@@ -111,10 +111,27 @@ impl ReadOnlySql {
     /// Runs the query and returns ClickHouse's tab-separated output with a header line.
     pub async fn query(&self, query: &str) -> Result<String, SqlError> {
         let q = Self::check(query)?;
+        let settings = self.settings();
+        match self.send(q, &settings).await {
+            // A user whose profile is already read-only may not set `readonly` at all (ClickHouse
+            // refuses any change of it in readonly mode, 18.16 and modern alike): the server has just
+            // said the user cannot write, so the request-level flag is redundant; send without it.
+            Err(SqlError::Server { body, .. }) if refuses_readonly_setting(&body) => {
+                let without: Vec<_> = settings
+                    .into_iter()
+                    .filter(|(k, _)| *k != "readonly")
+                    .collect();
+                self.send(q, &without).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send(&self, q: &str, settings: &[(&'static str, String)]) -> Result<String, SqlError> {
         let mut req = self
             .client
             .post(&self.url)
-            .query(&self.settings())
+            .query(settings)
             .body(q.to_string());
         if let Some(u) = &self.user {
             req = req.header("X-ClickHouse-User", u);
@@ -134,6 +151,12 @@ impl ReadOnlySql {
         crate::repo::truncate(&mut body, 64 * 1024);
         Ok(body)
     }
+}
+
+/// Whether ClickHouse refused the request because the user is in readonly mode and may not change
+/// the `readonly` setting (code 164, READONLY; the message names the setting).
+fn refuses_readonly_setting(body: &str) -> bool {
+    body.contains("Code: 164") && body.contains("'readonly'")
 }
 
 #[cfg(test)]
@@ -156,5 +179,15 @@ mod tests {
             s.iter()
                 .any(|(k, v)| *k == "max_result_rows" && v == "1000")
         );
+        // 18.16's and modern ClickHouse's answers for a readonly-profile user setting `readonly`.
+        assert!(refuses_readonly_setting(
+            "Code: 164, e.displayText() = DB::Exception: Setting 'readonly' cannot be overrided in readonly mode"
+        ));
+        assert!(refuses_readonly_setting(
+            "Code: 164. DB::Exception: Cannot modify 'readonly' setting in readonly mode. (READONLY)"
+        ));
+        assert!(!refuses_readonly_setting(
+            "Code: 164. DB::Exception: Cannot modify 'max_result_rows' setting in readonly mode. (READONLY)"
+        ));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod demo_repo;
 pub mod fleet;
+pub mod profiled;
 
 use std::{
     path::{Path, PathBuf},

@@ -343,7 +343,10 @@ impl LocalClickHouse {
         let pid = self.child.take().map_or(0, |c| c.id());
         let dir = std::mem::replace(
             &mut self.dir,
-            tempfile::Builder::new().prefix("fleetprof-clickhouse-detached-").tempdir().expect("temp dir"),
+            tempfile::Builder::new()
+                .prefix("fleetprof-clickhouse-detached-")
+                .tempdir()
+                .expect("temp dir"),
         );
         (pid, dir.keep())
     }
