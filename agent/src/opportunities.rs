@@ -33,8 +33,9 @@ pub struct OpportunityResult {
     pub outcome: FixOutcome,
 }
 
-/// Looks at `service`'s hottest functions (the last `window`, at most `limit`; or `functions` when
-/// given, with unknown shares) and proposes validated improvements for those that match a skill.
+/// Looks at `service`'s hottest functions that the repository defines (the last `window`, at most
+/// `limit` of them; or `functions` when given, with unknown shares) and proposes validated
+/// improvements for those that match a skill.
 pub async fn find_opportunities(
     tools: &ToolBox,
     fixer: &Fixer,
@@ -45,7 +46,10 @@ pub async fn find_opportunities(
 ) -> Result<Vec<OpportunityResult>, OpportunityError> {
     let hot: Vec<FunctionShare> = if functions.is_empty() {
         let range = parse_range(Some(window), None, "1h").map_err(SourceError::Invalid)?;
-        tools.source().top_functions(service, range, limit).await?
+        // Runtime frames (`main`, `std::rt::lang_start…`, libc) are on every stack and fill the top
+        // of a ranking by total share: look further down, and count only the repository's functions.
+        let fetch = limit.saturating_mul(4).max(limit.saturating_add(40));
+        tools.source().top_functions(service, range, fetch).await?
     } else {
         functions
             .iter()
@@ -58,7 +62,11 @@ pub async fn find_opportunities(
             .collect()
     };
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for f in hot {
+        if functions.is_empty() && seen.len() >= limit {
+            break;
+        }
         // Only functions the repository defines can be changed.
         let Some(repo) = tools.repo() else { break };
         if repo
@@ -73,8 +81,13 @@ pub async fn find_opportunities(
             .last()
             .cloned()
             .unwrap_or_else(|| f.function.clone());
+        let id = sanitize_id(&format!("{service}-{name}"));
+        // Symbols naming the same function (`main`, `svc::main`) are looked at once.
+        if !seen.insert(id.clone()) {
+            continue;
+        }
         let target = Target {
-            id: sanitize_id(&format!("{service}-{name}")),
+            id,
             kind: SkillKind::Opportunity,
             service: service.to_string(),
             function: f.function.clone(),

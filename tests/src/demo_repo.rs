@@ -71,7 +71,8 @@ pub fn templates_dir() -> PathBuf {
         .join("checkout")
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Copies the files under `from` into `to` (recursively), overwriting files that exist.
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let target = to.join(entry.file_name());
@@ -103,7 +104,9 @@ pub fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn commit_as(repo: &Path, (name, email): (&str, &str), title: &str) -> anyhow::Result<String> {
+/// Commits everything in `repo`'s work tree as `(name, email)` (author and committer) with message
+/// `title`; returns the new commit.
+pub fn commit_as(repo: &Path, (name, email): (&str, &str), title: &str) -> anyhow::Result<String> {
     git(repo, &["add", "-A"])?;
     let out = Command::new("git")
         .current_dir(repo)

@@ -4,6 +4,7 @@
 //! Every test here needs root (eBPF) and some need ClickHouse; a missing requirement fails the
 //! test with a message saying what is missing, never a silent pass.
 
+pub mod catalog_repo;
 pub mod demo_repo;
 pub mod fleet;
 pub mod profiled;

@@ -560,7 +560,13 @@ impl Fixer {
         let cfg = ValidateConfig::load(&wt_path)?;
         let reprofiler = self.opts.reprofiler.clone();
         let function = t.function.clone();
-        let shares = t.shares.0.map(|b| (b, t.shares.1));
+        // A regression must come back near its baseline; an opportunity must shed most of its
+        // current share (as if its baseline were zero). An unknown share cannot be compared.
+        let shares = match t.shares {
+            (Some(b), a) => Some((b, a)),
+            (None, a) if t.kind == SkillKind::Opportunity && a > 0.0 => Some((0.0, a)),
+            (None, _) => None,
+        };
         let dir = wt_path.clone();
         let checks = tokio::task::spawn_blocking(move || {
             validate::validate(&dir, &cfg, reprofiler.as_deref(), &function, shares)
