@@ -17,7 +17,12 @@
 //!   batched writes, and [`store::local_server`], a throwaway server for tests and demos.
 //! - [`query`]: top functions, flame graphs, diffs, services, a function's history, stacks
 //!   through a function — as plain data.
-//! - [`detect`]: regression detection on the per-(service, function, minute) rollup.
+//! - [`detect`]: regression detection on per-(service, function, bucket) series and root-cause
+//!   ranking of changes — pure computation, no database.
+//! - [`changes`]: commits (read with `git`) and deploys, stored for root-cause ranking.
+//! - [`regressions`]: detection over the stored profiles — reads the series, runs [`detect`],
+//!   ranks [`changes`], stores reports in the `regressions` table; the method and the
+//!   threshold are summarised there.
 //!
 //! The tables are documented in `collector/schema/0001_init.sql`; hand-written SQL examples are
 //! in `collector/schema/QUERIES.md`.
@@ -34,7 +39,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod changes;
 pub mod detect;
 pub mod ingest;
 pub mod query;
+pub mod regressions;
 pub mod store;

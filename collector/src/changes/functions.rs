@@ -217,9 +217,8 @@ fn rust_definitions(text: &str, prefix: &str) -> Vec<FunctionDef> {
                 }
                 "where" => {
                     // The type is known; bounds after `where` must not replace it.
-                    if let Pending::Impl(ty, depth) = &mut pending {
+                    if let Pending::Impl(_, depth) = &mut pending {
                         *depth = u32::MAX;
-                        let _ = ty;
                     }
                 }
                 other => {
@@ -299,7 +298,7 @@ fn c_definitions(text: &str) -> Vec<FunctionDef> {
     let mut paren = 0u32;
     let mut after_paren = false;
     for (i, (line, tok)) in toks.iter().enumerate() {
-        let top = stack.iter().all(Option::is_none) && stack.is_empty();
+        let top = stack.is_empty();
         match tok {
             Tok::Punct('(') => {
                 if top && paren == 0 {
@@ -318,9 +317,7 @@ fn c_definitions(text: &str) -> Vec<FunctionDef> {
                 after_paren = paren == 0;
             }
             Tok::Punct('{') => {
-                let def = (top && after_paren)
-                    .then(|| candidate.take())
-                    .flatten();
+                let def = (top && after_paren).then(|| candidate.take()).flatten();
                 stack.push(def);
                 after_paren = false;
             }
@@ -411,11 +408,8 @@ pub fn rust_module_path(relative: &str) -> Option<Vec<String>> {
     let rest = relative.strip_prefix("src/")?;
     let rest = rest.strip_suffix(".rs")?;
     let mut parts: Vec<String> = rest.split('/').map(str::to_owned).collect();
-    match parts.last().map(String::as_str) {
-        Some("lib" | "main" | "mod") => {
-            parts.pop();
-        }
-        _ => {}
+    if let Some("lib" | "main" | "mod") = parts.last().map(String::as_str) {
+        parts.pop();
     }
     if parts.first().map(String::as_str) == Some("bin") {
         // A binary target's symbols are prefixed by its own crate name; unknown here.

@@ -1,12 +1,15 @@
-//! The command line: one module per command group (`serve`, `migrate`, `query`); add new
-//! groups (`detect`, `changes`, `regressions`) as a module and a [`Command`] variant.
+//! The command line: one module per command group (`serve`, `migrate`, `query`, `detect`,
+//! `changes`, `regressions`); add new groups as a module and a [`Command`] variant.
 
+mod changes;
+mod detect;
 mod migrate;
 mod query;
+mod regressions;
 mod serve;
 mod table;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use fleetprof_collector::store::{Store, StoreConfig};
 
 /// fleetprof's collector: receives profiles from every host over gRPC, stores them in
@@ -18,6 +21,13 @@ use fleetprof_collector::store::{Store, StoreConfig};
 ///   fleetprof-collector query top --service checkout --since 1h
 ///   fleetprof-collector query flamegraph --service checkout --since 1h -o checkout.svg
 ///   fleetprof-collector query diff --service checkout --baseline 1.4.0 --comparison 1.5.0 -o diff.svg
+///
+/// Regressions and their root cause:
+///   fleetprof-collector changes import-git --repo ~/src/checkout --service checkout
+///   fleetprof-collector changes deploy --service checkout --version 1.5.0 --commit 3f2a9c1
+///   fleetprof-collector detect --since 24h
+///   fleetprof-collector regressions list --state open
+///   fleetprof-collector regressions show <ID>
 #[derive(Debug, Parser)]
 #[command(name = "fleetprof-collector", version, verbatim_doc_comment)]
 pub(crate) struct Cli {
@@ -33,6 +43,22 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Ask questions of the stored profiles.
     Query(query::QueryArgs),
+    /// Find regressions in the stored profiles once: test every function's CPU share for lasting
+    /// step increases, rank recorded changes as root cause, store and print what was found.
+    Detect(detect::DetectArgs),
+    /// Record commits (from git) and deploys, the candidates root-cause ranking weighs.
+    Changes(changes::ChangesArgs),
+    /// Show the regressions detection stored.
+    Regressions(regressions::RegressionsArgs),
+}
+
+/// How a command prints its answer.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Aligned tables and text for people.
+    Table,
+    /// JSON for programs.
+    Json,
 }
 
 /// How to reach ClickHouse (shared by every command).
@@ -87,5 +113,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Query(args) => query::run(args).await,
+        Command::Detect(args) => detect::run(args).await,
+        Command::Changes(args) => changes::run(args).await,
+        Command::Regressions(args) => regressions::run(args).await,
     }
 }

@@ -2,12 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use fleetprof_collector::ingest::{IngestConfig, RunningCollector, TlsFiles, WriterConfig};
+use fleetprof_collector::query::Window;
+use fleetprof_collector::regressions;
+use fleetprof_collector::store::Store;
 
 use super::ClickHouseArgs;
+use super::detect::DetectFlags;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -29,6 +34,39 @@ pub(crate) struct ServeArgs {
     /// RESOURCE_EXHAUSTED and hosts keep them in their spool. Lost if the collector dies. [default: 10000]
     #[arg(long, default_value_t = 10_000, hide_default_value = true)]
     buffer_max_batches: usize,
+    /// Run regression detection in the background this often (e.g. 5m), over the last 24h with
+    /// `detect`'s defaults (1-minute buckets, 2h window and persistence); results go to the
+    /// `regressions` table. [default: off]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    detect_every: Option<Duration>,
+}
+
+/// Runs detection every `every` until the process ends; failures are logged, not fatal (the
+/// next run tries again).
+fn spawn_detection(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let window = Window::last(super::detect::DEFAULT_SINCE);
+            let options = match DetectFlags::default().options(window) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(error = %e, "detection options");
+                    return;
+                }
+            };
+            match regressions::run_detection(&store, &[], &options).await {
+                Ok(run) => tracing::info!(
+                    services = run.services.len(),
+                    regressions = run.regressions.len(),
+                    "detection run"
+                ),
+                Err(e) => tracing::warn!(error = %e, "detection run failed; retrying next period"),
+            }
+        }
+    })
 }
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -76,6 +114,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..IngestConfig::default()
     };
+    let detection = args
+        .detect_every
+        .filter(|d| !d.is_zero())
+        .map(|every| spawn_detection(store.clone(), every));
     let mut collector = RunningCollector::start(store, config, args.listen).await?;
     eprintln!(
         "fleetprof-collector listening on {}",
@@ -87,6 +129,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             collector.shutdown().await;
         }
+    }
+    if let Some(d) = detection {
+        d.abort();
     }
     Ok(())
 }

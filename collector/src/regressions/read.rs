@@ -1,0 +1,451 @@
+//! Reading a service's [`ServiceSeries`] and version boundaries out of ClickHouse.
+//!
+//! Buckets are aligned to the epoch (`intDiv(toUInt32(time), B) * B`), so re-running detection
+//! over a shifted window puts the same samples in the same buckets and finds the same onsets.
+
+use std::collections::{BTreeSet, HashMap};
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::RegressionsError;
+use crate::detect::{FunctionSeries, ServiceSeries, VersionBoundary};
+use crate::query::Window;
+use crate::store::{Store, StoreError};
+
+/// Sampling frequency assumed when the `batches` table does not say (the profiler's default).
+pub const DEFAULT_FREQUENCY_HZ: f64 = 19.0;
+
+/// Which functions of a service to read, and at which resolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesOptions {
+    /// Bucket length in seconds. Multiples of 60 read the minute rollups (`function_minutes`,
+    /// `service_minutes`); anything else reads `samples` directly. Default: 60.
+    pub bucket_secs: u32,
+    /// Smallest share of the window's samples (total time) a function needs to be tested.
+    /// Default: 0.002 (0.2%).
+    pub min_share: f64,
+    /// Most functions tested per service, hottest first. Default: 2000.
+    pub max_functions: usize,
+}
+
+impl Default for SeriesOptions {
+    fn default() -> Self {
+        Self {
+            bucket_secs: 60,
+            min_share: 0.002,
+            max_functions: 2000,
+        }
+    }
+}
+
+fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> RegressionsError {
+    move |e| RegressionsError::Store(StoreError::ch(what)(e))
+}
+
+#[derive(Row, Deserialize)]
+struct BucketTotal {
+    t: u32,
+    n: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct FunctionTotal {
+    function: String,
+    k: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct FunctionBucket {
+    function: String,
+    t: u32,
+    s: u64,
+    k: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct Pair {
+    caller: String,
+    callee: String,
+    n: u64,
+}
+
+/// Share of a function's samples an adjacent (caller, callee) pair must carry to make a caller.
+///
+/// Frame-pointer unwinding skips a leaf's caller when the sample lands in its prologue (before
+/// `push rbp`), inventing rare edges such as `handle_request → discounted_price` past
+/// `price_items`. Those would make unrelated functions siblings, and the cost-shift filter would
+/// then take a regression for cost moved between them.
+pub const MIN_CALLER_SHARE: f64 = 0.01;
+
+#[derive(Row, Deserialize)]
+struct FunctionFile {
+    function: String,
+    file: String,
+}
+
+#[derive(Row, Deserialize)]
+struct BucketJoules {
+    t: u32,
+    j: f64,
+}
+
+#[derive(Row, Deserialize)]
+struct VersionFirst {
+    version: String,
+    first: u32,
+}
+
+/// The SQL pieces of one source: the rollups or the raw samples.
+struct Source {
+    /// `FROM ... WHERE` for the service's totals per bucket (binds: B, B, service, from, to).
+    totals: &'static str,
+    /// Total samples per function over the window (binds: service, from, to, min, limit).
+    select: &'static str,
+    /// Self and total samples per function and bucket (binds: B, B, service, from, to, names).
+    buckets: &'static str,
+}
+
+const ROLLUPS: Source = Source {
+    totals: "SELECT toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, toUInt64(sum(samples)) AS n \
+             FROM service_minutes WHERE service = ? AND minute >= toDateTime(?) \
+             AND minute < toDateTime(?) GROUP BY t ORDER BY t",
+    select: "SELECT function, toUInt64(sum(total_samples)) AS k FROM function_minutes \
+             WHERE service = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
+             GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?",
+    buckets: "SELECT function, toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, \
+              toUInt64(sum(self_samples)) AS s, toUInt64(sum(total_samples)) AS k \
+              FROM function_minutes WHERE service = ? AND minute >= toDateTime(?) \
+              AND minute < toDateTime(?) AND has(?, function) GROUP BY function, t",
+};
+
+const SAMPLES: Source = Source {
+    totals: "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, toUInt64(sum(count)) AS n \
+             FROM samples WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
+             GROUP BY t ORDER BY t",
+    select: "SELECT function, toUInt64(sum(count)) AS k FROM samples \
+             ARRAY JOIN arrayDistinct(functions) AS function \
+             WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
+             GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?",
+    buckets: "SELECT function, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, \
+              toUInt64(sum(count * (function = functions[-1]))) AS s, toUInt64(sum(count)) AS k \
+              FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
+              WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
+              AND has(?, function) GROUP BY function, t",
+};
+
+/// The window's start floored to a bucket boundary.
+pub(crate) fn aligned_start(window: Window, bucket_secs: u32) -> u32 {
+    window.from / bucket_secs * bucket_secs
+}
+
+/// Reads `service`'s series over `window`: per bucket its samples and, for every function with
+/// at least `min_share` of the window's samples (hottest `max_functions`), self and total samples,
+/// callers, source file; the sampling frequency and, where measured, energy. Leading and trailing
+/// buckets without samples are dropped. `None` if the service has no samples in the window.
+pub async fn read_series(
+    store: &Store,
+    service: &str,
+    window: Window,
+    options: SeriesOptions,
+) -> Result<Option<ServiceSeries>, RegressionsError> {
+    let b = options.bucket_secs;
+    if b == 0 {
+        return Err(RegressionsError::BadArgument(
+            "the bucket must be at least 1 s".into(),
+        ));
+    }
+    let source = if b.is_multiple_of(60) {
+        &ROLLUPS
+    } else {
+        &SAMPLES
+    };
+    let start = aligned_start(window, b);
+    let to = window.to;
+    let totals = store
+        .client()
+        .query(source.totals)
+        .bind(b)
+        .bind(b)
+        .bind(service)
+        .bind(start)
+        .bind(to)
+        .fetch_all::<BucketTotal>()
+        .await
+        .map_err(ch("reading the service's samples per bucket"))?;
+    let (Some(first), Some(last)) = (
+        totals.iter().find(|r| r.n > 0),
+        totals.iter().rev().find(|r| r.n > 0),
+    ) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.t, last.t);
+    let len = ((last - first) / b + 1) as usize;
+    let index = |t: u32| (t >= first && t <= last).then(|| ((t - first) / b) as usize);
+    let mut samples = vec![0u32; len];
+    let mut whole = 0u64;
+    for r in &totals {
+        if let Some(i) = index(r.t) {
+            samples[i] = u32::try_from(r.n).unwrap_or(u32::MAX);
+            whole += r.n;
+        }
+    }
+
+    let min = (whole as f64 * options.min_share).ceil().max(1.0) as u64;
+    let selected = store
+        .client()
+        .query(source.select)
+        .bind(service)
+        .bind(start)
+        .bind(to)
+        .bind(min)
+        .bind(options.max_functions as u64)
+        .fetch_all::<FunctionTotal>()
+        .await
+        .map_err(ch("selecting the service's functions"))?;
+    // `[unknown]` is the profiler's placeholder for a frame it could not unwind or place in any
+    // module: its share measures unwinding failures, not code, and names nothing to fix.
+    let names: Vec<String> = selected
+        .into_iter()
+        .filter(|f| f.k > 0 && !f.function.starts_with("[unknown]"))
+        .map(|f| f.function)
+        .collect();
+    let mut functions: Vec<FunctionSeries> = names
+        .iter()
+        .map(|name| FunctionSeries {
+            function: name.clone(),
+            file: None,
+            callers: Vec::new(),
+            k_total: vec![0; len],
+            k_self: vec![0; len],
+        })
+        .collect();
+    let position: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    if !names.is_empty() {
+        let rows = store
+            .client()
+            .query(source.buckets)
+            .bind(b)
+            .bind(b)
+            .bind(service)
+            .bind(start)
+            .bind(to)
+            .bind(&names)
+            .fetch_all::<FunctionBucket>()
+            .await
+            .map_err(ch("reading the functions' samples per bucket"))?;
+        for r in rows {
+            let (Some(&f), Some(i)) = (position.get(r.function.as_str()), index(r.t)) else {
+                continue;
+            };
+            // The rollups are filled by two materialized views; clamp so a race between them
+            // cannot make a function count more samples than its service.
+            let n = samples[i];
+            let k = u32::try_from(r.k).unwrap_or(u32::MAX).min(n);
+            functions[f].k_total[i] = k;
+            functions[f].k_self[i] = u32::try_from(r.s).unwrap_or(u32::MAX).min(k);
+        }
+        add_callers(store, service, start, to, &names, &position, &mut functions).await?;
+        add_files(store, &names, &position, &mut functions).await?;
+    }
+
+    Ok(Some(ServiceSeries {
+        service: service.to_owned(),
+        start_unix_s: i64::from(first),
+        bucket_secs: b,
+        frequency_hz: frequency(store, service, start, to).await?,
+        samples,
+        energy_joules: energy(store, service, start, to, b, len, index).await?,
+        functions,
+    }))
+}
+
+/// Direct callers, from adjacent pairs of the stacks (root first, so `functions[i]` calls
+/// `functions[i + 1]`), among the selected functions; pairs carrying less than
+/// [`MIN_CALLER_SHARE`] of the callee's samples are left out.
+async fn add_callers(
+    store: &Store,
+    service: &str,
+    from: u32,
+    to: u32,
+    names: &[String],
+    position: &HashMap<&str, usize>,
+    functions: &mut [FunctionSeries],
+) -> Result<(), RegressionsError> {
+    let pairs = store
+        .client()
+        .query(
+            "SELECT caller, callee, toUInt64(sum(count)) AS n FROM ( \
+               SELECT tupleElement(pair, 1) AS caller, tupleElement(pair, 2) AS callee, count \
+               FROM samples ARRAY JOIN arrayMap((a, b) -> (a, b), \
+                 arraySlice(functions, 1, length(functions) - 1), arraySlice(functions, 2)) AS pair \
+               WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?)) \
+             WHERE caller != callee AND has(?, caller) AND has(?, callee) \
+             GROUP BY caller, callee ORDER BY callee, caller",
+        )
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .bind(names)
+        .bind(names)
+        .fetch_all::<Pair>()
+        .await
+        .map_err(ch("reading callers"))?;
+    for p in pairs {
+        if let Some(&i) = position.get(p.callee.as_str()) {
+            let total: u64 = functions[i].k_total.iter().map(|&k| u64::from(k)).sum();
+            if p.n as f64 >= MIN_CALLER_SHARE * total as f64 {
+                functions[i].callers.push(p.caller);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Source files of the selected functions, from the symbolizer's `frames`.
+async fn add_files(
+    store: &Store,
+    names: &[String],
+    position: &HashMap<&str, usize>,
+    functions: &mut [FunctionSeries],
+) -> Result<(), RegressionsError> {
+    let files = store
+        .client()
+        .query(
+            "SELECT function, any(file) AS source_file FROM frames \
+             WHERE file != '' AND has(?, function) GROUP BY function",
+        )
+        .bind(names)
+        .fetch_all::<FunctionFile>()
+        .await
+        .map_err(ch("reading source files"))?;
+    for f in files {
+        if let Some(&i) = position.get(f.function.as_str()) {
+            functions[i].file = Some(f.file);
+        }
+    }
+    Ok(())
+}
+
+/// The mean sampling frequency of the batches of the hosts that sampled the service.
+async fn frequency(
+    store: &Store,
+    service: &str,
+    from: u32,
+    to: u32,
+) -> Result<f64, RegressionsError> {
+    let hz = store
+        .client()
+        .query(
+            "SELECT toFloat64(avg(frequency_hz)) FROM batches \
+             WHERE time >= toDateTime(?) AND time < toDateTime(?) AND frequency_hz > 0 \
+             AND host_id IN (SELECT DISTINCT host_id FROM samples \
+               WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?))",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .fetch_one::<f64>()
+        .await
+        .map_err(ch("reading the sampling frequency"))?;
+    Ok(if hz.is_finite() && hz > 0.0 {
+        hz
+    } else {
+        DEFAULT_FREQUENCY_HZ
+    })
+}
+
+/// Joules attributed to the service per bucket; empty where energy was never measured (never
+/// zeros for "unknown").
+async fn energy(
+    store: &Store,
+    service: &str,
+    from: u32,
+    to: u32,
+    b: u32,
+    len: usize,
+    index: impl Fn(u32) -> Option<usize>,
+) -> Result<Vec<Option<f64>>, RegressionsError> {
+    let rows = store
+        .client()
+        .query(
+            "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, sum(joules) AS j \
+             FROM process_energy WHERE service = ? AND time >= toDateTime(?) \
+             AND time < toDateTime(?) GROUP BY t",
+        )
+        .bind(b)
+        .bind(b)
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .fetch_all::<BucketJoules>()
+        .await
+        .map_err(ch("reading energy"))?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = vec![None; len];
+    for r in rows {
+        if let Some(i) = index(r.t) {
+            out[i] = Some(r.j);
+        }
+    }
+    Ok(out)
+}
+
+/// The version switches of `service` in `window`: its versions ordered by their first sample,
+/// each one a boundary from the one before.
+pub async fn version_boundaries(
+    store: &Store,
+    service: &str,
+    window: Window,
+) -> Result<Vec<VersionBoundary>, RegressionsError> {
+    let versions = store
+        .client()
+        .query(
+            "SELECT version, toUInt32(min(time)) AS first FROM samples \
+             WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
+             GROUP BY version ORDER BY first, version",
+        )
+        .bind(service)
+        .bind(window.from)
+        .bind(window.to)
+        .fetch_all::<VersionFirst>()
+        .await
+        .map_err(ch("reading the service's versions"))?;
+    Ok(versions
+        .windows(2)
+        .map(|w| VersionBoundary {
+            service: service.to_owned(),
+            from_version: w[0].version.clone(),
+            to_version: w[1].version.clone(),
+            time_unix_s: i64::from(w[1].first),
+        })
+        .collect())
+}
+
+/// The services with samples in `window`, by name.
+pub async fn services(store: &Store, window: Window) -> Result<Vec<String>, RegressionsError> {
+    let names = store
+        .client()
+        .query(
+            "SELECT DISTINCT service FROM service_minutes \
+             WHERE minute >= toDateTime(?) AND minute < toDateTime(?) ORDER BY service",
+        )
+        .bind(aligned_start(window, 60))
+        .bind(window.to)
+        .fetch_all::<String>()
+        .await
+        .map_err(ch("listing services"))?;
+    Ok(names
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
