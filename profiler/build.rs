@@ -32,5 +32,9 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(&obj, []).context("write empty eBPF object")?;
         }
     }
+    // aya-build forwards the inner cargo's stderr as build-script warnings; keep its progress
+    // lines ("Compiling ...") out of every build's output and let only real diagnostics through.
+    // SAFETY: build scripts are single-threaded; the inner cargo inherits the variable.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

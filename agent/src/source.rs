@@ -123,6 +123,22 @@ pub struct Regression {
     pub version_after: Option<String>,
     /// Root-cause candidates, best first.
     pub candidates: Vec<RootCauseCandidate>,
+    /// Every function of the report, most significant first (the first is `function`): a
+    /// regression grouped with library or kernel frames (`write`, `core::fmt::…`) is fixed in the
+    /// first member the repository defines.
+    #[serde(default)]
+    pub members: Vec<RegressionMember>,
+}
+
+/// One function of a grouped regression, with its own shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RegressionMember {
+    /// The function.
+    pub function: String,
+    /// Its total share before the change point, 0..=1.
+    pub baseline_share: f64,
+    /// Its total share after, 0..=1.
+    pub current_share: f64,
 }
 
 impl Regression {

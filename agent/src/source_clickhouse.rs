@@ -29,8 +29,8 @@ use fleetprof_collector::store::{Store, StoreConfig, StoreError};
 use serde::Deserialize;
 
 use crate::source::{
-    FunctionDelta, FunctionShare, HistoryPoint, ProfileSource, Regression, RootCauseCandidate,
-    SourceError, SourceFuture, StackCount, TimeRange,
+    FunctionDelta, FunctionShare, HistoryPoint, ProfileSource, Regression, RegressionMember,
+    RootCauseCandidate, SourceError, SourceFuture, StackCount, TimeRange,
 };
 
 /// A [`ProfileSource`] over fleetprof's ClickHouse database.
@@ -150,6 +150,15 @@ impl RegressionRow {
             version_before: None,
             version_after: None,
             candidates: candidates.into_iter().map(candidate).collect(),
+            members: report
+                .iter()
+                .flat_map(|r| &r.members)
+                .map(|m| RegressionMember {
+                    function: m.function.clone(),
+                    baseline_share: m.total_before,
+                    current_share: m.total_after,
+                })
+                .collect(),
         })
     }
 }

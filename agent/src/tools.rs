@@ -604,6 +604,7 @@ mod tests {
                 version_before: None,
                 version_after: None,
                 candidates: vec![],
+                members: vec![],
             }],
             ..Default::default()
         };

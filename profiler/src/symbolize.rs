@@ -317,11 +317,18 @@ impl Symbolizer {
 }
 
 fn new_blazesym() -> BlazeSymbolizer {
-    BlazeSymbolizer::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build()
+    BlazeSymbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
 }
 
 fn new_normalizer() -> Normalizer {
-    Normalizer::builder().enable_build_ids(true).enable_build_id_caching(true).build()
+    Normalizer::builder()
+        .enable_build_ids(true)
+        .enable_build_id_caching(true)
+        .build()
 }
 
 /// A module path as this process can open it: through the target's mount namespace when the

@@ -129,7 +129,8 @@ fn wait_for_port(port: u16, timeout: Duration, what: &str) -> anyhow::Result<()>
 pub struct FleetOptions {
     /// Batch interval of the daemon. Default: 2 s.
     pub interval: Duration,
-    /// Sampling frequency. Default: 99 Hz.
+    /// Sampling frequency. Default: 499 Hz: far above the 19 Hz production default, so that the
+    /// tests' and the demo's half-minute runs carry as many samples as hours at 19 Hz would.
     pub frequency_hz: u32,
 }
 
@@ -137,7 +138,7 @@ impl Default for FleetOptions {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
-            frequency_hz: 99,
+            frequency_hz: 499,
         }
     }
 }
@@ -304,17 +305,27 @@ impl Fleet {
     }
 }
 
-/// Runs a service binary under a fleetprof service and version name until the guard drops.
+/// Requests per second the demo service serves in the demo and the agent's tests: a steady load
+/// (about half a core for v1), so a slower function makes the service use more CPU, as in
+/// production, instead of serving fewer requests.
+pub const STEADY_RPS: u32 = 50_000;
+
+/// Runs a service binary under a fleetprof service and version name until the guard drops;
+/// `rps` passes `--rps` (a steady load) to services that take it.
 pub fn run_service(
     bin: &Path,
     service: &str,
     version: &str,
     seconds: u64,
+    rps: Option<u32>,
     log: &Path,
 ) -> anyhow::Result<ChildGuard> {
     let mut cmd = Command::new(bin);
-    cmd.args(["--seconds", &seconds.to_string()])
-        .env("FLEETPROF_SERVICE", service)
+    cmd.args(["--seconds", &seconds.to_string()]);
+    if let Some(rps) = rps {
+        cmd.args(["--rps", &rps.to_string()]);
+    }
+    cmd.env("FLEETPROF_SERVICE", service)
         .env("FLEETPROF_VERSION", version)
         .env_remove("RUST_LOG");
     ChildGuard::spawn(service, cmd, log)

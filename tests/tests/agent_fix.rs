@@ -19,7 +19,7 @@ use std::{
 use fleetprof_tests::{
     demo_repo::{DemoRepo, Regression, git},
     fleet::{Fleet, FleetOptions},
-    profiled::{StoredRegression, profile_demo, store, store_regression},
+    profiled::{StoredRegression, detect_regression, profile_demo},
     require_root, workspace_bin,
 };
 use serde_json::{Value, json};
@@ -254,9 +254,8 @@ fn fix_forward_real_regression_by_recipe_and_by_model() {
         DemoRepo::create(dir.path(), Regression::Logging).expect("creating the demo repository");
     let mut fleet = Fleet::start(&dir.path().join("fleet"), FleetOptions::default())
         .expect("starting the fleet");
-    let (v1, v2) = profile_demo(&mut fleet, &repo, 15);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let reg = rt.block_on(store_regression(&store(&fleet), &repo, &v1, &v2));
+    let (v1, v2) = profile_demo(&mut fleet, &repo, 20);
+    let reg = detect_regression(&fleet, &repo, &v1, &v2);
     println!(
         "regression {}: {} {:.2}% (v1) -> {:.2}% (v2); candidates: {:?}",
         reg.id,

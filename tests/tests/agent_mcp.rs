@@ -10,7 +10,7 @@ use std::path::Path;
 use fleetprof_tests::{
     demo_repo::{DemoRepo, Regression},
     fleet::{Fleet, FleetOptions},
-    profiled::{profile_demo, store, store_regression},
+    profiled::{detect_regression, profile_demo},
     require_root, workspace_bin,
 };
 use rmcp::{
@@ -76,9 +76,9 @@ fn every_mcp_tool_answers_from_real_profiles() {
         DemoRepo::create(dir.path(), Regression::Logging).expect("creating the demo repository");
     let mut fleet = Fleet::start(&dir.path().join("fleet"), FleetOptions::default())
         .expect("starting the fleet");
-    let (v1, v2) = profile_demo(&mut fleet, &repo, 12);
+    let (v1, v2) = profile_demo(&mut fleet, &repo, 20);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let reg = rt.block_on(store_regression(&store(&fleet), &repo, &v1, &v2));
+    let reg = detect_regression(&fleet, &repo, &v1, &v2);
     println!(
         "stored regression {}: {} {:.2}% -> {:.2}%",
         reg.id,

@@ -63,6 +63,7 @@ fn opportunity_memoizes_hot_pure_function() {
         "catalog",
         "v1",
         PROFILED_SECONDS,
+        None,
         &dir.path().join("catalog.log"),
     )
     .expect("starting the catalog service");

@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: set the machine up, then run the end-to-end demo binary
 //! (`fleetprof-demo` in the `tests` crate), which drives fleetprof's main job from start to end.
 
+use std::process::Command;
+
 use anyhow::{Result, bail};
 use cargo_metadata::TargetKind;
 
@@ -23,7 +25,7 @@ pub(crate) struct Args {
     keep: bool,
 }
 
-/// Runs `setup`, then `cargo run --release -p fleetprof-tests --bin fleetprof-demo`.
+/// Runs `setup`, builds every binary in release mode, then runs `target/release/fleetprof-demo`.
 pub(crate) fn run(args: &Args) -> Result<()> {
     if !is_root() {
         bail!(
@@ -48,12 +50,17 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     ]);
     build.env_remove("AYA_BUILD_SKIP");
     cmd::run("demo: build fleetprof's binaries (release)", &mut build)?;
-    let mut demo = cargo(["run", "--release", "-p", PACKAGE, "--bin", BIN]);
+    // Run the binary just built: `cargo run -p` would resolve features for one package and
+    // rebuild half the dependency tree.
+    let bin = workspace::target_dir(&workspace::metadata()?)
+        .join("release")
+        .join(BIN);
+    let mut demo = Command::new(bin);
     if args.keep {
-        demo.args(["--", "--keep"]);
+        demo.arg("--keep");
     }
     // The demo profiles with the real eBPF object.
     demo.env_remove("AYA_BUILD_SKIP");
-    cmd::run("demo: build and run fleetprof-demo", &mut demo)?;
+    cmd::run("demo: run fleetprof-demo", &mut demo)?;
     Ok(())
 }

@@ -218,12 +218,20 @@ impl Fixer {
             Some((c, a)) => (Some(c), a),
             None => (None, Vec::new()),
         };
+        // Fix the most significant member this repository defines: a report often groups the
+        // service's function with the library or kernel frames it now calls.
+        let (function, baseline, current) = reg
+            .members
+            .iter()
+            .find(|m| matches!(repo.find_function(&m.function), Ok(Some(_))))
+            .map(|m| (m.function.clone(), m.baseline_share, m.current_share))
+            .unwrap_or((reg.function.clone(), reg.baseline_share, reg.current_share));
         let target = Target {
             id: reg.id.clone(),
             kind: SkillKind::Regression,
             service: reg.service.clone(),
-            function: reg.function.clone(),
-            shares: (Some(reg.baseline_share), reg.current_share),
+            function,
+            shares: (Some(baseline), current),
             root_cause,
             additions,
             frames,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::skills::SkillSet;
+use crate::source::RegressionMember;
 use crate::source::{Regression, StaticSource};
 
 fn sh(dir: &Path, args: &[&str]) -> String {
@@ -116,6 +117,19 @@ fn regression(commit: &str) -> Regression {
             score: 0.9,
             evidence: vec!["touches src/lib.rs, which defines checksum".into()],
         }],
+        // The kernel frame the report grouped first is not in the repository; checksum is.
+        members: vec![
+            RegressionMember {
+                function: "write".into(),
+                baseline_share: 0.0,
+                current_share: 0.2,
+            },
+            RegressionMember {
+                function: "demo::checksum::h0123456789abcdef".into(),
+                baseline_share: 0.05,
+                current_share: 0.40,
+            },
+        ],
     }
 }
 

@@ -1,7 +1,7 @@
 //! The filters between a significant step and a report: persistence (went-away) and cost shift.
 
 use super::changepoint::{self, Windows};
-use super::series::{BaseSums, CountSums, FnSums, FunctionSeries, ServiceSeries};
+use super::series::{BaseSums, CountSums, FunctionSeries, ServiceSeries};
 use super::{Metric, State};
 
 /// What became of a step after its onset.
@@ -56,37 +56,6 @@ pub(crate) fn fate(
         state: State::Open,
         reverted_at: None,
     }
-}
-
-/// The largest step at any split within `tol` of `t` (or smallest when `want_decrease`).
-pub(crate) fn step_near(
-    base: &BaseSums,
-    c: &CountSums,
-    win: Windows,
-    t: usize,
-    tol: usize,
-    want_decrease: bool,
-) -> Option<changepoint::StepFit> {
-    let len = base.len();
-    let mut best: Option<changepoint::StepFit> = None;
-    for s in t.saturating_sub(tol)..=(t + tol).min(len.saturating_sub(1)) {
-        let l = s.saturating_sub(win.half);
-        let r = (s + win.half).min(len);
-        if s <= l || r <= s {
-            continue;
-        }
-        let Some(f) = changepoint::step_at(base, c, l, s, r) else {
-            continue;
-        };
-        let better = match best {
-            None => true,
-            Some(b) => (want_decrease && f.z < b.z) || (!want_decrease && f.z > b.z),
-        };
-        if better {
-            best = Some(f);
-        }
-    }
-    best
 }
 
 /// Names the relation of two functions on a call path.
@@ -191,48 +160,92 @@ pub(crate) struct ShiftParams {
     pub(crate) tol: usize,
 }
 
-/// Whether the increase `delta` of `f`'s `metric` at `onset` is cost moving along its call path.
+/// Mean per-bucket count before and after `onset` (up to `half` buckets each side) and the z of
+/// their difference; `None` when either side has fewer than two buckets. The variance is the
+/// larger of Poisson's and the one observed on each side: absolute counts carry more than
+/// sampling noise (load varies, and batches of a few seconds fall unevenly into buckets).
+fn absolute_step(
+    count: impl Fn(usize) -> f64,
+    len: usize,
+    onset: usize,
+    half: usize,
+) -> Option<(f64, f64, f64)> {
+    let (l, r) = (onset.saturating_sub(half), (onset + half).min(len));
+    if onset < l + 2 || r < onset + 2 {
+        return None;
+    }
+    let side = |range: std::ops::Range<usize>| {
+        let m = range.len() as f64;
+        let values: Vec<f64> = range.map(&count).collect();
+        let mean = values.iter().sum::<f64>() / m;
+        let observed = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0);
+        (mean, observed.max(mean) / m)
+    };
+    let (before, var_before) = side(l..onset);
+    let (after, var_after) = side(onset..r);
+    Some((
+        before,
+        after,
+        (after - before) / (var_before + var_after).max(1e-9).sqrt(),
+    ))
+}
+
+/// Whether the increase of `f`'s `metric` at `onset` is cost moving along its call path.
 ///
 /// It is when a related function (caller, callee or sibling) lost a comparable amount of the same
-/// metric at the same onset (± `tol`) and the path's combined cost did not rise: the total share of
-/// the pair's caller where the input has it, else the sum of the pair's own series.
+/// metric at the same onset and the path's combined cost did not rise: the total of the pair's
+/// caller where the input has it, else the sum of the pair's own series. The test is on absolute
+/// cost (samples per bucket, i.e. CPU), not on shares: shares always sum to the service, so when
+/// one function of a service that spends all its time under one caller gets slower, its siblings'
+/// *shares* fall and the caller's share stays at 100% even though the service now burns more CPU.
+/// Only absolute cost tells a regression (the path costs more) from a shift (it does not).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn is_cost_shift(
     base: &BaseSums,
-    sums: &[FnSums],
     series: &ServiceSeries,
     rel: &Relations,
     win: Windows,
     f: usize,
     metric: Metric,
     onset: usize,
-    delta: f64,
     params: ShiftParams,
 ) -> bool {
+    let len = base.len();
+    let pick = |x: &FunctionSeries, i: usize| match metric {
+        Metric::Total => f64::from(x.k_total[i]),
+        Metric::SelfShare => f64::from(x.k_self[i]),
+    };
+    let fs = &series.functions[f];
+    let Some((f_before, f_after, _)) = absolute_step(|i| pick(fs, i), len, onset, win.half) else {
+        return false;
+    };
+    // A share that rose while the function's own cost did not is cost leaving its neighbours;
+    // the related-decrease test below decides whether it left along the call path.
+    let delta = (f_after - f_before).max(0.0);
     for g in rel.related(f) {
-        let Some(dec) = step_near(base, sums[g].get(metric), win, onset, params.tol, true) else {
+        let gs = &series.functions[g];
+        // The related drop may be found a bucket or two off the increase's onset.
+        let near =
+            onset.saturating_sub(params.tol)..=(onset + params.tol).min(len.saturating_sub(1));
+        let Some((g_before, g_after, g_z)) = near
+            .clone()
+            .filter_map(|t| absolute_step(|i| pick(gs, i), len, t, win.half))
+            .min_by(|a, b| a.2.total_cmp(&b.2))
+        else {
             continue;
         };
-        if dec.z > -params.confirm_z || dec.before - dec.after < params.shift_ratio * delta {
+        if g_z > -params.confirm_z || g_before - g_after < params.shift_ratio * delta {
             continue;
         }
-        let path_fit = match rel.path_root(f, g) {
-            Some(root) => step_near(base, &sums[root].total, win, onset, params.tol, false),
-            None => {
-                let (a, b) = (&series.functions[f], &series.functions[g]);
-                let pick = |x: &FunctionSeries, i: usize| match metric {
-                    Metric::Total => f64::from(x.k_total[i]),
-                    Metric::SelfShare => f64::from(x.k_self[i]),
-                };
-                let combined = CountSums::new(
-                    (0..base.len()).map(|i| pick(a, i) + pick(b, i)),
-                    &series.samples,
-                );
-                step_near(base, &combined, win, onset, params.tol, false)
-            }
+        let path_cost = |i: usize| match rel.path_root(f, g) {
+            Some(root) => f64::from(series.functions[root].k_total[i]),
+            None => pick(fs, i) + pick(gs, i),
         };
-        let rose = path_fit.is_some_and(|p| {
-            p.z >= params.confirm_z && p.after - p.before > params.residual * delta
+        let path = near
+            .filter_map(|t| absolute_step(path_cost, len, t, win.half))
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let rose = path.is_some_and(|(before, after, z)| {
+            z >= params.confirm_z && after - before > params.residual * delta
         });
         if !rose {
             return true;

@@ -36,9 +36,12 @@
 //!   caller → callee) is not a regression. An increase of `f` is suppressed when a related function
 //!   (caller, callee, or sibling under a common caller, from [`FunctionSeries::callers`]) lost at
 //!   least `shift_ratio` of it at the same onset (± `group_tolerance_secs`, significant at
-//!   `confirm_z`), and the path's combined cost — the pair's (common) caller's total share where the
-//!   input has it, otherwise the pair's summed share — did not rise significantly by more than
-//!   `shift_residual` of the increase.
+//!   `confirm_z`), and the path's combined cost — the pair's (common) caller's total where the
+//!   input has it, otherwise the pair's summed series — did not rise significantly by more than
+//!   `shift_residual` of the increase. This test is on absolute cost (samples per bucket), not on
+//!   shares: shares always sum to the service, so a slower function's siblings lose share even
+//!   when their own cost is unchanged, and a caller that holds all of the service's time keeps a
+//!   100% share while the service burns more CPU.
 //!
 //! Regressions with onsets within `group_tolerance_secs` whose functions lie on one call path
 //! (one calls the other, transitively, or they share a direct caller) become one report.
@@ -293,8 +296,6 @@ struct Step {
     t: usize,
     z: f64,
     dispersion: f64,
-    before: f64,
-    after: f64,
     fate: filters::Fate,
 }
 
@@ -371,8 +372,6 @@ pub fn detect(
                             t,
                             z: fit.z,
                             dispersion: fit.dispersion,
-                            before: fit.before,
-                            after: fit.after,
                             fate,
                         };
                     }
@@ -384,8 +383,6 @@ pub fn detect(
                     t,
                     z: fit.z,
                     dispersion: fit.dispersion,
-                    before: fit.before,
-                    after: fit.after,
                     fate,
                 });
             }
@@ -407,18 +404,7 @@ pub fn detect(
     let found: Vec<(usize, Regression)> = steps
         .into_iter()
         .filter(|s| {
-            !filters::is_cost_shift(
-                &base,
-                &sums,
-                series,
-                &rel,
-                win,
-                s.function,
-                s.metric,
-                s.t,
-                s.after - s.before,
-                shift,
-            )
+            !filters::is_cost_shift(&base, series, &rel, win, s.function, s.metric, s.t, shift)
         })
         .map(|s| (s.function, regression(series, &base, &sums, win, &s, tests)))
         .collect();

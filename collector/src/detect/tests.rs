@@ -209,6 +209,45 @@ fn cost_shift_suppressed() {
     assert!(names.contains(&"new_path"), "{names:?}");
 }
 
+/// A service that spends all its time under one handler, at a steady request rate: one callee
+/// gets slower, so the service's samples grow, its siblings' shares fall while their cost stays
+/// the same, and the handler keeps a 100% share. That is a regression, not a cost shift.
+#[test]
+fn slower_callee_of_a_dominant_caller_is_reported() {
+    let mut rng = StdRng::seed_from_u64(8);
+    // Siblings keep 600 samples per bucket; the slow callee goes from 400 to 600.
+    let slow = |i: usize| if i < 700 { 400.0 } else { 600.0 };
+    let draw = |rng: &mut StdRng, mean: f64| {
+        rand_distr::Poisson::new(mean).expect("mean").sample(rng) as u32
+    };
+    let siblings: Vec<u32> = (0..DAY).map(|_| draw(&mut rng, 600.0)).collect();
+    let callee: Vec<u32> = (0..DAY).map(|i| draw(&mut rng, slow(i))).collect();
+    let samples: Vec<u32> = (0..DAY).map(|i| siblings[i] + callee[i]).collect();
+    let handler = FunctionSeries {
+        function: "handle_request".to_owned(),
+        file: None,
+        callers: vec![],
+        k_total: samples.clone(),
+        k_self: vec![0; DAY],
+    };
+    let mut s = service(
+        1000,
+        vec![
+            handler,
+            function("price_items", &["handle_request"], callee),
+            function("render_receipt", &["handle_request"], siblings),
+        ],
+    );
+    s.samples = samples;
+    let reports = detect(&s, &DetectorConfig::default()).expect("valid");
+    let names: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.members.iter().map(|m| m.function.as_str()))
+        .collect();
+    assert!(names.contains(&"price_items"), "{reports:#?}");
+    assert!(!names.contains(&"render_receipt"), "{names:?}");
+}
+
 /// A callee's rise and its caller's total rise at the same onset become one report with two
 /// members; an unrelated function rising at the same time stays a separate report.
 #[test]

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use fleetprof_tests::{
     demo_repo::{DemoRepo, Regression, V2_AUTHOR},
-    fleet::{Fleet, FleetOptions, run_service},
+    fleet::{Fleet, FleetOptions, STEADY_RPS, run_service},
     require_root, workspace_bin, workspace_root,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -162,7 +162,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     steps.step(
-        "starting ClickHouse, the collector and the eBPF profiler daemon (99 Hz, 2 s batches)",
+        "starting ClickHouse, the collector and the eBPF profiler daemon (499 Hz, 2 s batches)",
     )?;
     let mut fleet = Fleet::start_in(&dir, FleetOptions::default())?;
     println!(
@@ -172,7 +172,41 @@ fn run(args: &Args) -> anyhow::Result<()> {
         dir.display()
     );
 
-    steps.step("deploying v1 and serving steady load")?;
+    let outcome = main_job(args, &mut steps, &dir, &repo, &mut fleet);
+    if args.keep {
+        // Kept also when the job failed, so that what went wrong can be queried.
+        let collector_url = fleet.collector_url();
+        let clickhouse_url = fleet.clickhouse.url();
+        let (_collector_pid, (ch_pid, ch_dir)) = fleet.detach();
+        println!(
+            "\n--keep: ClickHouse (pid {ch_pid}, data in {}) and the collector keep running:",
+            ch_dir.display()
+        );
+        println!(
+            "  fleetprof-collector query top --service checkout --since 1h --clickhouse-url {clickhouse_url}"
+        );
+        println!(
+            "  clickhouse-client --port <tcp port in {}/config.xml> --database fleetprof",
+            ch_dir.display()
+        );
+        println!(
+            "  collector gRPC: {collector_url}; stop them with `kill {ch_pid}` and `pkill -f fleetprof-collector`"
+        );
+    }
+    print_summary(&outcome?, steps.started.elapsed());
+    Ok(())
+}
+
+/// Runs v1 and v2, detects, fixes and draws: everything between starting the fleet and the
+/// summary.
+fn main_job(
+    args: &Args,
+    steps: &mut Steps,
+    dir: &Path,
+    repo: &DemoRepo,
+    fleet: &mut Fleet,
+) -> anyhow::Result<Outcome> {
+    steps.step("deploying v1 and serving a steady 50,000 requests per second")?;
     let v1_start = SystemTime::now();
     fleet.collector_cli(&[
         "changes",
@@ -191,7 +225,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "checkout",
         "v1",
         args.seconds,
-        &dir.join("checkout-v1.log"),
+        Some(STEADY_RPS),
+        // The v2 service writes a debug line per request; keep it off the disk.
+        Path::new("/dev/null"),
     )?;
     wait_with_progress(args.seconds, "checkout v1")?;
     drop(service.terminate());
@@ -216,7 +252,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "checkout",
         "v2",
         args.seconds,
-        &dir.join("checkout-v2.log"),
+        Some(STEADY_RPS),
+        // The v2 service writes a debug line per request; keep it off the disk.
+        Path::new("/dev/null"),
     )?;
     wait_with_progress(args.seconds, "checkout v2")?;
     drop(service.terminate());
@@ -242,7 +280,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "--since",
         "15m",
         "--bucket",
-        "5s",
+        "2s",
         "--window",
         "20s",
         "--persistence",
@@ -338,28 +376,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             ("v1 → v2", diff_path),
         ],
     };
-    print_summary(&outcome, steps.started.elapsed());
-
-    if args.keep {
-        let collector_url = fleet.collector_url();
-        let clickhouse_url = fleet.clickhouse.url();
-        let (_collector_pid, (ch_pid, ch_dir)) = fleet.detach();
-        println!(
-            "\n--keep: ClickHouse (pid {ch_pid}, data in {}) and the collector keep running:",
-            ch_dir.display()
-        );
-        println!(
-            "  fleetprof-collector query top --service checkout --since 1h --clickhouse-url {clickhouse_url}"
-        );
-        println!(
-            "  clickhouse-client --port <tcp port in {}/config.xml> --database fleetprof",
-            ch_dir.display()
-        );
-        println!(
-            "  collector gRPC: {collector_url}; stop them with `kill {ch_pid}` and `pkill -f fleetprof-collector`"
-        );
-    }
-    Ok(())
+    Ok(outcome)
 }
 
 /// The regression the demo expects, read from `detect --format json`.
@@ -440,12 +457,7 @@ fn find_proposal(outbox: &Path) -> anyhow::Result<ProposalFiles> {
                                 "FAIL"
                             },
                             c["step"].as_str().unwrap_or_default(),
-                            c["detail"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .lines()
-                                .last()
-                                .unwrap_or_default()
+                            summary_line(c["detail"].as_str().unwrap_or_default())
                         )
                     })
                     .collect()
@@ -458,6 +470,16 @@ fn find_proposal(outbox: &Path) -> anyhow::Result<ProposalFiles> {
         });
     }
     bail!("no proposal.json in {}", outbox.display())
+}
+
+/// The line of a check's output worth showing: cargo's test summary with tests in it, else the last.
+fn summary_line(detail: &str) -> &str {
+    let mut lines = detail.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines
+        .clone()
+        .find(|l| l.starts_with("test result:") && !l.contains(" 0 passed"))
+        .or_else(|| lines.next_back())
+        .unwrap_or_default()
 }
 
 fn print_summary(o: &Outcome, elapsed: Duration) {

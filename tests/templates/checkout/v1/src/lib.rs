@@ -24,7 +24,7 @@ pub fn parse_request(n: u64) -> Vec<Item> {
     let mut seed = mix(n + 1);
     let mut items = Vec::with_capacity(8);
     for _ in 0..8 {
-        for _ in 0..40 {
+        for _ in 0..360 {
             seed = mix(seed);
         }
         items.push(Item { sku: (seed % 10_000) as u32, qty: 1 + (seed % 5) as u32, unit_cents: 100 + seed % 9_900 });
@@ -37,7 +37,7 @@ pub fn parse_request(n: u64) -> Vec<Item> {
 pub fn discounted_price(item: &Item) -> u64 {
     let mut price = item.unit_cents * u64::from(item.qty);
     // Discount tiers are applied one rounding step at a time.
-    for step in 0..12u64 {
+    for step in 0..110u64 {
         price = price - price / 1000 + (mix(price ^ step) & 1);
     }
     price
@@ -58,7 +58,7 @@ pub fn price_items(items: &[Item]) -> u64 {
 #[inline(never)]
 pub fn compute_tax(total: u64) -> u64 {
     let mut t = total;
-    for _ in 0..200 {
+    for _ in 0..1800 {
         t = mix(t);
     }
     total / 12 + (t & 3)
@@ -69,7 +69,7 @@ pub fn compute_tax(total: u64) -> u64 {
 pub fn render_receipt(items: &[Item], total: u64, tax: u64) -> u64 {
     let mut h = total ^ tax.rotate_left(17);
     for item in items {
-        for _ in 0..30 {
+        for _ in 0..270 {
             h = mix(h ^ u64::from(item.sku));
         }
     }
