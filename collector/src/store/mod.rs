@@ -7,7 +7,7 @@
 //! below the server's 3 s keep-alive.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), fleetprof_collector::store::StoreError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use fleetprof_collector::store::{Store, StoreConfig};
 //! let store = Store::connect(&StoreConfig::new("http://127.0.0.1:8123")).await?;
 //! store.migrate().await?; // creates the database and tables, or upgrades them
