@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleetprof_collector::ingest::{IngestConfig, RunningCollector, WriterConfig};
+use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, WriterConfig};
 use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
@@ -163,6 +163,11 @@ async fn clickhouse_roundtrip() {
 
     let config = IngestConfig {
         token: Some(TOKEN.into()),
+        // Small enough that the oversized batch below is refused by count, not by gRPC's size cap.
+        limits: Limits {
+            max_samples: 500,
+            ..Limits::default()
+        },
         writer: WriterConfig {
             buffer_max_batches: 3,
             retry_delay: Duration::from_millis(100),
@@ -241,6 +246,16 @@ async fn clickhouse_roundtrip() {
     let e = client.push(bad).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("host"), "{}", e.message());
+    let mut oversized = batch(2, "1.0", false);
+    let one = oversized.samples[0].clone();
+    oversized.samples.resize(501, one);
+    let e = client.push(oversized).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("more than the limit of 500"),
+        "{}",
+        e.message()
+    );
     let e = IngestClient::new(channel.clone())
         .push(batch(2, "1.0", false))
         .await

@@ -121,7 +121,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     steps.step("end-to-end tests", || {
         run_cargo(
             "end-to-end tests: real eBPF, real ClickHouse, real gRPC (root, one at a time)",
-            ["test", "-p", "fleetprof-tests"],
+            ["test", "-p", "fleetprof-tests", "--no-fail-fast"],
             &[&["--test-threads=1".to_owned()], test_args.as_slice()].concat(),
         )
     })?;

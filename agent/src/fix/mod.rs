@@ -545,9 +545,16 @@ impl Fixer {
                 std::fs::write(&f, diff)
                     .map_err(|e| e.to_string())
                     .and_then(|_| {
+                        // Models miscount hunk lines and drop trailing blank context lines;
+                        // `--recount` trusts the lines themselves, not the headers' counts.
                         let r = git(
                             &wt_path,
-                            &["apply", "--whitespace=nowarn", ".fleetprof-fix.diff"],
+                            &[
+                                "apply",
+                                "--recount",
+                                "--whitespace=nowarn",
+                                ".fleetprof-fix.diff",
+                            ],
                         )
                         .map(|_| ())
                         .map_err(|e| e.to_string());
