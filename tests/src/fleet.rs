@@ -3,7 +3,7 @@
 //! Every process is stopped when the [`Fleet`] is dropped (SIGTERM, then SIGKILL).
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 
-use crate::workspace_bin;
+use crate::{free_port, workspace_bin};
 
 /// A child process stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 #[derive(Debug)]
@@ -103,14 +103,6 @@ impl Drop for ChildGuard {
             let _ = child.wait();
         }
     }
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
 
 fn wait_for_port(port: u16, timeout: Duration, what: &str) -> anyhow::Result<()> {
