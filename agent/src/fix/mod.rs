@@ -582,12 +582,33 @@ impl Fixer {
             (None, a) if t.kind == SkillKind::Opportunity && a > 0.0 => Some((0.0, a)),
             (None, _) => None,
         };
+        // For a regression, the code before its root cause, to re-profile beside the fix.
+        let before = match (&t.kind, &t.root_cause, &cfg.workload) {
+            (SkillKind::Regression, Some(rc), Some(_)) => Worktree::create(
+                repo.root(),
+                &format!("fleetprof/baseline-{}", sanitize_id(&t.id)),
+                &format!("{}^", rc.commit),
+            )
+            .ok(),
+            _ => None,
+        };
         let dir = wt_path.clone();
+        let before_dir = before.as_ref().map(Worktree::path);
         let checks = tokio::task::spawn_blocking(move || {
-            validate::validate(&dir, &cfg, reprofiler.as_deref(), &function, shares)
+            validate::validate(
+                &dir,
+                &cfg,
+                reprofiler.as_deref(),
+                &function,
+                shares,
+                before_dir.as_deref(),
+            )
         })
         .await
         .unwrap_or_default();
+        if let Some(before) = before {
+            before.discard();
+        }
         if let Some(bad) = checks.iter().find(|c| !c.passed) {
             let reason = format!(
                 "{} failed: {}",

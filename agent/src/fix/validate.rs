@@ -259,12 +259,19 @@ pub fn run_command(step: &str, cmd: &str, dir: &Path, timeout: Duration) -> Chec
 }
 
 /// Runs build, test and the re-profiling check in `worktree`; stops at the first failure.
+///
+/// With `before_tree` (a worktree of the code before the root cause), the baseline is also
+/// re-profiled, back to back with the fix on this machine under the same workload: profiles taken
+/// in production and here differ by more than sampling noise (load, contention, CPU), so the fix
+/// is held to `local baseline + tolerance × (regressed − baseline)`, the regression's size coming
+/// from production. Without it, the production baseline is the reference.
 pub fn validate(
     worktree: &Path,
     cfg: &ValidateConfig,
     reprofiler: Option<&dyn Reprofiler>,
     function: &str,
     shares: Option<(f64, f64)>,
+    before_tree: Option<&Path>,
 ) -> Vec<Check> {
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let mut checks = Vec::new();
@@ -281,17 +288,36 @@ pub fn validate(
     match (&cfg.workload, reprofiler, shares) {
         (Some(w), Some(r), Some((baseline, regressed))) => {
             let started = Instant::now();
-            let limit = baseline + cfg.tolerance * (regressed - baseline);
+            // The code before the root cause, built and profiled the same way, when we have it.
+            let local_baseline = before_tree.and_then(|dir| {
+                let built = cfg
+                    .build
+                    .as_ref()
+                    .is_none_or(|b| run_command("build baseline", b, dir, timeout).passed);
+                built.then(|| r.share(dir, w, function).ok()).flatten()
+            });
+            let reference = local_baseline.unwrap_or(baseline);
+            let limit = reference + cfg.tolerance * (regressed - baseline).max(0.0);
             let (passed, detail) = match r.share(worktree, w, function) {
                 Ok(s) => (
                     s <= limit,
-                    format!(
-                        "{function}: {:.2}% of CPU with the fix (baseline {:.2}%, regressed {:.2}%, limit {:.2}%)",
-                        s * 100.0,
-                        baseline * 100.0,
-                        regressed * 100.0,
-                        limit * 100.0
-                    ),
+                    match local_baseline {
+                        Some(local) => format!(
+                            "{function}: {:.2}% of CPU with the fix, {:.2}% before the root cause (same machine, same load; production: {:.2}% -> {:.2}%), limit {:.2}%",
+                            s * 100.0,
+                            local * 100.0,
+                            baseline * 100.0,
+                            regressed * 100.0,
+                            limit * 100.0
+                        ),
+                        None => format!(
+                            "{function}: {:.2}% of CPU with the fix (baseline {:.2}%, regressed {:.2}%, limit {:.2}%)",
+                            s * 100.0,
+                            baseline * 100.0,
+                            regressed * 100.0,
+                            limit * 100.0
+                        ),
+                    },
                 ),
                 Err(e) => (false, format!("re-profiling failed: {e}")),
             };
@@ -359,7 +385,7 @@ mod tests {
             test: Some("echo failing; exit 3".into()),
             ..Default::default()
         };
-        let c = validate(d.path(), &cfg, None, "f", None);
+        let c = validate(d.path(), &cfg, None, "f", None, None);
         assert_eq!(c.len(), 2);
         assert!(c[0].passed && c[0].detail.contains("built"));
         assert!(!c[1].passed && c[1].detail.contains("exit") && c[1].detail.contains("failing"));
@@ -367,7 +393,64 @@ mod tests {
             workload: Some("true".into()),
             ..Default::default()
         };
-        assert!(validate(d.path(), &cfg, Some(&Fixed(0.12)), "f", Some((0.10, 0.30)))[0].passed);
-        assert!(!validate(d.path(), &cfg, Some(&Fixed(0.20)), "f", Some((0.10, 0.30)))[0].passed);
+        assert!(
+            validate(
+                d.path(),
+                &cfg,
+                Some(&Fixed(0.12)),
+                "f",
+                Some((0.10, 0.30)),
+                None
+            )[0]
+            .passed
+        );
+        assert!(
+            !validate(
+                d.path(),
+                &cfg,
+                Some(&Fixed(0.20)),
+                "f",
+                Some((0.10, 0.30)),
+                None
+            )[0]
+            .passed
+        );
+    }
+
+    /// Shares that depend on which tree is profiled: this machine runs everything hotter.
+    struct ByTree {
+        before: PathBuf,
+    }
+
+    impl Reprofiler for ByTree {
+        fn share(&self, dir: &Path, _: &str, _: &str) -> Result<f64, String> {
+            Ok(if dir == self.before { 0.18 } else { 0.20 })
+        }
+    }
+
+    /// With the code before the root cause re-profiled here, the fix is held to that local
+    /// baseline plus the tolerated part of the production regression, not to production's level.
+    #[test]
+    fn local_baseline_is_the_reference() {
+        let fixed = tempfile::tempdir().unwrap();
+        let before = tempfile::tempdir().unwrap();
+        let cfg = ValidateConfig {
+            workload: Some("true".into()),
+            ..Default::default()
+        };
+        let r = ByTree {
+            before: before.path().to_path_buf(),
+        };
+        let prod = Some((0.10, 0.30));
+        let with_local = validate(fixed.path(), &cfg, Some(&r), "f", prod, Some(before.path()));
+        assert!(with_local[0].passed, "{:?}", with_local[0]);
+        assert!(
+            with_local[0]
+                .detail
+                .contains("18.00% before the root cause"),
+            "{:?}",
+            with_local[0]
+        );
+        assert!(!validate(fixed.path(), &cfg, Some(&r), "f", prod, None)[0].passed);
     }
 }
