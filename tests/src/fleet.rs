@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 
-use crate::{free_port, workspace_bin};
+use crate::{clickhouse_query_in, free_port, workspace_bin};
 
 /// A child process stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 #[derive(Debug)]
@@ -274,26 +274,11 @@ impl Fleet {
             .context("running fleetprof-collector")
     }
 
-    /// Runs SQL against ClickHouse over HTTP and returns the response body.
-    pub fn sql(&self, query: &str) -> anyhow::Result<String> {
-        let out = Command::new("clickhouse-client")
-            .args([
-                "--port",
-                &self.clickhouse.tcp_port().to_string(),
-                "--database",
-                "fleetprof",
-                "--query",
-                query,
-            ])
-            .output()
-            .context("running clickhouse-client")?;
-        if !out.status.success() {
-            bail!(
-                "clickhouse-client failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    /// Runs SQL in the `fleetprof` database and returns the trimmed TabSeparated answer.
+    pub fn sql(&self, query: &str) -> String {
+        clickhouse_query_in(self.clickhouse.http_port(), "fleetprof", query)
+            .trim()
+            .to_string()
     }
 }
 

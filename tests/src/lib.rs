@@ -97,9 +97,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The number before `word` in `line`, e.g. `number_before("shipped 12 samples", "samples")`:
+/// reads the figures the daemon prints in its final summary line.
+pub fn number_before(line: &str, word: &str) -> Option<u64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == word)?;
+    words
+        .get(at.checked_sub(1)?)?
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
 /// Runs `sql` on the ClickHouse HTTP interface at `127.0.0.1:http_port` and returns the body
 /// (TabSeparated), panicking with the server's message on an error status.
 pub fn clickhouse_query(http_port: u16, sql: &str) -> String {
+    clickhouse_query_in(http_port, "default", sql)
+}
+
+/// Like [`clickhouse_query`], with unqualified table names resolved in `database`.
+pub fn clickhouse_query_in(http_port: u16, database: &str, sql: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connecting to ClickHouse");
@@ -107,7 +126,7 @@ pub fn clickhouse_query(http_port: u16, sql: &str) -> String {
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .expect("set_read_timeout");
     let request = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        "POST /?database={database} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
         sql.len()
     );
     stream

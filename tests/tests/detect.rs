@@ -19,7 +19,7 @@ use std::{
 
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_tests::demo_repo::{DemoRepo, Regression, V2_AUTHOR};
-use fleetprof_tests::{clickhouse_query, free_port, require_root, workspace_bin};
+use fleetprof_tests::{clickhouse_query, free_port, number_before, require_root, workspace_bin};
 
 /// Samples each checkout version must have stored before it is stopped. The step
 /// (`discounted_price`'s total share, about 35% → 40%) must stand out of binomial noise by the
@@ -126,19 +126,6 @@ fn phase(clickhouse: &LocalClickHouse, bin: &Path, service: &str, version: &str)
         started.elapsed()
     );
     stored
-}
-
-/// The number before `word` in `line`, e.g. `number_before("shipped 12 samples", "samples")`.
-fn number_before(line: &str, word: &str) -> Option<u64> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words
-        .iter()
-        .position(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == word)?;
-    words
-        .get(at.checked_sub(1)?)?
-        .trim_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
 }
 
 /// The v2 commit's slowdown of `discounted_price` is detected in checkout, attributed to Dana

@@ -12,7 +12,9 @@ use std::{
 };
 
 use fleetprof_collector::store::local_server::LocalClickHouse;
-use fleetprof_tests::{build_c_fixture, clickhouse_query, free_port, require_root, workspace_bin};
+use fleetprof_tests::{
+    build_c_fixture, clickhouse_query, free_port, number_before, require_root, workspace_bin,
+};
 
 /// A running `fleetprof-collector serve`, logging to a file.
 struct Collector {
@@ -107,19 +109,6 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The number before `word` in `line`, e.g. `number_before("shipped 12 samples", "samples")`.
-fn number_before(line: &str, word: &str) -> Option<u64> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words
-        .iter()
-        .position(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == word)?;
-    words
-        .get(at.checked_sub(1)?)?
-        .trim_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
 }
 
 /// Samples acknowledged by the collector equal the samples stored in ClickHouse for this host,
