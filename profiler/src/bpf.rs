@@ -6,18 +6,22 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{
-        PerfEvent, ProgramError,
+        PerfEvent, ProgramError, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
 };
 use profiler_ebpf::{
     ACTIVE_GENERATION_MAP, COUNTS_MAPS, DEFAULT_COUNTS_ENTRIES, DEFAULT_STACK_ENTRIES,
-    EXCLUDED_TGID_GLOBAL, FILTER_BY_PID_GLOBAL, PID_FILTER_MAP, PROGRAM_NAME, STACKS_MAPS,
-    STATS_MAP,
+    DEFAULT_UNWIND_ROWS, EXCLUDED_TGID_GLOBAL, EXEC_PROGRAM_NAME, EXIT_PROGRAM_NAME,
+    FILTER_BY_PID_GLOBAL, MAPPINGS_MAP, PID_FILTER_MAP, PROCESS_EVENTS_MAP, PROCESS_INFO_MAP,
+    PROGRAM_NAME, PROGRAMS_MAP, RECORD_PROGRAM_INDEX, RECORD_PROGRAM_NAME, STACKS_MAPS, STATS_MAP,
+    UNWIND_PROGRAM_INDEX, UNWIND_PROGRAM_NAME, UNWIND_ROWS_MAP,
 };
+
+use crate::unwind::TableLoader;
 
 /// The eBPF object built by `build.rs` (aya-build) from `profiler-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -40,6 +44,9 @@ pub struct SamplerConfig {
     pub counts_entries: u32,
     /// Distinct stacks per generation. Default [`DEFAULT_STACK_ENTRIES`].
     pub stack_entries: u32,
+    /// Capacity of the unwind-row array shared by every loaded table (12 bytes a row, allocated
+    /// up front). Default [`DEFAULT_UNWIND_ROWS`].
+    pub unwind_rows: u32,
 }
 
 impl Default for SamplerConfig {
@@ -50,6 +57,7 @@ impl Default for SamplerConfig {
             include_self: false,
             counts_entries: DEFAULT_COUNTS_ENTRIES,
             stack_entries: DEFAULT_STACK_ENTRIES,
+            unwind_rows: DEFAULT_UNWIND_ROWS,
         }
     }
 }
@@ -97,6 +105,13 @@ pub enum BpfError {
         /// What went wrong.
         #[source]
         source: MapError,
+    },
+    /// The process tracker thread could not start.
+    #[error("starting the process tracker thread failed: {source}")]
+    Tracker {
+        /// The error.
+        #[source]
+        source: std::io::Error,
     },
     /// The list of online CPUs could not be read.
     #[error("reading the online CPUs from {path} failed: {source}")]
@@ -158,7 +173,7 @@ impl Sampler {
                 config.frequency_hz
             )));
         }
-        if config.counts_entries == 0 || config.stack_entries == 0 {
+        if config.counts_entries == 0 || config.stack_entries == 0 || config.unwind_rows == 0 {
             return Err(BpfError::InvalidConfig(
                 "map sizes must be at least 1".into(),
             ));
@@ -181,6 +196,7 @@ impl Sampler {
         for name in STACKS_MAPS {
             loader.map_max_entries(name, config.stack_entries);
         }
+        loader.map_max_entries(UNWIND_ROWS_MAP, config.unwind_rows);
         let mut ebpf = loader.load(EBPF_OBJECT)?;
 
         if !config.pids.is_empty() {
@@ -203,20 +219,55 @@ impl Sampler {
             }
         }
 
+        // The tail-called programs must be in the program array before the first sample.
+        for (name, index) in [
+            (UNWIND_PROGRAM_NAME, UNWIND_PROGRAM_INDEX),
+            (RECORD_PROGRAM_NAME, RECORD_PROGRAM_INDEX),
+        ] {
+            let program: &mut PerfEvent = ebpf
+                .program_mut(name)
+                .ok_or(BpfError::Program(ProgramError::NotLoaded))?
+                .try_into()
+                .map_err(BpfError::Program)?;
+            program.load().map_err(load_error)?;
+            let fd = program
+                .fd()
+                .map_err(BpfError::Program)?
+                .try_clone()
+                .map_err(|e| BpfError::Program(ProgramError::IOError(e)))?;
+            let map = ebpf
+                .map_mut(PROGRAMS_MAP)
+                .ok_or_else(|| missing_map(PROGRAMS_MAP))?;
+            let mut programs: ProgramArray<&mut MapData> =
+                ProgramArray::try_from(map).map_err(|source| BpfError::Map {
+                    name: PROGRAMS_MAP,
+                    source,
+                })?;
+            programs.set(index, &fd, 0).map_err(|source| BpfError::Map {
+                name: PROGRAMS_MAP,
+                source,
+            })?;
+        }
+        for (name, event) in [
+            (EXEC_PROGRAM_NAME, "sched_process_exec"),
+            (EXIT_PROGRAM_NAME, "sched_process_exit"),
+        ] {
+            let tracepoint: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(BpfError::Program(ProgramError::NotLoaded))?
+                .try_into()
+                .map_err(BpfError::Program)?;
+            tracepoint.load().map_err(load_error)?;
+            tracepoint.attach(event).map_err(BpfError::Program)?;
+        }
+
         let cpus = online_cpus().map_err(|(path, source)| BpfError::OnlineCpus { path, source })?;
         let program: &mut PerfEvent = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(BpfError::Program(ProgramError::NotLoaded))?
             .try_into()
             .map_err(BpfError::Program)?;
-        program.load().map_err(|e| match e {
-            ProgramError::LoadError { ref io_error, .. }
-                if io_error.raw_os_error() == Some(libc::EPERM) =>
-            {
-                BpfError::MissingPrivileges
-            }
-            e => BpfError::Program(e),
-        })?;
+        program.load().map_err(load_error)?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -282,6 +333,54 @@ impl Sampler {
     pub fn program_info(&self) -> Option<aya::programs::ProgramInfo> {
         let program: &PerfEvent = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
         program.info().ok()
+    }
+
+    /// Run time and run count of the sampling and unwinding programs together (the kernel
+    /// counts them when `kernel.bpf_stats_enabled=1`).
+    pub fn run_stats(&self) -> (std::time::Duration, u64) {
+        [PROGRAM_NAME, UNWIND_PROGRAM_NAME, RECORD_PROGRAM_NAME]
+            .into_iter()
+            .filter_map(|name| {
+                let program: &PerfEvent = self.ebpf.program(name)?.try_into().ok()?;
+                program.info().ok()
+            })
+            .fold((std::time::Duration::ZERO, 0), |(t, n), info| {
+                (t + info.run_time(), n + info.run_count())
+            })
+    }
+
+    /// Takes the maps the process tracker drives: the event ring buffer and the unwinding
+    /// maps. Returns `None` when they were taken already.
+    pub(crate) fn take_tracker_maps(&mut self) -> Result<(RingBuf<MapData>, TableLoader), BpfError> {
+        let mut take = |name: &'static str| -> Result<Map, BpfError> {
+            self.ebpf.take_map(name).ok_or_else(|| missing_map(name))
+        };
+        let wrap = |name: &'static str| move |source| BpfError::Map { name, source };
+        let events = RingBuf::try_from(take(PROCESS_EVENTS_MAP)?).map_err(wrap(PROCESS_EVENTS_MAP))?;
+        let rows = Array::try_from(take(UNWIND_ROWS_MAP)?).map_err(wrap(UNWIND_ROWS_MAP))?;
+        let processes =
+            HashMap::try_from(take(PROCESS_INFO_MAP)?).map_err(wrap(PROCESS_INFO_MAP))?;
+        let mappings = HashMap::try_from(take(MAPPINGS_MAP)?).map_err(wrap(MAPPINGS_MAP))?;
+        Ok((events, TableLoader::new(rows, processes, mappings)))
+    }
+}
+
+fn missing_map(name: &'static str) -> BpfError {
+    BpfError::Map {
+        name,
+        source: MapError::InvalidName { name: name.into() },
+    }
+}
+
+/// A program load error, with EPERM said as missing privileges.
+fn load_error(e: ProgramError) -> BpfError {
+    match e {
+        ProgramError::LoadError { ref io_error, .. }
+            if io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            BpfError::MissingPrivileges
+        }
+        e => BpfError::Program(e),
     }
 }
 

@@ -78,6 +78,10 @@ pub struct DaemonConfig {
     pub counts_entries: u32,
     /// Distinct stacks the kernel keeps between drains. Default: the sampler's.
     pub stack_entries: u32,
+    /// Rows of unwind tables the kernel holds for every process's frame-pointer-less code
+    /// (12 bytes each, allocated at start; tables beyond it are counted and walked by frame
+    /// pointers). Default: 4,000,000 (48 MB).
+    pub unwind_rows: u32,
     /// Service naming rules, first match wins (`[[service]]` tables: `cgroup` and/or `exe`
     /// regexes, `service`, optional `version`). Default: none (the environment, then the
     /// executable's name).
@@ -104,6 +108,7 @@ impl Default for DaemonConfig {
             include_self: false,
             counts_entries: profiler_ebpf::DEFAULT_COUNTS_ENTRIES,
             stack_entries: profiler_ebpf::DEFAULT_STACK_ENTRIES,
+            unwind_rows: profiler_ebpf::DEFAULT_UNWIND_ROWS,
             services: Vec::new(),
         }
     }

@@ -36,16 +36,14 @@ use fleetprof_proto::fleetprof::v1 as pb;
 use tokio::sync::mpsc;
 
 use crate::{
-    bpf::{BpfError, Sampler, SamplerConfig},
+    bpf::{BpfError, SamplerConfig},
     config::{ConfigError, DaemonConfig},
     energy::{self, EnergyMeter, EnergyReading, EnergyReport},
     metrics::{self, Metrics},
-    process::ProcessInspector,
     profile::{ProfileBuilder, SymbolizedProfile},
-    sample::Drainer,
+    session::Session,
     ship::{Backoff, Disposition, HostInfo, ShipError, Shipper, ShipperConfig, classify, to_batch},
     spool::{Spool, SpoolError, batch_samples},
-    symbolize::Symbolizer,
 };
 
 /// How often the maps are drained and symbolized.
@@ -188,18 +186,22 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
     }
     runtime.spawn(stop_on_signals(stop.clone()));
 
-    let mut sampler = Sampler::start(&SamplerConfig {
-        frequency_hz: config.frequency_hz,
-        pids: Vec::new(),
-        include_self: config.include_self,
-        counts_entries: config.counts_entries,
-        stack_entries: config.stack_entries,
-    })?;
+    let mut session = Session::start(
+        &SamplerConfig {
+            frequency_hz: config.frequency_hz,
+            pids: Vec::new(),
+            include_self: config.include_self,
+            counts_entries: config.counts_entries,
+            stack_entries: config.stack_entries,
+            unwind_rows: config.unwind_rows,
+        },
+        config.services.clone(),
+    )?;
     tracing::info!(
         collector = %config.collector,
         interval = ?config.interval,
         frequency_hz = config.frequency_hz,
-        cpus = sampler.cpus().len(),
+        cpus = session.sampler().cpus().len(),
         host_id = %host.host_id,
         boot_id = %host.boot_id,
         "profiling"
@@ -219,10 +221,10 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
     let shutdown_timeout = config.shutdown_timeout;
     let shipping = runtime.spawn(ship_loop.run(rx, shutdown_timeout));
 
-    let sampled = sample_loop(&mut sampler, &config, &stop, &metrics, &tx);
+    let sampled = sample_loop(&mut session, &config, &stop, &metrics, &tx);
     // Closing the channel tells the shipper to flush and finish.
     drop(tx);
-    drop(sampler);
+    drop(session);
     let shipped = runtime.block_on(shipping);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let mut summary = match shipped {
@@ -254,14 +256,12 @@ async fn stop_on_signals(stop: Arc<AtomicBool>) {
 
 /// The sampling thread: drain + symbolize every second; hand over a profile every interval.
 fn sample_loop(
-    sampler: &mut Sampler,
+    session: &mut Session,
     config: &DaemonConfig,
     stop: &AtomicBool,
     metrics: &Metrics,
     tx: &mpsc::UnboundedSender<SymbolizedProfile>,
 ) -> Result<(), DaemonError> {
-    let mut drainer = Drainer::new();
-    let mut symbolizer = Symbolizer::new(ProcessInspector::new(config.services.clone()));
     let meter = EnergyMeter::detect();
     if let Err(e) = &meter {
         tracing::info!(reason = %e, "energy unavailable on this host");
@@ -273,8 +273,7 @@ fn sample_loop(
         sleep_until_or_stopped(next_drain.min(window_end), stop);
         let stopped = stop.load(Ordering::Relaxed);
         next_drain += DRAIN_EVERY;
-        let raw = drainer.drain(sampler)?;
-        symbolizer.symbolize_into(&raw, &mut window.builder);
+        session.collect_into(&mut window.builder)?;
         let now = Instant::now();
         if stopped || now >= window_end {
             let next = Window::open(config.frequency_hz, meter.as_ref().ok());
@@ -303,7 +302,11 @@ fn sample_loop(
             next_drain = now + DRAIN_EVERY;
         }
         if stopped {
-            tracing::debug!(symbolizer = ?symbolizer.stats(), "sampling stopped");
+            tracing::debug!(
+                symbolizer = ?session.symbolizer_stats(),
+                tracker = ?session.tracker_stats(),
+                "sampling stopped"
+            );
             return Ok(());
         }
     }

@@ -18,7 +18,7 @@ use fleetprof_profiler::{
     output::{self, Format},
     record::{RecordError, RecordOptions, record},
 };
-use profiler_ebpf::{DEFAULT_COUNTS_ENTRIES, DEFAULT_STACK_ENTRIES};
+use profiler_ebpf::{DEFAULT_COUNTS_ENTRIES, DEFAULT_STACK_ENTRIES, DEFAULT_UNWIND_ROWS};
 
 /// fleetprof's host profiler: samples on-CPU stacks of every process with eBPF.
 #[derive(Parser, Debug)]
@@ -102,6 +102,10 @@ struct RecordArgs {
     /// Distinct stacks the kernel keeps between drains.
     #[arg(long, default_value_t = DEFAULT_STACK_ENTRIES)]
     stack_entries: u32,
+    /// Rows of unwind tables (for code without frame pointers) the kernel can hold, 12 bytes
+    /// each; tables that do not fit are counted and walked by frame pointers.
+    #[arg(long, default_value_t = DEFAULT_UNWIND_ROWS)]
+    unwind_rows: u32,
 }
 
 fn main() {
@@ -140,6 +144,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             include_self: args.include_self,
             counts_entries: args.counts_entries,
             stack_entries: args.stack_entries,
+            unwind_rows: args.unwind_rows,
         },
         ..Default::default()
     };
@@ -167,7 +172,8 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
     let cpu_seconds = profile.total_samples() as f64 / f64::from(profile.frequency_hz.max(1));
     eprintln!(
         "recorded {} samples ({:.1} CPU-s) from {} processes on {} CPUs at {} Hz; lost: {} (full map), \
-         stacks lost: {} collisions, {} other errors; unsymbolized frames: {}; peak RSS {:.1} MiB",
+         stacks lost: {} collisions, {} full stack map; truncated stacks: {}; unsymbolized frames: {}; \
+         unwind tables: {} ({:.1} MiB, {} dropped); peak RSS {:.1} MiB",
         profile.total_samples(),
         cpu_seconds,
         profile.processes.len(),
@@ -176,7 +182,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         l.counts_map_full,
         l.stack_collisions,
         l.stack_other_errors,
+        l.truncated_stacks,
         l.unsymbolized_frames,
+        stats.tracker.unwind.tables_loaded,
+        stats.tracker.unwind.rows_used as f64 * 12.0 / (1024.0 * 1024.0),
+        stats.tracker.unwind.tables_dropped,
         stats.peak_rss_bytes as f64 / (1024.0 * 1024.0),
     );
     match &profile.energy {

@@ -23,7 +23,9 @@ pub struct RawSample {
     pub user_stack: Vec<u64>,
     /// Kernel addresses, leaf first; empty when the sample was taken in user mode.
     pub kernel_stack: Vec<u64>,
-    /// Why a stack is missing when it should not be (a collision or other error), if so.
+    /// How the user stack ended: `profiler_ebpf::stack_flags` bits.
+    pub stack_flags: u32,
+    /// Why the stacks are missing when they should not be, if so.
     pub stack_error: Option<StackError>,
     /// How many times this (thread, stacks) was sampled.
     pub count: u64,
@@ -33,10 +35,8 @@ pub struct RawSample {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StackError {
-    /// Lost to a `StackTrace` map hash collision (`-EEXIST`).
-    Collision,
-    /// Lost to another `bpf_get_stackid` error.
-    Other,
+    /// The kernel's stack map was full when the stack was taken.
+    StackMapFull,
 }
 
 /// Everything drained in one window, before symbolization.
@@ -69,14 +69,18 @@ pub struct LossCounters {
     pub user_stack_unavailable: u64,
     /// Samples without a kernel stack (taken in user mode): expected, not a loss.
     pub kernel_stack_unavailable: u64,
-    /// Stacks lost to `StackTrace` hash collisions; the samples are kept.
+    /// Stacks lost to hash collisions; 0 since stacks are keyed by a 64-bit hash of their frames
+    /// (kept so the wire format keeps its meaning).
     pub stack_collisions: u64,
-    /// Stacks lost to other `bpf_get_stackid` errors; the samples are kept.
+    /// Stacks lost because the stack map was full; the samples are kept.
     pub stack_other_errors: u64,
     /// Samples dropped because the count map was full.
     pub counts_map_full: u64,
     /// Frames that could not be symbolized (kept as module + offset).
     pub unsymbolized_frames: u64,
+    /// Samples whose user stack was cut (depth limit, no unwind entry, unreadable memory); kept,
+    /// with a `[truncated: …]` frame at the root.
+    pub truncated_stacks: u64,
 }
 
 impl LossCounters {
@@ -92,6 +96,7 @@ impl LossCounters {
         self.stack_other_errors += other.stack_other_errors;
         self.counts_map_full += other.counts_map_full;
         self.unsymbolized_frames += other.unsymbolized_frames;
+        self.truncated_stacks += other.truncated_stacks;
     }
 
     /// Samples that were taken but not recorded (full maps): the only true sample loss.

@@ -9,12 +9,12 @@ use std::{
 };
 
 use crate::{
-    bpf::{BpfError, Sampler, SamplerConfig},
+    bpf::{BpfError, SamplerConfig},
     energy::{EnergyMeter, EnergyReport},
-    process::{ProcessInspector, ServiceRule},
+    process::ServiceRule,
     profile::{ProfileBuilder, SymbolizedProfile},
-    sample::Drainer,
-    symbolize::Symbolizer,
+    session::Session,
+    tracker::TrackerStats,
 };
 
 /// What to record.
@@ -60,6 +60,8 @@ pub struct RecorderStats {
     pub bpf_run_time_ns: u64,
     /// Number of eBPF program runs counted by the kernel (same condition).
     pub bpf_run_count: u64,
+    /// The process tracker's and unwind tables' figures at the end.
+    pub tracker: TrackerStats,
 }
 
 /// Records for `options.duration` (or until `stop` is set) and returns the symbolized profile.
@@ -67,9 +69,7 @@ pub fn record(
     options: &RecordOptions,
     stop: Option<&AtomicBool>,
 ) -> Result<(SymbolizedProfile, RecorderStats), RecordError> {
-    let mut sampler = Sampler::start(&options.sampler)?;
-    let mut drainer = Drainer::new();
-    let mut symbolizer = Symbolizer::new(ProcessInspector::new(options.rules.clone()));
+    let mut session = Session::start(&options.sampler, options.rules.clone())?;
     let mut builder = ProfileBuilder::new(options.sampler.frequency_hz);
     let meter = EnergyMeter::detect();
     let energy_start = meter.as_ref().ok().map(EnergyMeter::read);
@@ -82,11 +82,9 @@ pub fn record(
             break;
         }
         sleep_unless_stopped(remaining.min(options.drain_every), stop);
-        let raw = drainer.drain(&mut sampler)?;
-        symbolizer.symbolize_into(&raw, &mut builder);
+        session.collect_into(&mut builder)?;
     }
-    let raw = drainer.drain(&mut sampler)?;
-    symbolizer.symbolize_into(&raw, &mut builder);
+    session.collect_into(&mut builder)?;
 
     let energy_report = match (&meter, energy_start) {
         (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid()),
@@ -94,16 +92,15 @@ pub fn record(
         (Err(err), _) => EnergyReport::from(err),
         _ => EnergyReport::unavailable("energy counters were not read at the start of the window"),
     };
-    let mut stats = RecorderStats {
-        cpus: sampler.cpus().len(),
+    let (run_time, run_count) = session.sampler().run_stats();
+    let stats = RecorderStats {
+        cpus: session.sampler().cpus().len(),
         peak_rss_bytes: peak_rss_bytes(),
-        ..Default::default()
+        bpf_run_time_ns: run_time.as_nanos() as u64,
+        bpf_run_count: run_count,
+        tracker: session.tracker_stats(),
     };
-    if let Some(info) = sampler.program_info() {
-        stats.bpf_run_time_ns = info.run_time().as_nanos() as u64;
-        stats.bpf_run_count = info.run_count();
-    }
-    tracing::debug!(?stats, symbolizer = ?symbolizer.stats(), "recording finished");
+    tracing::debug!(?stats, symbolizer = ?session.symbolizer_stats(), "recording finished");
     Ok((builder.finish(energy_report), stats))
 }
 

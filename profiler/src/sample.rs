@@ -1,17 +1,18 @@
 //! Draining the kernel's aggregated samples into a [`RawProfile`].
 //!
-//! The eBPF program writes into one of two map generations. [`Drainer::drain`] flips the active
+//! The eBPF programs write into one of two map generations. [`Drainer::drain`] flips the active
 //! generation, waits for programs already running on the old one to finish, then reads every
-//! (thread, stacks) count and the stacks they reference, and clears the old generation. The
-//! kernel's counters are cumulative; the drainer reports the difference since its last drain.
+//! (thread, stack) count and the stacks they reference (keyed by the stack's own 64-bit hash),
+//! and clears the old generation. The kernel's counters are cumulative; the drainer reports the
+//! difference since its last drain.
 
 use std::{
     collections::HashMap as StdHashMap,
     time::{Duration, Instant, SystemTime},
 };
 
-use aya::maps::{HashMap, MapData, MapError, StackTraceMap};
-use profiler_ebpf::{COUNTS_MAPS, GENERATIONS, STACKS_MAPS, SampleKey, Stat};
+use aya::maps::{HashMap, MapData, MapError};
+use profiler_ebpf::{COUNTS_MAPS, GENERATIONS, STACKS_MAPS, SampleKey, Stack, Stat};
 
 use crate::{
     bpf::{BpfError, Sampler},
@@ -21,9 +22,6 @@ use crate::{
 /// How long to wait after flipping generations: a perf_event program runs for microseconds, so
 /// this outlasts any run that read the old generation before the flip.
 const GENERATION_GRACE: Duration = Duration::from_millis(5);
-
-const EFAULT: i32 = 14;
-const EEXIST: i32 = 17;
 
 /// Drains a [`Sampler`] window by window.
 #[derive(Debug)]
@@ -70,8 +68,8 @@ impl Drainer {
         let stacks_map = stacks_map.ok_or_else(|| missing(stacks_name))?;
         let mut counts: HashMap<&mut MapData, SampleKey, u64> =
             HashMap::try_from(counts_map).map_err(|source| map_err(counts_name, source))?;
-        let mut stacks: StackTraceMap<&mut MapData> =
-            StackTraceMap::try_from(stacks_map).map_err(|source| map_err(stacks_name, source))?;
+        let mut stacks: HashMap<&mut MapData, u64, Stack> =
+            HashMap::try_from(stacks_map).map_err(|source| map_err(stacks_name, source))?;
 
         let mut entries: Vec<(SampleKey, u64)> = Vec::new();
         for item in counts.iter() {
@@ -82,47 +80,46 @@ impl Drainer {
                 Err(source) => return Err(map_err(counts_name, source)),
             }
         }
-
-        let mut stack_cache: StdHashMap<u32, Vec<u64>> = StdHashMap::new();
-        let mut read_stack = |id: i32| -> Vec<u64> {
-            let Ok(id) = u32::try_from(id) else {
-                return Vec::new();
-            };
-            stack_cache
-                .entry(id)
-                .or_insert_with(|| match stacks.get(&id, 0) {
-                    Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-                    Err(err) => {
-                        tracing::debug!(id, %err, "stack vanished before it was read");
-                        Vec::new()
-                    }
-                })
-                .clone()
-        };
+        let mut stack_table: StdHashMap<u64, Stack> = StdHashMap::new();
+        for item in stacks.iter() {
+            match item {
+                Ok((hash, stack)) => {
+                    stack_table.insert(hash, stack);
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_err(stacks_name, source)),
+            }
+        }
 
         let mut samples = Vec::with_capacity(entries.len());
         for (key, count) in &entries {
-            let user_stack = read_stack(key.user_stack_id);
-            let kernel_stack = read_stack(key.kernel_stack_id);
-            let stack_error = [key.user_stack_id, key.kernel_stack_id]
-                .into_iter()
-                .find(|&id| id < 0 && id != -EFAULT)
-                .map(|id| {
-                    if id == -EEXIST {
-                        StackError::Collision
-                    } else {
-                        StackError::Other
-                    }
-                });
-            samples.push(RawSample {
-                pid: key.tgid,
-                tid: key.pid,
-                thread_name: comm_to_string(&key.comm),
-                user_stack,
-                kernel_stack,
-                stack_error,
-                count: *count,
-            });
+            let sample = match stack_table.get(&key.stack_hash) {
+                Some(stack) => RawSample {
+                    pid: key.tgid,
+                    tid: key.pid,
+                    thread_name: comm_to_string(&key.comm),
+                    user_stack: stack.user[..(stack.user_len as usize).min(stack.user.len())]
+                        .to_vec(),
+                    kernel_stack: stack.kernel
+                        [..(stack.kernel_len as usize).min(stack.kernel.len())]
+                        .to_vec(),
+                    stack_flags: stack.flags,
+                    stack_error: None,
+                    count: *count,
+                },
+                // The stack map was full when this stack was taken: the sample still counts.
+                None => RawSample {
+                    pid: key.tgid,
+                    tid: key.pid,
+                    thread_name: comm_to_string(&key.comm),
+                    user_stack: Vec::new(),
+                    kernel_stack: Vec::new(),
+                    stack_flags: 0,
+                    stack_error: Some(StackError::StackMapFull),
+                    count: *count,
+                },
+            };
+            samples.push(sample);
         }
 
         for (key, _) in &entries {
@@ -130,9 +127,8 @@ impl Drainer {
                 tracing::debug!(%err, "count entry already gone");
             }
         }
-        let stack_ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
-        for id in stack_ids {
-            let _ = stacks.remove(&id);
+        for hash in stack_table.keys() {
+            let _ = stacks.remove(hash);
         }
 
         let losses = self.stats_delta(sampler)?;
@@ -166,6 +162,7 @@ impl Drainer {
             stack_other_errors: delta(Stat::StackOtherError),
             counts_map_full: delta(Stat::CountsMapFull),
             unsymbolized_frames: 0,
+            truncated_stacks: delta(Stat::TruncatedStacks),
         };
         self.last_stats = now;
         Ok(losses)

@@ -345,6 +345,7 @@ fn wire_losses(l: &LossCounters) -> pb::LossCounters {
         stack_other_errors: l.stack_other_errors,
         counts_map_full: l.counts_map_full,
         unsymbolized_frames: l.unsymbolized_frames,
+        truncated_stacks: l.truncated_stacks,
         spool_dropped_batches: 0,
         spool_dropped_samples: 0,
     }

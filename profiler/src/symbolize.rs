@@ -1,6 +1,8 @@
-//! Naming frames with blazesym: user addresses are normalized to (module, file offset) while the
-//! process lives, then symbolized from the module's ELF and DWARF (function, file:line, inlined
-//! functions); kernel addresses through kallsyms.
+//! Naming frames with blazesym: user addresses are turned into (module, file offset) with the
+//! mappings the [`crate::tracker`] captured while the process lived (or, for a process it has not
+//! seen, by blazesym's normalizer), then symbolized from the very file the process mapped, opened
+//! through its own view (function, file:line, inlined functions). JIT code is named from the
+//! process's perf map; kernel addresses through kallsyms.
 //!
 //! Results are cached by (build-id or path, offset), so a frame seen again costs a hash lookup.
 //! An address that cannot be named keeps its module and offset (`libfoo.so+0x1a2b`); it is never
@@ -21,13 +23,24 @@ use blazesym::{
     },
 };
 
+use profiler_ebpf::stack_flags;
+
 use crate::{
+    perfmap::PerfMapFile,
     process::{ProcessInspector, hex},
+    procmaps::{Backing, ModuleFile},
     profile::{Frame, FrameId, LossCounters, ProfileBuilder, RawProfile, StackError},
+    tracker::{ProcessSnapshot, ProcessTable},
 };
 
 /// Module name used for kernel frames.
 pub const KERNEL_MODULE: &str = "[kernel]";
+
+/// Module name used for frames named from a JIT's perf map.
+pub const JIT_MODULE: &str = "[jit]";
+
+/// Module name of the marker frame at the root of a cut stack.
+pub const TRUNCATED_MODULE: &str = "[truncated]";
 
 /// Entries kept in each frame cache before it is cleared, bounding the daemon's memory.
 const MAX_CACHED_ADDRESSES: usize = 500_000;
@@ -60,6 +73,7 @@ pub struct Symbolizer {
     blaze: BlazeSymbolizer,
     normalizer: Normalizer,
     inspector: ProcessInspector,
+    processes: Option<ProcessTable>,
     user_cache: HashMap<(Arc<ModuleKey>, u64), Arc<[Frame]>>,
     kernel_cache: HashMap<u64, Arc<[Frame]>>,
     stats: SymbolizerStats,
@@ -81,11 +95,19 @@ impl Symbolizer {
             blaze: new_blazesym(),
             normalizer: new_normalizer(),
             inspector,
+            processes: None,
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
             stats: SymbolizerStats::default(),
             windows_since_reset: 0,
         }
+    }
+
+    /// Names processes from the snapshots a [`crate::tracker::ProcessTracker`] keeps, so that
+    /// processes that exited before the drain are still named from what they mapped.
+    pub fn with_process_table(mut self, processes: ProcessTable) -> Self {
+        self.processes = Some(processes);
+        self
     }
 
     /// Cache statistics so far.
@@ -133,15 +155,27 @@ impl Symbolizer {
         let mut unsymbolized: HashSet<FrameId> = HashSet::new();
         let kernel_frames = self.symbolize_kernel(kernel_addrs);
         let mut user_frames: HashMap<(u32, u64), Arc<[Frame]>> = HashMap::new();
+        let mut snapshots: HashMap<u32, Arc<ProcessSnapshot>> = HashMap::new();
         for (pid, addrs) in user_addrs {
             let addrs: Vec<u64> = addrs.into_iter().collect();
-            for (addr, frames) in addrs.iter().zip(self.symbolize_user(pid, &addrs)) {
+            let snapshot = self.snapshot(pid);
+            let frames = match &snapshot {
+                Some(snapshot) => self.symbolize_snapshot(pid, snapshot, &addrs),
+                None => self.symbolize_user(pid, &addrs),
+            };
+            if let Some(snapshot) = snapshot {
+                snapshots.insert(pid, snapshot);
+            }
+            for (addr, frames) in addrs.iter().zip(frames) {
                 user_frames.insert((pid, *addr), frames);
             }
         }
 
         for s in &raw.samples {
-            let process = self.inspector.inspect(s.pid, &s.thread_name);
+            let process = match snapshots.get(&s.pid).or(self.snapshot(s.pid).as_ref()) {
+                Some(snapshot) => snapshot.info.clone(),
+                None => self.inspector.inspect(s.pid, &s.thread_name),
+            };
             let process = builder.intern_process(process);
             let mut stack: Vec<FrameId> = Vec::new();
             for addr in lookup_addrs(&s.kernel_stack) {
@@ -175,6 +209,9 @@ impl Symbolizer {
             if let Some(err) = s.stack_error {
                 stack.push(builder.intern_frame(lost_stack_frame(err)));
             }
+            if let Some(marker) = truncation_frame(s.stack_flags) {
+                stack.push(builder.intern_frame(marker));
+            }
             builder.add_sample(process, s.tid, &s.thread_name, stack, s.count);
         }
         let losses = LossCounters {
@@ -182,6 +219,114 @@ impl Symbolizer {
             ..raw.losses
         };
         builder.add_window(raw.start, raw.duration, &losses);
+    }
+
+    fn snapshot(&self, pid: u32) -> Option<Arc<ProcessSnapshot>> {
+        let table = self.processes.as_ref()?;
+        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        table.get(&pid).cloned()
+    }
+
+    /// Names addresses with the mappings captured while the process lived.
+    fn symbolize_snapshot(
+        &mut self,
+        pid: u32,
+        snapshot: &ProcessSnapshot,
+        addrs: &[u64],
+    ) -> Vec<Arc<[Frame]>> {
+        let mut result: Vec<Option<Arc<[Frame]>>> = vec![None; addrs.len()];
+        let mut modules: HashMap<*const ModuleFile, (Arc<ModuleFile>, Arc<ModuleKey>)> =
+            HashMap::new();
+        let mut misses: HashMap<*const ModuleFile, Vec<(usize, u64)>> = HashMap::new();
+        let mut perf_map: Option<Option<Arc<PerfMapFile>>> = None;
+        for (i, &addr) in addrs.iter().enumerate() {
+            let Some(mapping) = snapshot.mapping_of(addr) else {
+                result[i] = Some(vec![unknown_frame("[unknown]", None, addr, false)].into());
+                continue;
+            };
+            match &mapping.backing {
+                Backing::File(module) => {
+                    let ptr = Arc::as_ptr(module);
+                    let (_, key) = modules.entry(ptr).or_insert_with(|| {
+                        (
+                            module.clone(),
+                            Arc::new(ModuleKey {
+                                key: module.key.clone(),
+                                path: module.path.clone(),
+                                build_id: module.build_id.clone(),
+                            }),
+                        )
+                    });
+                    let offset = mapping.file_offset(addr);
+                    match self.user_cache.get(&(key.clone(), offset)) {
+                        Some(frames) => {
+                            self.stats.cache_hits += 1;
+                            result[i] = Some(frames.clone());
+                        }
+                        None => misses.entry(ptr).or_default().push((i, offset)),
+                    }
+                }
+                Backing::Anonymous { name } => {
+                    let jit = perf_map
+                        .get_or_insert_with(|| {
+                            snapshot.perf_map.clone().or_else(|| {
+                                PerfMapFile::open(Path::new("/proc"), pid).map(Arc::new)
+                            })
+                        })
+                        .as_ref()
+                        .and_then(|m| m.lookup(addr));
+                    let frame = match jit {
+                        Some(function) => Frame {
+                            function,
+                            module: JIT_MODULE.to_string(),
+                            build_id: None,
+                            file: None,
+                            line: None,
+                            inlined: false,
+                            address: addr,
+                            kernel: false,
+                            symbolized: true,
+                        },
+                        None => {
+                            let module = if name.is_empty() { "[anon]" } else { name };
+                            unknown_frame(module, None, addr - mapping.begin, false)
+                        }
+                    };
+                    result[i] = Some(vec![frame].into());
+                }
+            }
+        }
+        for (ptr, wanted) in misses {
+            let (module, key) = &modules[&ptr];
+            self.stats.cache_misses += wanted.len() as u64;
+            let offsets: Vec<u64> = wanted.iter().map(|&(_, o)| o).collect();
+            let src = Source::Elf(Elf::new(module.fd_path()));
+            let symbols = self
+                .blaze
+                .symbolize(&src, Input::FileOffset(&offsets))
+                .unwrap_or_else(|err| {
+                    tracing::debug!(module = %module.path, %err, "module could not be read; keeping offsets");
+                    Vec::new()
+                });
+            for (j, &(i, offset)) in wanted.iter().enumerate() {
+                let frames: Arc<[Frame]> = match symbols.get(j) {
+                    Some(Symbolized::Sym(sym)) => {
+                        frames_of(sym, &key.path, key.build_id.clone(), offset, false).into()
+                    }
+                    _ => vec![unknown_frame(&key.path, key.build_id.clone(), offset, false)]
+                        .into(),
+                };
+                self.user_cache.insert((key.clone(), offset), frames.clone());
+                result[i] = Some(frames);
+            }
+        }
+        result
+            .into_iter()
+            .zip(addrs)
+            .map(|(f, &a)| {
+                f.unwrap_or_else(|| vec![unknown_frame("[unknown]", None, a, false)].into())
+            })
+            .collect()
     }
 
     fn symbolize_kernel(&mut self, addrs: HashSet<u64>) -> HashMap<u64, Arc<[Frame]>> {
@@ -414,10 +559,35 @@ fn unknown_frame(module: &str, build_id: Option<String>, address: u64, kernel: b
     }
 }
 
+/// The marker frame at the root of a cut stack, saying where the walk stopped.
+fn truncation_frame(flags: u32) -> Option<Frame> {
+    let why = if flags & stack_flags::TRUNCATED_DEPTH != 0 {
+        "depth limit"
+    } else if flags & stack_flags::TRUNCATED_NO_UNWIND_INFO != 0 {
+        "no unwind info"
+    } else if flags & stack_flags::TRUNCATED_READ_ERROR != 0 {
+        "unreadable stack"
+    } else if flags & stack_flags::TRUNCATED_TAIL_CALL != 0 {
+        "unwinder limit"
+    } else {
+        return None;
+    };
+    Some(Frame {
+        function: format!("[truncated: {why}]"),
+        module: TRUNCATED_MODULE.to_string(),
+        build_id: None,
+        file: None,
+        line: None,
+        inlined: false,
+        address: 0,
+        kernel: false,
+        symbolized: false,
+    })
+}
+
 fn lost_stack_frame(err: StackError) -> Frame {
     let function = match err {
-        StackError::Collision => "[stack lost: StackTrace map collision]",
-        StackError::Other => "[stack lost: bpf_get_stackid error]",
+        StackError::StackMapFull => "[stack lost: stack map full]",
     };
     Frame {
         function: function.to_string(),
@@ -453,6 +623,7 @@ mod tests {
                 thread_name: "t".into(),
                 user_stack: vec![addr + 1],
                 kernel_stack: vec![],
+                stack_flags: 0,
                 stack_error: None,
                 count: 3,
             }],
@@ -486,7 +657,8 @@ mod tests {
                 thread_name: "gone".into(),
                 user_stack: vec![],
                 kernel_stack: vec![],
-                stack_error: Some(StackError::Collision),
+                stack_flags: 0,
+                stack_error: Some(StackError::StackMapFull),
                 count: 2,
             }],
             ..Default::default()
@@ -498,6 +670,6 @@ mod tests {
             reason: "test".into(),
         });
         assert_eq!(profile.total_samples(), 2);
-        assert!(profile.frames[0].function.contains("collision"));
+        assert!(profile.frames[0].function.contains("stack map full"));
     }
 }

@@ -1,0 +1,74 @@
+//! One profiling session, shared by `record` and `run`: the eBPF sampler and unwinder, the
+//! process tracker that feeds the unwinder and keeps what is needed to name short-lived
+//! processes, and the drain → symbolize step that turns the kernel's maps into named samples.
+//!
+//! `record` collects windows into one profile for a file; the daemon collects them into
+//! per-interval profiles for the shipper. Both call [`Session::collect_into`] once per drain.
+
+use std::path::PathBuf;
+
+use crate::{
+    bpf::{BpfError, Sampler, SamplerConfig},
+    process::{ProcessInspector, ServiceRule},
+    profile::ProfileBuilder,
+    sample::Drainer,
+    symbolize::{Symbolizer, SymbolizerStats},
+    tracker::{ProcessTracker, TrackerParts, TrackerStats},
+};
+
+/// A running profiling session. Dropping it detaches the programs and stops the tracker.
+#[derive(Debug)]
+pub struct Session {
+    // Field order is drop order: stop the tracker before the programs go.
+    tracker: ProcessTracker,
+    symbolizer: Symbolizer,
+    drainer: Drainer,
+    sampler: Sampler,
+}
+
+impl Session {
+    /// Loads and attaches the sampler and starts following processes.
+    pub fn start(config: &SamplerConfig, rules: Vec<ServiceRule>) -> Result<Self, BpfError> {
+        let mut sampler = Sampler::start(config)?;
+        let (events, loader) = sampler.take_tracker_maps()?;
+        let tracker = ProcessTracker::start(TrackerParts {
+            events,
+            loader,
+            inspector: ProcessInspector::new(rules.clone()),
+            pids: config.pids.clone(),
+            excluded: (!config.include_self).then(std::process::id),
+            proc_root: PathBuf::from("/proc"),
+        })
+        .map_err(|source| BpfError::Tracker { source })?;
+        let symbolizer =
+            Symbolizer::new(ProcessInspector::new(rules)).with_process_table(tracker.table());
+        Ok(Self {
+            tracker,
+            symbolizer,
+            drainer: Drainer::new(),
+            sampler,
+        })
+    }
+
+    /// Drains what was sampled since the last call and adds it, named, to `builder`.
+    pub fn collect_into(&mut self, builder: &mut ProfileBuilder) -> Result<(), BpfError> {
+        let raw = self.drainer.drain(&mut self.sampler)?;
+        self.symbolizer.symbolize_into(&raw, builder);
+        Ok(())
+    }
+
+    /// The sampler (CPUs, frequency, program statistics).
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
+    }
+
+    /// The symbolizer's cache figures.
+    pub fn symbolizer_stats(&self) -> SymbolizerStats {
+        self.symbolizer.stats()
+    }
+
+    /// The tracker's and unwind tables' figures.
+    pub fn tracker_stats(&self) -> TrackerStats {
+        self.tracker.stats()
+    }
+}
