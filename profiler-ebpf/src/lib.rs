@@ -36,7 +36,7 @@ pub const DEFAULT_COUNTS_ENTRIES: u32 = 10_240;
 /// Default number of distinct stacks per generation.
 pub const DEFAULT_STACK_ENTRIES: u32 = 16_384;
 
-/// Default capacity of the unwind-row array shared by every table (12 bytes a row).
+/// Default capacity of the unwind-row array shared by every table (8 bytes a row).
 pub const DEFAULT_UNWIND_ROWS: u32 = 4_000_000;
 
 /// Default number of processes whose mappings the unwinder knows at once.
@@ -193,7 +193,8 @@ pub mod rbp_kind {
 }
 
 /// One row of a compact unwind table: from `pc` (an ELF virtual address) up to the next row, how
-/// to find the caller's frame. x86-64 only: the return address is always at CFA - 8.
+/// to find the caller's frame. x86-64 only: the return address is always at CFA - 8. Eight bytes,
+/// so a large table stays small in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UnwindRow {
@@ -201,14 +202,44 @@ pub struct UnwindRow {
     pub pc: u32,
     /// Offset added to the CFA register.
     pub cfa_offset: i16,
-    /// Offset from the CFA where rbp is saved, when [`UnwindRow::rbp_kind`] says so.
-    pub rbp_offset: i16,
-    /// A [`cfa_kind`] value.
-    pub cfa_kind: u8,
-    /// A [`rbp_kind`] value.
-    pub rbp_kind: u8,
-    /// Padding; zero.
-    pub _pad: [u8; 2],
+    /// Offset from the CFA where rbp is saved, in 8-byte words, when the rbp rule says so.
+    pub rbp_offset_words: i8,
+    /// The [`cfa_kind`] (low four bits) and [`rbp_kind`] (high four bits).
+    pub kinds: u8,
+}
+
+impl UnwindRow {
+    /// A row; an rbp offset that is not a multiple of 8 within ±1 KiB makes the rbp rule
+    /// [`rbp_kind::UNSUPPORTED`].
+    pub const fn new(pc: u32, cfa_kind: u8, cfa_offset: i16, rbp_kind: u8, rbp_offset: i16) -> Self {
+        let fits = rbp_offset % 8 == 0 && rbp_offset / 8 >= i8::MIN as i16 && rbp_offset / 8 <= i8::MAX as i16;
+        let (rbp_kind, words) = if rbp_kind == rbp_kind::CFA_OFFSET && !fits {
+            (rbp_kind::UNSUPPORTED, 0)
+        } else {
+            (rbp_kind, (rbp_offset / 8) as i8)
+        };
+        Self {
+            pc,
+            cfa_offset,
+            rbp_offset_words: words,
+            kinds: (cfa_kind & 0x0f) | (rbp_kind << 4),
+        }
+    }
+
+    /// How the CFA is computed: a [`cfa_kind`] value.
+    pub const fn cfa_kind(&self) -> u8 {
+        self.kinds & 0x0f
+    }
+
+    /// Where rbp was saved: a [`rbp_kind`] value.
+    pub const fn rbp_kind(&self) -> u8 {
+        self.kinds >> 4
+    }
+
+    /// Offset from the CFA where rbp was saved, bytes.
+    pub const fn rbp_offset(&self) -> i64 {
+        self.rbp_offset_words as i64 * 8
+    }
 }
 
 /// How the unwinder walks through one mapping: [`Mapping::kind`].
@@ -397,7 +428,7 @@ mod tests {
     fn shared_types_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<SampleKey>(), 32);
-        assert_eq!(size_of::<UnwindRow>(), 12);
+        assert_eq!(size_of::<UnwindRow>(), 8);
         assert_eq!(size_of::<Mapping>(), 40);
         assert_eq!(size_of::<Stack>(), 16 + 8 * (MAX_USER_FRAMES + MAX_KERNEL_FRAMES));
         assert_eq!(size_of::<ProcessInfo>(), 8);
@@ -417,6 +448,17 @@ mod tests {
     #[test]
     fn runs_cover_the_depth() {
         assert!((FRAMES_PER_RUN * UNWIND_RUNS) as usize >= MAX_USER_FRAMES);
+    }
+
+    /// Packed rows keep their rules; an rbp offset that does not fit is refused, not truncated.
+    #[test]
+    fn rows_pack_and_unpack() {
+        let r = UnwindRow::new(0x1234, cfa_kind::RSP, 16, rbp_kind::CFA_OFFSET, -16);
+        assert_eq!((r.cfa_kind(), r.rbp_kind(), r.rbp_offset(), r.cfa_offset), (cfa_kind::RSP, rbp_kind::CFA_OFFSET, -16, 16));
+        let odd = UnwindRow::new(0, cfa_kind::RBP, 16, rbp_kind::CFA_OFFSET, -12);
+        assert_eq!(odd.rbp_kind(), rbp_kind::UNSUPPORTED);
+        let far = UnwindRow::new(0, cfa_kind::RBP, 16, rbp_kind::CFA_OFFSET, -2048);
+        assert_eq!(far.rbp_kind(), rbp_kind::UNSUPPORTED);
     }
 
     /// The mixer tells apart stacks that differ in one frame or in order.

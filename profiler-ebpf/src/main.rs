@@ -24,7 +24,7 @@ fn main() {}
 mod program {
     use aya_ebpf::{
         EbpfContext, Global,
-        bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, pt_regs},
+        bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST, pt_regs},
         helpers::{
             bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
             generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
@@ -73,7 +73,9 @@ mod program {
     #[map]
     static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
     #[map]
-    static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIND_ROWS, 0);
+    // Memory-mappable: userspace writes whole tables into it with one copy.
+    static UNWIND_ROWS: Array<UnwindRow> =
+        Array::with_max_entries(DEFAULT_UNWIND_ROWS, BPF_F_MMAPABLE);
     #[map]
     static PROCESS_INFO: HashMap<u32, ProcessInfo> =
         HashMap::with_max_entries(DEFAULT_PROCESS_ENTRIES, BPF_F_NO_PREALLOC);
@@ -346,10 +348,9 @@ mod program {
             return Step::Done;
         }
         let Some(row) = find_row(m.table_start, m.table_len, vaddr as u32) else {
-            state.stack.flags |= stack_flags::TRUNCATED_NO_UNWIND_INFO;
-            return Step::Done;
+            return no_info_step(state);
         };
-        let cfa = match row.cfa_kind {
+        let cfa = match row.cfa_kind() {
             cfa_kind::RSP => state.sp.wrapping_add(row.cfa_offset as i64 as u64),
             cfa_kind::RBP => state.bp.wrapping_add(row.cfa_offset as i64 as u64),
             cfa_kind::PLT => {
@@ -360,6 +361,7 @@ mod program {
                 state.stack.flags |= stack_flags::COMPLETE;
                 return Step::Done;
             }
+            cfa_kind::NO_INFO => return no_info_step(state),
             _ => {
                 state.stack.flags |= stack_flags::TRUNCATED_NO_UNWIND_INFO;
                 return Step::Done;
@@ -369,10 +371,10 @@ mod program {
             state.stack.flags |= stack_flags::TRUNCATED_READ_ERROR;
             return Step::Done;
         };
-        match row.rbp_kind {
+        match row.rbp_kind() {
             rbp_kind::UNCHANGED => {}
             rbp_kind::CFA_OFFSET => {
-                match read_user_u64(cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
+                match read_user_u64(cfa.wrapping_add(row.rbp_offset() as u64)) {
                     Some(bp) => state.bp = bp,
                     None => {
                         state.stack.flags |= stack_flags::TRUNCATED_READ_ERROR;
@@ -392,6 +394,17 @@ mod program {
             return Step::Done;
         }
         Step::Continue
+    }
+
+    /// Code no FDE covers (a JIT's builtins embedded in its binary, hand-written assembly):
+    /// follow the frame pointer when it plausibly points into this stack, else stop and say why.
+    #[inline(always)]
+    fn no_info_step(state: &mut UnwindState) -> Step {
+        if state.bp > state.sp && state.bp - state.sp < (8 << 20) {
+            return frame_pointer_step(state);
+        }
+        state.stack.flags |= stack_flags::TRUNCATED_NO_UNWIND_INFO;
+        Step::Done
     }
 
     /// One step by frame pointers: the caller's rbp is at [rbp], its return address at [rbp+8].

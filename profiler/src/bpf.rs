@@ -47,6 +47,9 @@ pub struct SamplerConfig {
     /// Capacity of the unwind-row array shared by every loaded table (12 bytes a row, allocated
     /// up front). Default [`DEFAULT_UNWIND_ROWS`].
     pub unwind_rows: u32,
+    /// Walk every stack by frame pointers, loading no unwind tables (to compare the two; stacks
+    /// of code without frame pointers are cut). Default: false.
+    pub frame_pointers_only: bool,
 }
 
 impl Default for SamplerConfig {
@@ -58,6 +61,7 @@ impl Default for SamplerConfig {
             counts_entries: DEFAULT_COUNTS_ENTRIES,
             stack_entries: DEFAULT_STACK_ENTRIES,
             unwind_rows: DEFAULT_UNWIND_ROWS,
+            frame_pointers_only: false,
         }
     }
 }
@@ -146,6 +150,7 @@ pub struct Sampler {
     pub(crate) ebpf: Ebpf,
     pub(crate) frequency_hz: u32,
     pub(crate) cpus: Vec<u32>,
+    attached: bool,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -158,7 +163,7 @@ impl std::fmt::Debug for Sampler {
 }
 
 impl Sampler {
-    /// Loads the eBPF object and attaches the sampler to every online CPU.
+    /// Loads the eBPF object, ready to [`Sampler::attach`].
     #[tracing::instrument(name = "Sampler.start", skip_all, fields(hz = config.frequency_hz))]
     pub fn start(config: &SamplerConfig) -> Result<Self, BpfError> {
         if !has_privileges() {
@@ -268,26 +273,44 @@ impl Sampler {
             .try_into()
             .map_err(BpfError::Program)?;
         program.load().map_err(load_error)?;
-        for &cpu in &cpus {
-            program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(u64::from(config.frequency_hz)),
-                    true,
-                )
-                .map_err(|source| BpfError::Attach { cpu, source })?;
-        }
-        tracing::info!(
-            cpus = cpus.len(),
-            hz = config.frequency_hz,
-            "sampler attached"
-        );
         Ok(Self {
             ebpf,
             frequency_hz: config.frequency_hz,
             cpus,
+            attached: false,
         })
+    }
+
+    /// Attaches the sampler to every online CPU: sampling starts. Separate from
+    /// [`Sampler::start`] so that the unwinder can be told about the processes already running
+    /// before their first samples are taken.
+    pub fn attach(&mut self) -> Result<(), BpfError> {
+        if self.attached {
+            return Ok(());
+        }
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::Program(ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(BpfError::Program)?;
+        for &cpu in &self.cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(self.frequency_hz)),
+                    true,
+                )
+                .map_err(|source| BpfError::Attach { cpu, source })?;
+        }
+        self.attached = true;
+        tracing::info!(
+            cpus = self.cpus.len(),
+            hz = self.frequency_hz,
+            "sampler attached"
+        );
+        Ok(())
     }
 
     /// Sampling frequency, Hz.
@@ -361,7 +384,11 @@ impl Sampler {
         let processes =
             HashMap::try_from(take(PROCESS_INFO_MAP)?).map_err(wrap(PROCESS_INFO_MAP))?;
         let mappings = HashMap::try_from(take(MAPPINGS_MAP)?).map_err(wrap(MAPPINGS_MAP))?;
-        Ok((events, TableLoader::new(rows, processes, mappings)))
+        let loader = TableLoader::new(rows, processes, mappings).map_err(|e| BpfError::Map {
+            name: e.map,
+            source: e.source,
+        })?;
+        Ok((events, loader))
     }
 }
 

@@ -145,6 +145,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             counts_entries: args.counts_entries,
             stack_entries: args.stack_entries,
             unwind_rows: args.unwind_rows,
+            frame_pointers_only: false,
         },
         ..Default::default()
     };

@@ -238,11 +238,13 @@ fn open_mapped_file(proc_dir: &Path, line: &MapsLine) -> io::Result<File> {
                     last_err = io::Error::other(format!("{} is not a regular file", path.display()));
                     continue;
                 }
-                if meta.ino() != line.inode {
+                if meta.ino() != line.inode || !same_device(meta.dev(), &line.dev) {
                     last_err = io::Error::other(format!(
-                        "{} is not the mapped file (inode {} != {})",
+                        "{} is not the mapped file (device and inode {:x}:{} != {}:{})",
                         path.display(),
+                        meta.dev(),
                         meta.ino(),
+                        line.dev,
                         line.inode
                     ));
                     continue;
@@ -253,6 +255,18 @@ fn open_mapped_file(proc_dir: &Path, line: &MapsLine) -> io::Result<File> {
         }
     }
     Err(last_err)
+}
+
+/// True when `dev` (from `stat`) is the `major:minor` (hex) device `/proc/PID/maps` names.
+fn same_device(dev: u64, maps_dev: &str) -> bool {
+    let Some((major, minor)) = maps_dev.split_once(':') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (u32::from_str_radix(major, 16), u32::from_str_radix(minor, 16))
+    else {
+        return false;
+    };
+    libc::major(dev) == major && libc::minor(dev) == minor
 }
 
 fn read_module(file: File, line: &MapsLine) -> io::Result<ModuleFile> {
@@ -286,6 +300,15 @@ fn read_module(file: File, line: &MapsLine) -> io::Result<ModuleFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stat device number matches the maps line's `major:minor`, and only that.
+    #[test]
+    fn devices_compare_by_major_and_minor() {
+        let dev = libc::makedev(0xfd, 0x01);
+        assert!(same_device(dev, "fd:01"));
+        assert!(!same_device(dev, "fd:02"));
+        assert!(!same_device(dev, "garbage"));
+    }
 
     /// Lines with and without names, with spaces in the name, and garbage.
     #[test]

@@ -4,7 +4,10 @@
 //! short-lived processes are symbolized while they still exist and the maps never fill.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -28,6 +31,9 @@ pub struct RecordOptions {
     pub rules: Vec<ServiceRule>,
     /// How often to drain and symbolize. Default: 1 s.
     pub drain_every: Duration,
+    /// Set to true once sampling has started (programs loaded, the processes named by `pids`
+    /// described to the unwinder, perf events attached), for callers that time a workload.
+    pub started: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RecordOptions {
@@ -37,6 +43,7 @@ impl Default for RecordOptions {
             sampler: SamplerConfig::default(),
             rules: Vec::new(),
             drain_every: Duration::from_secs(1),
+            started: None,
         }
     }
 }
@@ -70,6 +77,9 @@ pub fn record(
     stop: Option<&AtomicBool>,
 ) -> Result<(SymbolizedProfile, RecorderStats), RecordError> {
     let mut session = Session::start(&options.sampler, options.rules.clone())?;
+    if let Some(started) = &options.started {
+        started.store(true, Ordering::Relaxed);
+    }
     let mut builder = ProfileBuilder::new(options.sampler.frequency_hz);
     let meter = EnergyMeter::detect();
     let energy_start = meter.as_ref().ok().map(EnergyMeter::read);

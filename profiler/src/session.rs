@@ -12,7 +12,7 @@ use crate::{
     process::{ProcessInspector, ServiceRule},
     profile::ProfileBuilder,
     sample::Drainer,
-    symbolize::{Symbolizer, SymbolizerStats},
+    symbolize::{Symbolizer, SymbolizerStats, kernel_symbols_readable},
     tracker::{ProcessTracker, TrackerParts, TrackerStats},
 };
 
@@ -30,7 +30,18 @@ impl Session {
     /// Loads and attaches the sampler and starts following processes.
     pub fn start(config: &SamplerConfig, rules: Vec<ServiceRule>) -> Result<Self, BpfError> {
         let mut sampler = Sampler::start(config)?;
+        if !kernel_symbols_readable() {
+            let restrict = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                kptr_restrict = %restrict,
+                "/proc/kallsyms shows no addresses: kernel frames will stay unnamed; grant \
+                 CAP_SYSLOG (kptr_restrict=1) or set kernel.kptr_restrict=0"
+            );
+        }
         let (events, loader) = sampler.take_tracker_maps()?;
+        let loader = loader.frame_pointers_only(config.frame_pointers_only);
         let tracker = ProcessTracker::start(TrackerParts {
             events,
             loader,
@@ -40,6 +51,12 @@ impl Session {
             proc_root: PathBuf::from("/proc"),
         })
         .map_err(|source| BpfError::Tracker { source })?;
+        // Processes named on the command line are described to the unwinder before their first
+        // sample; on a whole host the tracker catches up in the background.
+        if !config.pids.is_empty() {
+            tracker.wait_for_initial_capture();
+        }
+        sampler.attach()?;
         let symbolizer =
             Symbolizer::new(ProcessInspector::new(rules)).with_process_table(tracker.table());
         Ok(Self {

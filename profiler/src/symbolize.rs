@@ -461,6 +461,25 @@ impl Symbolizer {
     }
 }
 
+/// True when `/proc/kallsyms` shows real addresses to this process: with `kernel.kptr_restrict`
+/// at 1 that needs CAP_SYSLOG, at 2 nobody gets them, and kernel frames stay unnamed.
+pub fn kernel_symbols_readable() -> bool {
+    use std::io::BufRead as _;
+    let Ok(file) = std::fs::File::open("/proc/kallsyms") else {
+        return false;
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .take(16)
+        .map_while(Result::ok)
+        .any(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|addr| u64::from_str_radix(addr, 16).ok())
+                .is_some_and(|addr| addr != 0)
+        })
+}
+
 fn new_blazesym() -> BlazeSymbolizer {
     BlazeSymbolizer::builder()
         .enable_code_info(true)

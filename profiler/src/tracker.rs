@@ -4,7 +4,9 @@
 //! its JIT perf map — and tells the eBPF unwinder how to walk it.
 //!
 //! Snapshots outlive their processes by [`EXITED_RETENTION`], so a process that lived less than
-//! a drain interval is still named and filed under its service.
+//! a drain interval is still named and filed under its service. Building and loading unwind
+//! tables, which can take a second for a large binary, happens on a second thread, so it never
+//! delays capturing the next process.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,6 +39,9 @@ const RECAPTURE_EVERY: Duration = Duration::from_millis(200);
 
 /// How long the tracker waits for events before looking at its stop flag.
 const POLL_TIMEOUT_MS: i32 = 50;
+
+/// Processes running at start captured between two rounds of events.
+const INITIAL_BATCH: usize = 4;
 
 /// What was captured of a process while it lived.
 #[derive(Debug)]
@@ -76,13 +81,25 @@ pub struct TrackerStats {
     pub unwind: UnwindStats,
 }
 
-/// The tracker thread and what it shares.
+/// The tracker threads and what they share.
 #[derive(Debug)]
 pub struct ProcessTracker {
+    initial_capture: std::sync::mpsc::Receiver<()>,
     table: ProcessTable,
     stats: Arc<Mutex<TrackerStats>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    tables_handle: Option<JoinHandle<()>>,
+}
+
+/// Work for the unwind-table thread, in the order the processes changed.
+enum TableWork {
+    /// Describe the process (again) to the unwinder.
+    Load(u32, Arc<ProcessSnapshot>),
+    /// Forget it.
+    Unload(u32),
+    /// Say so once everything before this is done.
+    Notify(std::sync::mpsc::Sender<()>),
 }
 
 /// What the tracker needs to start.
@@ -108,7 +125,43 @@ impl ProcessTracker {
         let table: ProcessTable = Arc::default();
         let stats: Arc<Mutex<TrackerStats>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
+        let (initial_done, initial_capture) = std::sync::mpsc::channel();
+        let (tables, table_work) = std::sync::mpsc::channel::<TableWork>();
+        let mut loader = parts.loader;
+        let table_stats = stats.clone();
+        let table_stop = stop.clone();
+        let tables_handle = std::thread::Builder::new()
+            .name("fleetprof-tables".into())
+            .spawn(move || {
+                // Ends when the tracker thread drops its sender; at stop, the queue is dropped.
+                for work in table_work {
+                    if table_stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match work {
+                        TableWork::Load(pid, snapshot) => {
+                            if let Err(err) = loader.load_process(pid, &snapshot.mappings) {
+                                tracing::warn!(pid, %err, "could not describe the process to the unwinder");
+                            }
+                        }
+                        TableWork::Unload(pid) => loader.unload_process(pid),
+                        TableWork::Notify(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                    table_stats.lock().unwrap_or_else(|e| e.into_inner()).unwind = loader.stats();
+                }
+            })?;
+        let parts = WorkerParts {
+            events: parts.events,
+            inspector: parts.inspector,
+            pids: parts.pids,
+            excluded: parts.excluded,
+            proc_root: parts.proc_root,
+        };
         let mut worker = Worker {
+            tables,
+            initial_done: Some(initial_done),
             parts,
             modules: ModuleCache::default(),
             table: table.clone(),
@@ -120,11 +173,20 @@ impl ProcessTracker {
             .name("fleetprof-tracker".into())
             .spawn(move || worker.run(&stop_flag))?;
         Ok(Self {
+            initial_capture,
             table,
             stats,
             stop,
             handle: Some(handle),
+            tables_handle: Some(tables_handle),
         })
+    }
+
+    /// Blocks until the processes running at start have been captured and their unwind tables
+    /// loaded.
+    pub fn wait_for_initial_capture(&self) {
+        // An error means the thread is gone: nothing more to wait for.
+        let _ = self.initial_capture.recv();
     }
 
     /// The shared snapshots.
@@ -144,11 +206,26 @@ impl Drop for ProcessTracker {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+        // The tracker thread is gone, and with it the sender: the table thread finishes its queue.
+        if let Some(handle) = self.tables_handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 
+/// What the tracker thread itself needs of [`TrackerParts`].
+struct WorkerParts {
+    events: RingBuf<MapData>,
+    inspector: ProcessInspector,
+    pids: Vec<u32>,
+    excluded: Option<u32>,
+    proc_root: PathBuf,
+}
+
 struct Worker {
-    parts: TrackerParts,
+    tables: std::sync::mpsc::Sender<TableWork>,
+    initial_done: Option<std::sync::mpsc::Sender<()>>,
+    parts: WorkerParts,
     modules: ModuleCache,
     table: ProcessTable,
     stats: Arc<Mutex<TrackerStats>>,
@@ -157,18 +234,28 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
-        for pid in self.initial_pids() {
-            self.capture(pid);
-        }
-        self.publish_stats();
+        // The processes running at start are captured a few at a time between rounds of events:
+        // on a busy host that takes seconds, and a process that appears meanwhile (and may live
+        // only a moment) must not wait for it.
+        let mut backlog: std::collections::VecDeque<u32> = self.initial_pids().into();
         while !stop.load(Ordering::Relaxed) {
+            if backlog.is_empty() {
+                if let Some(done) = self.initial_done.take() {
+                    let _ = self.tables.send(TableWork::Notify(done));
+                }
+            } else {
+                let batch: Vec<u32> = backlog.drain(..backlog.len().min(INITIAL_BATCH)).collect();
+                self.capture_all(&batch);
+                self.publish_stats();
+            }
             let mut pollfd = libc::pollfd {
                 fd: self.parts.events.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
+            let timeout = if backlog.is_empty() { POLL_TIMEOUT_MS } else { 0 };
             // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pollfd, 1, POLL_TIMEOUT_MS) };
+            unsafe { libc::poll(&mut pollfd, 1, timeout) };
             let mut wanted: Vec<(u32, u32)> = Vec::new();
             while let Some(item) = self.parts.events.next() {
                 if item.len() >= std::mem::size_of::<ProcessEvent>() {
@@ -179,17 +266,21 @@ impl Worker {
                 }
             }
             let mut seen = HashSet::new();
+            let mut to_capture = Vec::new();
             for (kind, pid) in wanted {
                 if !self.tracks(pid) {
                     continue;
                 }
                 match kind {
-                    event_kind::EXIT => self.exited(pid),
+                    event_kind::EXIT => {
+                        to_capture.retain(|&p| p != pid);
+                        self.exited(pid);
+                    }
                     event_kind::EXEC => {
-                        self.parts.loader.unload_process(pid);
+                        let _ = self.tables.send(TableWork::Unload(pid));
                         self.last_capture.remove(&pid);
                         if seen.insert(pid) {
-                            self.capture(pid);
+                            to_capture.push(pid);
                         }
                     }
                     _ => {
@@ -198,11 +289,12 @@ impl Worker {
                             .get(&pid)
                             .is_some_and(|t| t.elapsed() < RECAPTURE_EVERY);
                         if !recent && seen.insert(pid) {
-                            self.capture(pid);
+                            to_capture.push(pid);
                         }
                     }
                 }
             }
+            self.capture_all(&to_capture);
             self.purge_exited();
             self.publish_stats();
         }
@@ -226,33 +318,48 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    fn capture(&mut self, pid: u32) {
+    /// Captures each process, then describes them all to the unwinder: naming a process only
+    /// needs the fast first half, so a slow table never delays it.
+    fn capture_all(&mut self, pids: &[u32]) {
+        let captured: Vec<(u32, Arc<ProcessSnapshot>)> = pids
+            .iter()
+            .filter_map(|&pid| Some((pid, self.snapshot(pid)?)))
+            .collect();
+        for (pid, snapshot) in captured {
+            let _ = self.tables.send(TableWork::Load(pid, snapshot));
+        }
+    }
+
+    /// Reads and keeps what naming `pid` later needs: its mappings (files opened), identity and
+    /// perf map.
+    fn snapshot(&mut self, pid: u32) -> Option<Arc<ProcessSnapshot>> {
         self.last_capture.insert(pid, Instant::now());
         let mappings = match self.modules.capture(&self.parts.proc_root, pid) {
             Ok(m) => m,
             Err(err) => {
                 tracing::debug!(pid, %err, "process gone before it was captured");
                 self.stats_mut().capture_failures += 1;
-                return;
+                return None;
             }
         };
         // Kernel threads have no mappings and nothing to unwind.
         if mappings.is_empty() {
-            return;
+            return None;
         }
         let comm = std::fs::read_to_string(self.parts.proc_root.join(format!("{pid}/comm")))
             .map(|s| s.trim_end().to_string())
             .unwrap_or_default();
         let info = self.parts.inspector.inspect(pid, &comm);
-        let previous = self.table.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).cloned();
+        let previous = self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .cloned();
         let perf_map = PerfMapFile::open(&self.parts.proc_root, pid)
             .map(Arc::new)
             .or_else(|| previous.as_ref().and_then(|p| p.perf_map.clone()));
-        if let Err(err) = self.parts.loader.load_process(pid, &mappings) {
-            tracing::warn!(pid, %err, "could not describe the process to the unwinder");
-        }
-        let has_files = mappings.iter().any(|m| matches!(m.backing, Backing::File(_)));
-        if !has_files {
+        if !mappings.iter().any(|m| matches!(m.backing, Backing::File(_))) {
             tracing::debug!(pid, "no mapped files could be opened");
         }
         let snapshot = Arc::new(ProcessSnapshot {
@@ -264,13 +371,13 @@ impl Worker {
         self.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, snapshot);
-        let mut stats = self.stats_mut();
-        stats.captures += 1;
+            .insert(pid, snapshot.clone());
+        self.stats_mut().captures += 1;
+        Some(snapshot)
     }
 
     fn exited(&mut self, pid: u32) {
-        self.parts.loader.unload_process(pid);
+        let _ = self.tables.send(TableWork::Unload(pid));
         self.last_capture.remove(&pid);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(snapshot) = table.get(&pid) {
@@ -296,10 +403,7 @@ impl Worker {
     }
 
     fn publish_stats(&self) {
-        let unwind = self.parts.loader.stats();
         let open_failures = self.modules.open_failures;
-        let mut stats = self.stats_mut();
-        stats.unwind = unwind;
-        stats.open_failures = open_failures;
+        self.stats_mut().open_failures = open_failures;
     }
 }

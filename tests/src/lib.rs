@@ -77,6 +77,31 @@ pub fn build_c_fixture(name: &str, out_dir: &Path) -> PathBuf {
     out
 }
 
+/// Compiles a C fixture from `tests/fixtures` the way distributions and release builds do:
+/// optimized, without frame pointers (`-fomit-frame-pointer`), with debug info, plus `extra`
+/// flags, into `out_dir/out_name`.
+pub fn build_c_fixture_without_frame_pointers(
+    name: &str,
+    out_dir: &Path,
+    out_name: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.c"));
+    let out = out_dir.join(out_name);
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-fomit-frame-pointer"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed to build test workloads; `cargo xtask setup` installs it");
+    assert!(status.success(), "gcc failed to build {}", src.display());
+    out
+}
+
 /// CPU time (user + system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

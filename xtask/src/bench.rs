@@ -1,7 +1,7 @@
-//! `cargo xtask bench`: the collector's benchmarks, whose figures go into `BENCHMARKS.md`.
+//! `cargo xtask bench`: fleetprof's benchmarks, whose figures go into `BENCHMARKS.md`.
 //!
-//! Each is a `[[bench]]` target of `fleetprof-collector` with `harness = false` (a plain `main`
-//! that measures and prints its own figures).
+//! Each is a `[[bench]]` target with `harness = false` (a plain `main` that measures and prints
+//! its own figures): the collector's `ingest` and `detect`, the profiler's `profiler`.
 
 use anyhow::{Result, bail};
 use cargo_metadata::TargetKind;
@@ -11,8 +11,11 @@ use crate::{
     workspace,
 };
 
-/// The package the benchmarks belong to.
-const PACKAGE: &str = "fleetprof-collector";
+/// The package the collector's benchmarks belong to.
+const COLLECTOR: &str = "fleetprof-collector";
+
+/// The package the profiler's benchmark belongs to.
+const PROFILER: &str = "fleetprof-profiler";
 
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,17 +24,25 @@ pub(crate) enum Which {
     Ingest,
     /// Regression detection over (service, function) series.
     Detect,
+    /// The profiler's cost on a busy host (root): per-sample BPF time, CPU, RSS, map memory,
+    /// at 19 and 99 Hz, frame pointers against unwind tables.
+    Profiler,
     /// Every benchmark above, one after another.
     All,
 }
 
 impl Which {
-    /// The bench target names this choice runs.
-    fn targets(self) -> &'static [&'static str] {
+    /// The (package, bench target) pairs this choice runs.
+    fn targets(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Self::Ingest => &["ingest"],
-            Self::Detect => &["detect"],
-            Self::All => &["ingest", "detect"],
+            Self::Ingest => &[(COLLECTOR, "ingest")],
+            Self::Detect => &[(COLLECTOR, "detect")],
+            Self::Profiler => &[(PROFILER, "profiler")],
+            Self::All => &[
+                (COLLECTOR, "ingest"),
+                (COLLECTOR, "detect"),
+                (PROFILER, "profiler"),
+            ],
         }
     }
 }
@@ -50,26 +61,28 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let metadata = workspace::metadata()?;
     let missing = targets
         .iter()
-        .filter(|name| !workspace::has_target(&metadata, PACKAGE, &TargetKind::Bench, name))
+        .filter(|(package, name)| {
+            !workspace::has_target(&metadata, package, &TargetKind::Bench, name)
+        })
         .collect::<Vec<_>>();
     if !missing.is_empty() {
         bail!(
-            "{PACKAGE} has no bench target {} yet: each is a `[[bench]] name = \"...\" \
-             harness = false` in collector/Cargo.toml with its code in collector/benches/",
+            "no bench target {} yet: each is a `[[bench]] name = \"...\" harness = false` in \
+             its crate's Cargo.toml with its code in benches/",
             missing
                 .iter()
-                .map(|name| format!("`{name}`"))
+                .map(|(package, name)| format!("`{package}/{name}`"))
                 .collect::<Vec<_>>()
                 .join(" or ")
         );
     }
 
     let mut steps = Steps::new("bench");
-    for name in targets {
+    for (package, name) in targets {
         steps.step(name, || {
             cmd::run(
-                &format!("bench {name}: {PACKAGE}'s `{name}` benchmark (release build)"),
-                &mut cargo(["bench", "-p", PACKAGE, "--bench", name]),
+                &format!("bench {name}: {package}'s `{name}` benchmark (release build)"),
+                &mut cargo(["bench", "-p", package, "--bench", name]),
             )
             .map(drop)
         })?;

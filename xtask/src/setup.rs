@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 5] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 10] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -38,6 +38,17 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 5] = [
     ),
     ("git", "the demo's and tests' repositories"),
     ("gcc", "the C linker and the tests' C workloads"),
+    (
+        "python3.11",
+        "a distribution interpreter without frame pointers, for the unwinder's tests",
+    ),
+    ("xz-utils", "xz, a stripped distribution binary for the unwinder's tests"),
+    ("perl", "a distribution interpreter for the unwinder's tests"),
+    (
+        "nodejs",
+        "node --perf-basic-prof, JIT code for the perf-map tests",
+    ),
+    ("util-linux", "unshare and mount, for the mount-namespace test"),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath

@@ -12,7 +12,9 @@ pub mod table;
 
 use std::collections::HashMap;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError};
 use profiler_ebpf::{
     MAX_MAPPINGS, Mapping, MappingKey, ProcessInfo, UnwindRow, mapping_kind,
 };
@@ -66,9 +68,65 @@ struct LoadedTable {
     refs: u32,
 }
 
+/// The kernel's row array, mapped into this process: tables are written with one copy each.
+struct RowArray {
+    /// Keeps the map alive while it is mapped.
+    _map: Array<MapData, UnwindRow>,
+    ptr: *mut UnwindRow,
+    len: usize,
+    mapped_bytes: usize,
+}
+
+// SAFETY: the mapping is owned by this struct and only written through `&mut self`.
+unsafe impl Send for RowArray {}
+
+impl RowArray {
+    fn new(map: Array<MapData, UnwindRow>) -> std::io::Result<Self> {
+        let len = map.len() as usize;
+        // The kernel lays out an array's elements at multiples of 8 bytes: exactly UnwindRow's size.
+        let bytes = len * std::mem::size_of::<UnwindRow>();
+        let page = 4096;
+        let mapped_bytes = bytes.div_ceil(page) * page;
+        let fd = map.map().fd().as_fd().as_raw_fd();
+        // SAFETY: a shared mapping of the array's fd (created BPF_F_MMAPABLE), sized to its
+        // elements; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            _map: map,
+            ptr: ptr.cast(),
+            len,
+            mapped_bytes,
+        })
+    }
+
+    fn rows_mut(&mut self) -> &mut [UnwindRow] {
+        // SAFETY: `ptr` maps `len` rows for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for RowArray {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), self.mapped_bytes) };
+    }
+}
+
 /// The kernel's unwinding maps and the tables in them.
 pub struct TableLoader {
-    rows: Array<MapData, UnwindRow>,
+    rows: RowArray,
     processes: BpfHashMap<MapData, u32, ProcessInfo>,
     mappings: BpfHashMap<MapData, MappingKey, Mapping>,
     alloc: RowAllocator,
@@ -76,6 +134,7 @@ pub struct TableLoader {
     /// Per process: mapping count written and the module keys it holds a reference on.
     known: HashMap<u32, (u32, Vec<String>)>,
     stats: UnwindStats,
+    frame_pointers_only: bool,
 }
 
 impl std::fmt::Debug for TableLoader {
@@ -87,14 +146,21 @@ impl std::fmt::Debug for TableLoader {
 }
 
 impl TableLoader {
-    /// A loader over the sampler's maps; `capacity` is the row array's size.
+    /// A loader over the sampler's maps.
     pub fn new(
         rows: Array<MapData, UnwindRow>,
         processes: BpfHashMap<MapData, u32, ProcessInfo>,
         mappings: BpfHashMap<MapData, MappingKey, Mapping>,
-    ) -> Self {
+    ) -> Result<Self, UnwindMapError> {
         let capacity = rows.len();
-        Self {
+        let rows = RowArray::new(rows).map_err(|e| UnwindMapError {
+            map: "UNWIND_ROWS",
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "mmap",
+                io_error: e,
+            }),
+        })?;
+        Ok(Self {
             rows,
             processes,
             mappings,
@@ -105,7 +171,14 @@ impl TableLoader {
                 rows_capacity: u64::from(capacity),
                 ..Default::default()
             },
-        }
+            frame_pointers_only: false,
+        })
+    }
+
+    /// Loads no tables: every mapping is walked by frame pointers (for comparing the two).
+    pub fn frame_pointers_only(mut self, yes: bool) -> Self {
+        self.frame_pointers_only = yes;
+        self
     }
 
     /// Current figures.
@@ -242,6 +315,9 @@ impl TableLoader {
             kind: mapping_kind::FRAME_POINTER,
             refs: 0,
         };
+        if self.frame_pointers_only {
+            return frame_pointers;
+        }
         let table = match read_table(module) {
             Ok(table) => table,
             Err(err) => {
@@ -265,14 +341,7 @@ impl TableLoader {
             );
             return frame_pointers;
         };
-        for (i, row) in table.rows.iter().enumerate() {
-            if let Err(err) = self.rows.set(start + i as u32, row, 0) {
-                tracing::warn!(module = %module.path, %err, "writing unwind rows failed");
-                self.alloc.release(start, len);
-                self.stats.table_errors += 1;
-                return frame_pointers;
-            }
-        }
+        self.rows.rows_mut()[start as usize..(start + len) as usize].copy_from_slice(&table.rows);
         tracing::debug!(module = %module.path, rows = len, "unwind table loaded");
         LoadedTable {
             start,

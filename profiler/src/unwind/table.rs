@@ -193,18 +193,11 @@ impl RowBuilder {
                 let Ok(pc) = u32::try_from(row.start_address()) else {
                     continue;
                 };
-                self.rows.push((
-                    u64::from(pc),
-                    fde_end,
-                    UnwindRow {
-                        pc,
-                        cfa_offset,
-                        rbp_offset,
-                        cfa_kind: cfa,
-                        rbp_kind: rbp,
-                        _pad: [0; 2],
-                    },
-                ));
+                let row = UnwindRow::new(pc, cfa, cfa_offset, rbp, rbp_offset);
+                if row.rbp_kind() == rbp_kind::UNSUPPORTED && rbp != rbp_kind::UNSUPPORTED {
+                    self.unsupported_rows += 1;
+                }
+                self.rows.push((u64::from(pc), fde_end, row));
             }
             if uses_rbp {
                 self.frame_pointer_fdes += 1;
@@ -235,11 +228,13 @@ impl RowBuilder {
 }
 
 fn gap_row(pc: u64) -> UnwindRow {
-    UnwindRow {
-        pc: u32::try_from(pc).unwrap_or(u32::MAX),
-        cfa_kind: cfa_kind::NO_INFO,
-        ..Default::default()
-    }
+    UnwindRow::new(
+        u32::try_from(pc).unwrap_or(u32::MAX),
+        cfa_kind::NO_INFO,
+        0,
+        rbp_kind::UNCHANGED,
+        0,
+    )
 }
 
 /// Appends `row`, replacing a row at the same pc (a later FDE starting where an earlier one's gap
@@ -262,8 +257,7 @@ fn push_row(rows: &mut Vec<UnwindRow>, row: UnwindRow) {
 }
 
 fn same_rule(a: &UnwindRow, b: &UnwindRow) -> bool {
-    (a.cfa_kind, a.cfa_offset, a.rbp_kind, a.rbp_offset)
-        == (b.cfa_kind, b.cfa_offset, b.rbp_kind, b.rbp_offset)
+    (a.kinds, a.cfa_offset, a.rbp_offset_words) == (b.kinds, b.cfa_offset, b.rbp_offset_words)
 }
 
 /// The CFA expression of x86-64 PLT stubs (`.plt`, `.plt.sec`):
@@ -283,12 +277,7 @@ mod tests {
     use super::*;
 
     fn row(pc: u32, kind: u8, off: i16) -> UnwindRow {
-        UnwindRow {
-            pc,
-            cfa_kind: kind,
-            cfa_offset: off,
-            ..Default::default()
-        }
+        UnwindRow::new(pc, kind, off, rbp_kind::UNCHANGED, 0)
     }
 
     /// Rows of adjacent FDEs with gaps: gaps get NO_INFO, repeats merge.
@@ -310,7 +299,7 @@ mod tests {
         let got: Vec<(u32, u8, i16)> = t
             .rows
             .iter()
-            .map(|r| (r.pc, r.cfa_kind, r.cfa_offset))
+            .map(|r| (r.pc, r.cfa_kind(), r.cfa_offset))
             .collect();
         assert_eq!(
             got,
@@ -342,9 +331,9 @@ mod tests {
         let t = build(&exe).unwrap();
         assert!(t.fdes > 100, "{} FDEs", t.fdes);
         assert!(t.rows.windows(2).all(|w| w[0].pc < w[1].pc));
-        assert_eq!(t.rows.last().unwrap().cfa_kind, cfa_kind::NO_INFO);
+        assert_eq!(t.rows.last().unwrap().cfa_kind(), cfa_kind::NO_INFO);
         assert!(
-            t.rows.iter().any(|r| r.cfa_kind == cfa_kind::END_OF_STACK),
+            t.rows.iter().any(|r| r.cfa_kind() == cfa_kind::END_OF_STACK),
             "no end-of-stack row"
         );
     }
@@ -359,7 +348,7 @@ mod tests {
         let t = build(&std::fs::read(path).unwrap()).unwrap();
         assert!(t.rows.len() > 1000, "{} rows", t.rows.len());
         assert!(!t.keeps_frame_pointers());
-        assert!(t.rows.iter().any(|r| r.cfa_kind == cfa_kind::PLT) || t.unsupported_rows > 0);
+        assert!(t.rows.iter().any(|r| r.cfa_kind() == cfa_kind::PLT) || t.unsupported_rows > 0);
     }
 
     /// Something that is not ELF is refused with a clear error.
