@@ -85,12 +85,21 @@ fn run_demo(dir: &Path) -> Demo {
         .trim_end_matches('/')
         .to_owned();
     assert_eq!(kept.0.len(), 2, "the demo printed no pids:\n{stdout}");
-    let summary = stdout.split("fleetprof demo: summary").nth(1).expect("summary");
+    let summary = stdout
+        .split("fleetprof demo: summary")
+        .nth(1)
+        .expect("summary");
     Demo {
         ui,
-        clickhouse_url: after(&stdout, "ClickHouse ").expect("ClickHouse URL").to_owned(),
-        regression_id: after(summary, "regression  ").expect("regression id").to_owned(),
-        commit_prefix: after(summary, "root cause  ").expect("root cause").to_owned(),
+        clickhouse_url: after(&stdout, "ClickHouse ")
+            .expect("ClickHouse URL")
+            .to_owned(),
+        regression_id: after(summary, "regression  ")
+            .expect("regression id")
+            .to_owned(),
+        commit_prefix: after(summary, "root cause  ")
+            .expect("root cause")
+            .to_owned(),
         kept,
     }
 }
@@ -114,8 +123,8 @@ async fn browser(dir: &Path) -> (ChildGuard, Client) {
     let port = free_port();
     let mut cmd = Command::new(CHROMEDRIVER);
     cmd.arg(format!("--port={port}"));
-    let driver =
-        ChildGuard::spawn("chromedriver", cmd, &dir.join("chromedriver.log")).expect("chromedriver");
+    let driver = ChildGuard::spawn("chromedriver", cmd, &dir.join("chromedriver.log"))
+        .expect("chromedriver");
     wait_for_port(port, "chromedriver");
     let profile = dir.join("chromium-profile");
     let caps = serde_json::json!({
@@ -135,7 +144,12 @@ async fn browser(dir: &Path) -> (ChildGuard, Client) {
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
-        .unwrap_or_else(|e| panic!("starting Chromium through chromedriver: {e}\n{}", driver.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting Chromium through chromedriver: {e}\n{}",
+                driver.log()
+            )
+        });
     (driver, client)
 }
 
@@ -155,15 +169,15 @@ async fn shot(c: &Client, name: &str) {
 /// Opens `url` and waits for `css`; prints how long the page took.
 async fn open(c: &Client, url: &str, css: &str) -> fantoccini::elements::Element {
     let started = Instant::now();
-    c.goto(url).await.unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    c.goto(url)
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"));
     let el = c
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| {
-            panic!("{url}: no {css} ({e})")
-        });
+        .unwrap_or_else(|e| panic!("{url}: no {css} ({e})"));
     println!("{url}: {css} after {:.0?}", started.elapsed());
     el
 }
@@ -190,7 +204,10 @@ fn http_get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -218,7 +235,12 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     let (_driver, c) = browser(dir.path()).await;
 
     // Services: the workload is listed, with a link to its flame graph.
-    let link = open(&c, &format!("{ui}/"), "tr[data-service='checkout'] a.service").await;
+    let link = open(
+        &c,
+        &format!("{ui}/"),
+        "tr[data-service='checkout'] a.service",
+    )
+    .await;
     assert_eq!(link.text().await.unwrap(), "checkout");
     shot(&c, "1-services").await;
 
@@ -234,9 +256,11 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     let title = frame.find(Locator::Css("title")).await.unwrap();
     let title = title.html(true).await.unwrap();
     assert!(title.starts_with(hot), "frame title {title:?}");
-    c.find(Locator::Css(&format!("#top-total tr[data-function='{hot}']")))
-        .await
-        .unwrap_or_else(|e| panic!("{hot} is not in the top functions by total: {e}"));
+    c.find(Locator::Css(&format!(
+        "#top-total tr[data-function='{hot}']"
+    )))
+    .await
+    .unwrap_or_else(|e| panic!("{hot} is not in the top functions by total: {e}"));
     let before_zoom = attr(&frame.find(Locator::Css("rect")).await.unwrap(), "width").await;
     shot(&c, "2-flame").await;
 
@@ -265,9 +289,23 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     let search_url = format!("{zoomed_url}&search=price_items&mode=icicle");
     let again = open(&c, &search_url, "#flame[data-zoomed='true'] g.frame.focus").await;
     assert_eq!(attr(&again, "data-name").await, hot);
-    let matched = c.find(Locator::Id("match")).await.unwrap().text().await.unwrap();
+    let matched = c
+        .find(Locator::Id("match"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(matched.starts_with("matched "), "{matched:?}");
-    assert!(c.find(Locator::Id("icicle")).await.unwrap().prop("checked").await.unwrap() == Some("true".into()));
+    assert!(
+        c.find(Locator::Id("icicle"))
+            .await
+            .unwrap()
+            .prop("checked")
+            .await
+            .unwrap()
+            == Some("true".into())
+    );
     shot(&c, "4-flame-search-icicle").await;
 
     // Compare: the default is the latest version switch, v1 → v2; the regressed function grew.
@@ -279,7 +317,10 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     .await;
     let grew: f64 = attr(&row, "data-delta-total").await.parse().unwrap();
     assert!(grew > 1.0, "{hot} grew by {grew} percentage points only");
-    let baseline = c.find(Locator::Css("input[name='baseline']")).await.unwrap();
+    let baseline = c
+        .find(Locator::Css("input[name='baseline']"))
+        .await
+        .unwrap();
     assert_eq!(baseline.prop("value").await.unwrap().as_deref(), Some("v1"));
     c.find(Locator::Css(&format!("#flame g.frame[data-name='{hot}']")))
         .await
@@ -289,15 +330,23 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     // Function: cost over time with the detected change point and the deploys.
     open(
         &c,
-        &format!("{ui}/function?service=checkout&function={}", hot.replace(':', "%3A")),
+        &format!(
+            "{ui}/function?service=checkout&function={}",
+            hot.replace(':', "%3A")
+        ),
         "#history polyline.total",
     )
     .await;
-    let change_points = c.find_all(Locator::Css("#history .change-point")).await.unwrap();
+    let change_points = c
+        .find_all(Locator::Css("#history .change-point"))
+        .await
+        .unwrap();
     let deploys = c.find_all(Locator::Css("#history .deploy")).await.unwrap();
     assert!(!change_points.is_empty(), "no change point marked");
     assert!(deploys.len() >= 2, "{} deploys marked", deploys.len());
-    c.find(Locator::Css("#callers tbody tr")).await.expect("callers");
+    c.find(Locator::Css("#callers tbody tr"))
+        .await
+        .expect("callers");
     shot(&c, "6-function").await;
 
     // Regressions list, then the regression: root-cause commit first, and the fix linked.
@@ -321,9 +370,18 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
         "first candidate {commit}, the demo's root cause {}",
         demo.commit_prefix
     );
-    let author = first.find(Locator::Css(".author")).await.unwrap().text().await.unwrap();
+    let author = first
+        .find(Locator::Css(".author"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(author.contains("Dana Developer"), "{author}");
-    let fix = c.find(Locator::Id("fix-link")).await.expect("a link to the fix");
+    let fix = c
+        .find(Locator::Id("fix-link"))
+        .await
+        .expect("a link to the fix");
     let href = attr(&fix, "href").await;
     assert!(href.contains("/fixes/"), "{href}");
     assert!(fix.text().await.unwrap().contains("fleetprof/fix-"));
@@ -334,7 +392,10 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
         .text()
         .await
         .unwrap();
-    assert!(reprofile.contains("passed") && reprofile.contains('%'), "{reprofile}");
+    assert!(
+        reprofile.contains("passed") && reprofile.contains('%'),
+        "{reprofile}"
+    );
     shot(&c, "8-regression").await;
     fix.click().await.unwrap();
     let pr = c
@@ -347,7 +408,12 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     shot(&c, "9-fix").await;
 
     // Opportunities: hot functions matched against the repository's skills.
-    open(&c, &format!("{ui}/opportunities"), "#opportunities tbody tr").await;
+    open(
+        &c,
+        &format!("{ui}/opportunities"),
+        "#opportunities tbody tr",
+    )
+    .await;
     shot(&c, "10-opportunities").await;
 
     // An empty database behind a token: sign in, then the page says how to get data in.
@@ -357,7 +423,12 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     let port = free_port();
     let mut cmd = Command::new(workspace_bin("fleetprof-collector"));
     cmd.args(["ui", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--clickhouse-url", &demo.clickhouse_url, "--database", "ui_empty"])
+        .args([
+            "--clickhouse-url",
+            &demo.clickhouse_url,
+            "--database",
+            "ui_empty",
+        ])
         .arg("--token-file")
         .arg(&token_file);
     let empty_ui = ChildGuard::spawn("empty UI", cmd, &dir.path().join("ui.log")).unwrap();
@@ -370,14 +441,25 @@ async fn ui_shows_profiles_regression_root_cause_and_fix_in_a_browser() {
     let field = open(&c, &format!("{base}/"), "#login #token").await;
     shot(&c, "11-sign-in").await;
     field.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let empty = c
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Id("empty"))
         .await
         .expect("the empty-database page after signing in");
-    assert!(empty.text().await.unwrap().contains("fleetprof-profiler run"));
+    assert!(
+        empty
+            .text()
+            .await
+            .unwrap()
+            .contains("fleetprof-profiler run")
+    );
     shot(&c, "12-empty").await;
 
     c.close().await.unwrap();

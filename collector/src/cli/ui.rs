@@ -54,7 +54,11 @@ pub(crate) fn read_token(path: &PathBuf) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("reading the token file {}", path.display()))?;
     let token = token.trim().to_owned();
-    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
     Ok(token)
 }
 

@@ -820,7 +820,7 @@ pub async fn hot_lines(
     let lines = store
         .client()
         .query(
-            "SELECT frame_id, any(file) AS file, any(line) AS line FROM frames \
+            "SELECT frame_id, any(file) AS source_file, any(line) AS source_line FROM frames \
              WHERE has(?, frame_id) AND file != '' GROUP BY frame_id",
         )
         .bind(&frame_ids)

@@ -39,7 +39,11 @@ impl IntoResponse for UiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "UI API request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 

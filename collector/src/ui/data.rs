@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::flame::{self, FlameNode};
 use super::fixes::{self, Fix};
+use super::flame::{self, FlameNode};
 use super::skills;
 use super::{Ctx, UiError};
 use crate::changes::{self, StoredDeploy};
@@ -314,9 +314,7 @@ fn bucket_for(span: u32) -> u32 {
     const NICE: [u32; 14] = [
         1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 86_400,
     ];
-    NICE.into_iter()
-        .find(|b| span / b <= 120)
-        .unwrap_or(86_400)
+    NICE.into_iter().find(|b| span / b <= 120).unwrap_or(86_400)
 }
 
 pub(crate) async fn function(ctx: &Ctx, p: &Params) -> Result<FunctionView, UiError> {
@@ -327,8 +325,7 @@ pub(crate) async fn function(ctx: &Ctx, p: &Params) -> Result<FunctionView, UiEr
         .await?
         .unwrap_or(window);
     let bucket_secs = bucket_for(span.to.saturating_sub(span.from));
-    let history =
-        query::function_history(&ctx.store, service, function, span, bucket_secs).await?;
+    let history = query::function_history(&ctx.store, service, function, span, bucket_secs).await?;
     let change_points = regressions::list(
         &ctx.store,
         &ListFilter {
@@ -387,10 +384,7 @@ pub struct RegressionRow {
     pub fix: Option<String>,
 }
 
-pub(crate) async fn regression_list(
-    ctx: &Ctx,
-    p: &Params,
-) -> Result<Vec<RegressionRow>, UiError> {
+pub(crate) async fn regression_list(ctx: &Ctx, p: &Params) -> Result<Vec<RegressionRow>, UiError> {
     let state = match p.get("state") {
         None | Some("all") => None,
         Some(s) => Some(
@@ -398,9 +392,7 @@ pub(crate) async fn regression_list(
                 .into_iter()
                 .find(|st| regressions::state_name(*st) == s)
                 .ok_or_else(|| {
-                    UiError::BadRequest(format!(
-                        "state {s:?}: use open, fixed, went_away or all"
-                    ))
+                    UiError::BadRequest(format!("state {s:?}: use open, fixed, went_away or all"))
                 })?,
         ),
     };
@@ -479,6 +471,9 @@ pub struct OpportunitiesView {
 /// (frames on nearly every stack, such as `main`, are the runtime, not an opportunity).
 const OPPORTUNITY_CANDIDATES: usize = 15;
 const RUNTIME_TOTAL_PCT: f64 = 90.0;
+/// Services looked at without `?service=`: the busiest (every process on a host is a service
+/// when nothing names it, and the page must stay fast).
+const OPPORTUNITY_SERVICES: usize = 8;
 
 pub(crate) async fn opportunities(ctx: &Ctx, p: &Params) -> Result<OpportunitiesView, UiError> {
     let window = p.window()?;
@@ -494,6 +489,7 @@ pub(crate) async fn opportunities(ctx: &Ctx, p: &Params) -> Result<Opportunities
         None => query::services(&ctx.store, Some(window))
             .await?
             .into_iter()
+            .take(OPPORTUNITY_SERVICES)
             .map(|s| s.service)
             .collect(),
     };

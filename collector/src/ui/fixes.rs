@@ -28,11 +28,7 @@ impl FixCheck {
     /// The line of the detail worth showing: a test summary with tests in it, else the last line
     /// (the re-profiling check's figures are one line).
     pub fn summary(&self) -> &str {
-        let mut lines = self
-            .detail
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty());
+        let mut lines = self.detail.lines().map(str::trim).filter(|l| !l.is_empty());
         lines
             .clone()
             .find(|l| l.starts_with("test result:") && !l.contains(" 0 passed"))

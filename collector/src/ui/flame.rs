@@ -129,9 +129,17 @@ pub(crate) fn top(stacks: &[FoldedStack], by_total: bool, limit: usize) -> Vec<T
                 (r.self_samples, r.total_samples)
             }
         };
-        key(b).cmp(&key(a)).then_with(|| a.function.cmp(&b.function))
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| a.function.cmp(&b.function))
     });
-    rows.retain(|r| if by_total { r.total_samples > 0 } else { r.self_samples > 0 });
+    rows.retain(|r| {
+        if by_total {
+            r.total_samples > 0
+        } else {
+            r.self_samples > 0
+        }
+    });
     rows.truncate(limit);
     rows
 }

@@ -144,7 +144,10 @@ mod tests {
     /// Escaping and encoding leave nothing that could break out of text, attributes or URLs.
     #[test]
     fn escapes() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(enc("a b;c::d/é"), "a%20b%3Bc%3A%3Ad%2F%C3%A9");
         assert_eq!(
             url("/flame", &[("service", Some("a&b")), ("since", None)]),

@@ -41,11 +41,21 @@ pub(crate) fn public_routes() -> Router<Arc<Ctx>> {
     Router::new()
         .route(
             "/assets/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
         )
         .route(
             "/assets/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLE_CSS,
+                )
+            }),
         )
 }
 
@@ -57,11 +67,7 @@ pub(crate) fn login_page(next: String, _retry: bool) -> Response {
          autocomplete=\"current-password\"></label> <button>Sign in</button></form>",
         esc(&next)
     );
-    (
-        StatusCode::UNAUTHORIZED,
-        Html(page("Sign in", "", &body)),
-    )
-        .into_response()
+    (StatusCode::UNAUTHORIZED, Html(page("Sign in", "", &body))).into_response()
 }
 
 fn respond(title: &str, nav: &str, body: Result<String, UiError>) -> Response {
@@ -138,7 +144,13 @@ async fn services_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
                     "<a href=\"{}\">{}</a>",
                     esc(&url(
                         "/flame",
-                        &[("service", Some(&s.service)), ("version", Some(ver)), s1, s2, s3]
+                        &[
+                            ("service", Some(&s.service)),
+                            ("version", Some(ver)),
+                            s1,
+                            s2,
+                            s3
+                        ]
                     )),
                     esc(ver)
                 )
@@ -147,7 +159,10 @@ async fn services_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
         let compare = if s.versions.len() > 1 {
             format!(
                 "<a href=\"{}\">compare</a>",
-                esc(&url("/compare", &[("service", Some(&s.service)), s1, s2, s3]))
+                esc(&url(
+                    "/compare",
+                    &[("service", Some(&s.service)), s1, s2, s3]
+                ))
             )
         } else {
             String::new()
@@ -173,8 +188,10 @@ async fn services_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
             esc(&s.service),
             esc(&flame),
             s.cores,
-            s.watts
-                .map_or_else(|| "<span class=\"dim\">not measured</span>".into(), |w| format!("{w:.1} W")),
+            s.watts.map_or_else(
+                || "<span class=\"dim\">not measured</span>".into(),
+                |w| format!("{w:.1} W")
+            ),
             versions.join(" "),
             s.hosts,
             s.samples,
@@ -204,7 +221,13 @@ fn flame_controls(diff: bool) -> String {
     )
 }
 
-fn top_table(id: &str, title: &str, p: &Params, service: &str, rows: &[crate::query::TopRow]) -> String {
+fn top_table(
+    id: &str,
+    title: &str,
+    p: &Params,
+    service: &str,
+    rows: &[crate::query::TopRow],
+) -> String {
     let mut t = format!(
         "<table id=\"{id}\" class=\"top\"><caption>{title}</caption><thead><tr><th>Function</th>\
          <th>Self</th><th>Total</th></tr></thead><tbody>"
@@ -235,12 +258,19 @@ async fn flame_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
     let mut versions = vec![format!(
         "<a href=\"{}\"{}>all</a>",
         esc(&url("/flame", &[("service", svc), s1, s2, s3])),
-        if v.version.is_none() { " class=\"here\"" } else { "" }
+        if v.version.is_none() {
+            " class=\"here\""
+        } else {
+            ""
+        }
     )];
     for ver in &v.versions {
         versions.push(format!(
             "<a href=\"{}\"{}>{}</a>",
-            esc(&url("/flame", &[("service", svc), ("version", Some(ver)), s1, s2, s3])),
+            esc(&url(
+                "/flame",
+                &[("service", svc), ("version", Some(ver)), s1, s2, s3]
+            )),
             if v.version.as_deref() == Some(ver) {
                 " class=\"here\""
             } else {
@@ -276,8 +306,20 @@ async fn flame_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
         "<div class=\"with-side\"><section class=\"graph\">{}</section><aside>{}{}</aside></div>\
          <script type=\"application/json\" id=\"flame-data\">{}</script>",
         flame_controls(false),
-        top_table("top-self", "Top functions by self", p, &v.service, &v.top_self),
-        top_table("top-total", "Top functions by total", p, &v.service, &v.top_total),
+        top_table(
+            "top-self",
+            "Top functions by self",
+            p,
+            &v.service,
+            &v.top_self
+        ),
+        top_table(
+            "top-total",
+            "Top functions by total",
+            p,
+            &v.service,
+            &v.top_total
+        ),
         script_json(&serde_json::json!({
             "diff": false, "total": v.total, "tree": v.tree, "service": v.service,
         })),
@@ -300,7 +342,11 @@ async fn compare_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
     let mut hidden = String::new();
     for k in ["service", "since", "from", "to", "by"] {
         if let Some(val) = p.get(k) {
-            let _ = write!(hidden, "<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(val));
+            let _ = write!(
+                hidden,
+                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                esc(val)
+            );
         }
     }
     let mut b = format!(
@@ -321,7 +367,15 @@ async fn compare_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
          <th>Total after</th><th>Δ total</th></tr></thead><tbody>",
     );
     for r in &v.rows {
-        let class = |d: f64| if d > 0.0 { "grew" } else if d < 0.0 { "shrank" } else { "" };
+        let class = |d: f64| {
+            if d > 0.0 {
+                "grew"
+            } else if d < 0.0 {
+                "shrank"
+            } else {
+                ""
+            }
+        };
         let _ = write!(
             b,
             "<tr data-function=\"{}\" data-delta-self=\"{:.4}\" data-delta-total=\"{:.4}\"><td>{}</td>\
@@ -439,7 +493,16 @@ async fn function_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
     let mut b = format!(
         "<h1>{} <span class=\"dim\">in <a href=\"{}\">{}</a></span></h1>{}{}",
         esc(&v.function),
-        esc(&url("/flame", &[("service", svc), ("search", Some(&regex_literal(&v.function))), s1, s2, s3])),
+        esc(&url(
+            "/flame",
+            &[
+                ("service", svc),
+                ("search", Some(&regex_literal(&v.function))),
+                s1,
+                s2,
+                s3
+            ]
+        )),
         esc(&v.service),
         window_form("/function", p, &["service", "function"]),
         window_note(v.window),
@@ -536,7 +599,11 @@ fn regex_literal(name: &str) -> String {
 }
 
 async fn regression_list(State(ctx): Shared, Query(p): Query<Params>) -> Response {
-    respond("Regressions", "regressions", regression_list_body(&ctx, &p).await)
+    respond(
+        "Regressions",
+        "regressions",
+        regression_list_body(&ctx, &p).await,
+    )
 }
 
 fn short(sha: &str) -> &str {
@@ -552,13 +619,20 @@ async fn regression_list_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> 
         let _ = write!(
             b,
             "<a href=\"{}\"{}>{}</a> ",
-            esc(&url("/regressions", &[("service", svc), ("state", Some(s))])),
+            esc(&url(
+                "/regressions",
+                &[("service", svc), ("state", Some(s))]
+            )),
             if here { " class=\"here\"" } else { "" },
             s.replace('_', " ")
         );
     }
     if let Some(s) = svc {
-        let _ = write!(b, "· service <b>{}</b> (<a href=\"/regressions\">all services</a>)", esc(s));
+        let _ = write!(
+            b,
+            "· service <b>{}</b> (<a href=\"/regressions\">all services</a>)",
+            esc(s)
+        );
     }
     b.push_str("</p>");
     if rows.is_empty() {
@@ -577,7 +651,13 @@ async fn regression_list_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> 
         let r = &row.regression;
         let cause = r.candidates.first().map_or_else(
             || "<span class=\"dim\">none recorded</span>".to_owned(),
-            |c| format!("<code>{}</code> {}", esc(short(&c.change_id)), esc(&c.author)),
+            |c| {
+                format!(
+                    "<code>{}</code> {}",
+                    esc(short(&c.change_id)),
+                    esc(&c.author)
+                )
+            },
         );
         let fix = row.fix.as_ref().map_or_else(
             || "<span class=\"dim\">—</span>".to_owned(),
@@ -610,7 +690,11 @@ async fn regression_list_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> 
 }
 
 async fn regression(State(ctx): Shared, Path(id): Path<String>) -> Response {
-    respond(&format!("Regression {id}"), "regressions", regression_body(&ctx, &id).await)
+    respond(
+        &format!("Regression {id}"),
+        "regressions",
+        regression_body(&ctx, &id).await,
+    )
 }
 
 /// Windows just before and after the onset, for the compare view.
@@ -798,20 +882,34 @@ async fn fix(State(ctx): Shared, Path(slug): Path<String>) -> Response {
                 fix_summary(&fix)
             );
             if let Some(pr) = fix.pr_text() {
-                let _ = write!(b, "<h2>PR.md</h2><pre id=\"pr\" class=\"doc\">{}</pre>", esc(&pr));
+                let _ = write!(
+                    b,
+                    "<h2>PR.md</h2><pre id=\"pr\" class=\"doc\">{}</pre>",
+                    esc(&pr)
+                );
             }
             if let Some(patch) = fix.patch() {
-                let _ = write!(b, "<h2>fix.patch</h2><pre id=\"patch\" class=\"patch\">{}</pre>", esc(&patch));
+                let _ = write!(
+                    b,
+                    "<h2>fix.patch</h2><pre id=\"patch\" class=\"patch\">{}</pre>",
+                    esc(&patch)
+                );
             }
             Ok(b)
         }
-        None => Err(UiError::NotFound(format!("no proposal {slug} in the outbox"))),
+        None => Err(UiError::NotFound(format!(
+            "no proposal {slug} in the outbox"
+        ))),
     };
     respond(&format!("Fix {slug}"), "regressions", body)
 }
 
 async fn opportunities(State(ctx): Shared, Query(p): Query<Params>) -> Response {
-    respond("Opportunities", "opportunities", opportunities_body(&ctx, &p).await)
+    respond(
+        "Opportunities",
+        "opportunities",
+        opportunities_body(&ctx, &p).await,
+    )
 }
 
 async fn opportunities_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
@@ -850,7 +948,11 @@ async fn opportunities_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
                     "<a href=\"/fixes/{}\">{}</a> {}",
                     enc(&f.slug),
                     esc(&f.branch),
-                    if f.validated() { "(validated)" } else { "(not validated)" }
+                    if f.validated() {
+                        "(validated)"
+                    } else {
+                        "(not validated)"
+                    }
                 )
             },
         );

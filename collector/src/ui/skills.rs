@@ -21,9 +21,9 @@ impl Skill {
         function: &str,
         callees: impl IntoIterator<Item = &'a str> + Clone,
     ) -> bool {
-        self.signs.iter().any(|re| {
-            re.is_match(function) || callees.clone().into_iter().any(|c| re.is_match(c))
-        })
+        self.signs
+            .iter()
+            .any(|re| re.is_match(function) || callees.clone().into_iter().any(|c| re.is_match(c)))
     }
 }
 

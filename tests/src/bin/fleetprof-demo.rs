@@ -174,7 +174,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "--ui-outbox".into(),
             outbox.to_string_lossy().into_owned(),
             "--ui-skills".into(),
-            workspace_root().join("skills").to_string_lossy().into_owned(),
+            workspace_root()
+                .join("skills")
+                .to_string_lossy()
+                .into_owned(),
         ],
         ..FleetOptions::default()
     };
