@@ -169,7 +169,7 @@ async fn authenticate(State(ctx): Shared, request: Request, next: Next) -> Respo
         )
             .into_response()
     } else {
-        pages::login_page(request.uri().to_string(), false)
+        pages::login_page(request.uri().to_string())
     }
 }
 

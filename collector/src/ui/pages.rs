@@ -60,7 +60,7 @@ pub(crate) fn public_routes() -> Router<Arc<Ctx>> {
 }
 
 /// The form asking for the token; the script stores it in the `fleetprof_token` cookie.
-pub(crate) fn login_page(next: String, _retry: bool) -> Response {
+pub(crate) fn login_page(next: String) -> Response {
     let body = format!(
         "<h1>Sign in</h1><p>This collector requires its ingest token.</p>\
          <form id=\"login\" data-next=\"{}\"><label>Token <input type=\"password\" id=\"token\" \
