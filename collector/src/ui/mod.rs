@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn demo(store: fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::ui::UiError> {
 //! use fleetprof_collector::ui::{RunningUi, UiConfig};
-//! let ui = RunningUi::start(store, UiConfig::default(), "127.0.0.1:8080".parse().unwrap()).await?;
+//! let mut ui = RunningUi::start(store, UiConfig::default(), "127.0.0.1:8080".parse().unwrap()).await?;
 //! println!("open http://{}/", ui.local_addr());
 //! ui.wait().await?;
 //! # Ok(()) }
