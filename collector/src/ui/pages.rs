@@ -128,80 +128,87 @@ async fn services_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
         b.push_str("<p class=\"empty\">No service has samples in this window: widen it.</p>");
         return Ok(b);
     }
-    let [s1, s2, s3] = window_pairs(p);
     b.push_str(
         "<table id=\"services\"><thead><tr><th>Service</th><th>CPU (cores)</th><th>Energy</th>\
          <th>Versions</th><th>Hosts</th><th>Samples</th><th>Last seen</th>\
          <th>Open regressions</th><th></th></tr></thead><tbody>",
     );
     for s in &v.services {
-        let flame = url("/flame", &[("service", Some(&s.service)), s1, s2, s3]);
-        let versions: Vec<String> = s
-            .versions
-            .iter()
-            .map(|ver| {
-                format!(
-                    "<a href=\"{}\">{}</a>",
-                    esc(&url(
-                        "/flame",
-                        &[
-                            ("service", Some(&s.service)),
-                            ("version", Some(ver)),
-                            s1,
-                            s2,
-                            s3
-                        ]
-                    )),
-                    esc(ver)
-                )
-            })
-            .collect();
-        let compare = if s.versions.len() > 1 {
-            format!(
-                "<a href=\"{}\">compare</a>",
-                esc(&url(
-                    "/compare",
-                    &[("service", Some(&s.service)), s1, s2, s3]
-                ))
-            )
-        } else {
-            String::new()
-        };
-        let open = if s.open_regressions > 0 {
-            format!(
-                "<a class=\"bad\" href=\"{}\">{}</a>",
-                esc(&url(
-                    "/regressions",
-                    &[("service", Some(&s.service)), ("state", Some("open"))]
-                )),
-                s.open_regressions
-            )
-        } else {
-            "0".into()
-        };
-        let _ = write!(
-            b,
-            "<tr data-service=\"{0}\"><td><a class=\"service\" href=\"{1}\">{0}</a></td>\
-             <td class=\"num\">{2:.3}</td><td class=\"num\">{3}</td><td>{4}</td>\
-             <td class=\"num\">{5}</td><td class=\"num\">{6}</td><td>{7}</td>\
-             <td class=\"num\">{8}</td><td>{9}</td></tr>",
-            esc(&s.service),
-            esc(&flame),
-            s.cores,
-            s.watts.map_or_else(
-                || "<span class=\"dim\">not measured</span>".into(),
-                |w| format!("{w:.1} W")
-            ),
-            versions.join(" "),
-            s.hosts,
-            s.samples,
-            time(s.last_seen),
-            open,
-            compare,
-        );
+        b.push_str(&service_row(p, s));
     }
     b.push_str("</tbody></table>");
     Ok(b)
+}
+
+/// One service's row: links to its flame graph, versions, regressions and comparison.
+fn service_row(p: &Params, s: &data::ServiceSummary) -> String {
+    let [s1, s2, s3] = window_pairs(p);
+    let flame = url("/flame", &[("service", Some(&s.service)), s1, s2, s3]);
+    let versions: Vec<String> = s
+        .versions
+        .iter()
+        .map(|ver| {
+            format!(
+                "<a href=\"{}\">{}</a>",
+                esc(&url(
+                    "/flame",
+                    &[
+                        ("service", Some(&s.service)),
+                        ("version", Some(ver)),
+                        s1,
+                        s2,
+                        s3
+                    ]
+                )),
+                esc(ver)
+            )
+        })
+        .collect();
+    let compare = if s.versions.len() > 1 {
+        format!(
+            "<a href=\"{}\">compare</a>",
+            esc(&url(
+                "/compare",
+                &[("service", Some(&s.service)), s1, s2, s3]
+            ))
+        )
+    } else {
+        String::new()
+    };
+    let open = if s.open_regressions > 0 {
+        format!(
+            "<a class=\"bad\" href=\"{}\">{}</a>",
+            esc(&url(
+                "/regressions",
+                &[("service", Some(&s.service)), ("state", Some("open"))]
+            )),
+            s.open_regressions
+        )
+    } else {
+        "0".into()
+    };
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<tr data-service=\"{0}\"><td><a class=\"service\" href=\"{1}\">{0}</a></td>\
+         <td class=\"num\">{2:.3}</td><td class=\"num\">{3}</td><td>{4}</td>\
+         <td class=\"num\">{5}</td><td class=\"num\">{6}</td><td>{7}</td>\
+         <td class=\"num\">{8}</td><td>{9}</td></tr>",
+        esc(&s.service),
+        esc(&flame),
+        s.cores,
+        s.watts.map_or_else(
+            || "<span class=\"dim\">not measured</span>".into(),
+            |w| format!("{w:.1} W")
+        ),
+        versions.join(" "),
+        s.hosts,
+        s.samples,
+        time(s.last_seen),
+        open,
+        compare,
+    );
+    b
 }
 
 fn flame_controls(diff: bool) -> String {
@@ -525,56 +532,84 @@ async fn function_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
         }
         b.push_str("</p>");
     }
-    let neighbours = |title: &str, id: &str, rows: &[crate::query::Neighbour]| {
-        let mut t = format!(
-            "<table id=\"{id}\"><caption>{title}</caption><thead><tr><th>Function</th>\
-             <th>Samples</th><th>Of this function</th></tr></thead><tbody>"
-        );
-        for r in rows {
-            let _ = write!(
-                t,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                function_link(p, &v.service, &r.function),
-                r.samples,
-                pct(r.pct_of_function)
-            );
-        }
-        if rows.is_empty() {
-            t.push_str("<tr><td colspan=\"3\" class=\"dim\">none</td></tr>");
-        }
-        t.push_str("</tbody></table>");
-        t
-    };
     let _ = write!(
         b,
-        "<div class=\"pair\">{}{}</div>",
-        neighbours("Callers", "callers", &v.callers),
-        neighbours("Callees", "callees", &v.callees)
+        "<div class=\"pair\">{}{}</div>{}{}",
+        neighbours(p, &v.service, "Callers", "callers", &v.callers),
+        neighbours(p, &v.service, "Callees", "callees", &v.callees),
+        hot_lines(&v.lines),
+        stacks_through(&v.function, &v.stacks),
     );
-    b.push_str("<h2>Hottest lines</h2>");
-    if v.lines.is_empty() {
-        b.push_str("<p class=\"dim\">No line information for this function (built without debug info).</p>");
-    } else {
-        b.push_str("<table id=\"lines\"><thead><tr><th>File:line</th><th>Self samples</th><th>Total samples</th></tr></thead><tbody>");
-        for l in &v.lines {
-            let _ = write!(
-                b,
-                "<tr><td><code>{}:{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                esc(&l.file),
-                l.line,
-                l.self_samples,
-                l.total_samples
-            );
-        }
-        b.push_str("</tbody></table>");
+    Ok(b)
+}
+
+/// A table of callers or callees.
+fn neighbours(
+    p: &Params,
+    service: &str,
+    title: &str,
+    id: &str,
+    rows: &[crate::query::Neighbour],
+) -> String {
+    let mut t = format!(
+        "<table id=\"{id}\"><caption>{title}</caption><thead><tr><th>Function</th>\
+         <th>Samples</th><th>Of this function</th></tr></thead><tbody>"
+    );
+    for r in rows {
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            function_link(p, service, &r.function),
+            r.samples,
+            pct(r.pct_of_function)
+        );
     }
-    b.push_str("<h2>Stacks through it</h2><table id=\"stacks\"><thead><tr><th>Stack (root → leaf)</th><th>Samples</th><th>Of this function</th></tr></thead><tbody>");
-    for s in &v.stacks {
+    if rows.is_empty() {
+        t.push_str("<tr><td colspan=\"3\" class=\"dim\">none</td></tr>");
+    }
+    t.push_str("</tbody></table>");
+    t
+}
+
+/// The function's hottest source lines, or why there are none.
+fn hot_lines(lines: &[crate::query::LineRow]) -> String {
+    let mut b = String::from("<h2>Hottest lines</h2>");
+    if lines.is_empty() {
+        b.push_str(
+            "<p class=\"dim\">No line information for this function (built without debug info).</p>",
+        );
+        return b;
+    }
+    b.push_str(
+        "<table id=\"lines\"><thead><tr><th>File:line</th><th>Self samples</th>\
+         <th>Total samples</th></tr></thead><tbody>",
+    );
+    for l in lines {
+        let _ = write!(
+            b,
+            "<tr><td><code>{}:{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&l.file),
+            l.line,
+            l.self_samples,
+            l.total_samples
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
+/// The heaviest stacks through `function`, with it in bold.
+fn stacks_through(function: &str, stacks: &[crate::query::StackThrough]) -> String {
+    let mut b = String::from(
+        "<h2>Stacks through it</h2><table id=\"stacks\"><thead><tr><th>Stack (root → leaf)</th>\
+         <th>Samples</th><th>Of this function</th></tr></thead><tbody>",
+    );
+    for s in stacks {
         let frames: Vec<String> = s
             .functions
             .iter()
             .map(|f| {
-                if f == &v.function {
+                if f == function {
                     format!("<b>{}</b>", esc(f))
                 } else {
                     esc(f)
@@ -590,7 +625,7 @@ async fn function_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
         );
     }
     b.push_str("</tbody></table>");
-    Ok(b)
+    b
 }
 
 /// `name` as a regex matching itself (for the flame graph's search box).
@@ -750,6 +785,27 @@ async fn regression_body(ctx: &Ctx, id: &str) -> Result<String, UiError> {
         time(r.detected),
         time(r.updated),
     );
+    b.push_str(&evidence(r, &p));
+    b.push_str(&candidates(r));
+    b.push_str("<h2>Fix forward</h2>");
+    match &v.fix {
+        Some(fix) => b.push_str(&fix_summary(fix)),
+        None => {
+            let _ = write!(
+                b,
+                "<p class=\"empty\" id=\"no-fix\">No fix proposed yet. Ask the agent: \
+                 <code>fleetprof-agent fix --regression {} --repo PATH --outbox DIR</code>, and start \
+                 the UI with <code>--outbox DIR</code> to show it here.</p>",
+                esc(&r.id)
+            );
+        }
+    }
+    Ok(b)
+}
+
+/// The regressed functions: shares, cores and significance of each.
+fn evidence(r: &StoredRegression, p: &Params) -> String {
+    let mut b = String::new();
     b.push_str(
         "<h2>Evidence</h2><table id=\"members\"><thead><tr><th>Function</th><th>Metric</th>\
          <th>Self before → after</th><th>Total before → after</th><th>Cores before → after</th>\
@@ -761,7 +817,7 @@ async fn regression_body(ctx: &Ctx, id: &str) -> Result<String, UiError> {
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{} → {}</td><td class=\"num\">{} → {}</td>\
              <td class=\"num\">{:.3} → {:.3}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.1e}</td>\
              <td class=\"num\">{:.2}</td><td>{}</td></tr>",
-            function_link(&p, &r.service, &m.function),
+            function_link(p, &r.service, &m.function),
             match m.metric {
                 crate::detect::Metric::Total => "total",
                 crate::detect::Metric::SelfShare => "self",
@@ -778,7 +834,14 @@ async fn regression_body(ctx: &Ctx, id: &str) -> Result<String, UiError> {
             regressions::state_name(m.state),
         );
     }
-    b.push_str("</tbody></table><h2>Root-cause candidates</h2>");
+    b.push_str("</tbody></table>");
+    b
+}
+
+/// The ranked root-cause candidates: commit, author, score and why.
+fn candidates(r: &StoredRegression) -> String {
+    let mut b = String::new();
+    b.push_str("<h2>Root-cause candidates</h2>");
     if r.candidates.is_empty() {
         b.push_str(
             "<p class=\"empty\">No changes recorded for this service: record them with \
@@ -811,22 +874,8 @@ async fn regression_body(ctx: &Ctx, id: &str) -> Result<String, UiError> {
         }
         b.push_str("</tbody></table>");
     }
-    b.push_str("<h2>Fix forward</h2>");
-    match &v.fix {
-        Some(fix) => b.push_str(&fix_summary(fix)),
-        None => {
-            let _ = write!(
-                b,
-                "<p class=\"empty\" id=\"no-fix\">No fix proposed yet. Ask the agent: \
-                 <code>fleetprof-agent fix --regression {} --repo PATH --outbox DIR</code>, and start \
-                 the UI with <code>--outbox DIR</code> to show it here.</p>",
-                esc(&r.id)
-            );
-        }
-    }
-    Ok(b)
+    b
 }
-
 /// A proposal's branch, link and validation figures.
 fn fix_summary(fix: &Fix) -> String {
     let link = match &fix.pr_url {
