@@ -23,6 +23,8 @@
 //! - [`regressions`]: detection over the stored profiles — reads the series, runs [`detect`],
 //!   ranks [`changes`], stores reports in the `regressions` table; the method and the
 //!   threshold are summarised there.
+//! - [`ui`]: the web UI and its JSON API (`fleetprof-collector ui`, `serve --ui-listen`), read
+//!   through the modules above.
 //!
 //! The tables are documented in `collector/schema/0001_init.sql`; hand-written SQL examples are
 //! in `collector/schema/QUERIES.md`.
@@ -45,3 +47,4 @@ pub mod ingest;
 pub mod query;
 pub mod regressions;
 pub mod store;
+pub mod ui;

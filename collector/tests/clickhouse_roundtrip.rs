@@ -319,6 +319,39 @@ async fn clickhouse_roundtrip() {
         .await
         .unwrap();
     assert_eq!((stacks.len(), stacks[0].samples), (1, 180));
+    // The web UI's readers: neighbours from adjacent frames, short buckets from `samples`, the
+    // span of the data, CPU cores at the batches' frequency; no line info in these frames.
+    let (callers, callees) = query::callers_callees(&store, SERVICE, "handle", window, 5)
+        .await
+        .unwrap();
+    let names = |v: &[query::Neighbour]| {
+        v.iter()
+            .map(|n| (n.function.clone(), n.samples))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&callers), [("main".to_owned(), 200)]);
+    assert_eq!(names(&callees), [("hot_loop".to_owned(), 180)]);
+    let fine = query::function_history(&store, SERVICE, "hot_loop", window, 5)
+        .await
+        .unwrap();
+    assert_eq!(fine.iter().map(|p| p.self_samples).sum::<u64>(), 180);
+    assert_eq!(fine.iter().map(|p| p.service_samples).sum::<u64>(), 200);
+    let extent = query::service_extent(&store, SERVICE, window)
+        .await
+        .unwrap()
+        .expect("samples in the window");
+    assert!(extent.from >= window.from && extent.from < extent.to && extent.to <= window.to);
+    let usage = query::service_usage(&store, window).await.unwrap();
+    let u = usage.iter().find(|u| u.service == SERVICE).unwrap();
+    assert_eq!(u.samples, 200);
+    let expected = 200.0 / (19.0 * 60.0 * u.active_minutes as f64);
+    assert!((u.cores - expected).abs() < 1e-9, "{u:?}");
+    assert!(
+        query::hot_lines(&store, SERVICE, "hot_loop", window, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     check_documented_queries(&store).await;
 
     // ClickHouse goes away: batches are buffered (acknowledged), retries are still duplicates,

@@ -124,6 +124,8 @@ pub struct FleetOptions {
     /// Sampling frequency. Default: 499 Hz: far above the 19 Hz production default, so that the
     /// tests' and the demo's half-minute runs carry as many samples as hours at 19 Hz would.
     pub frequency_hz: u32,
+    /// Extra arguments of `fleetprof-collector serve` (e.g. `--ui-listen ADDR`). Default: none.
+    pub collector_args: Vec<String>,
 }
 
 impl Default for FleetOptions {
@@ -131,6 +133,7 @@ impl Default for FleetOptions {
         Self {
             interval: Duration::from_secs(2),
             frequency_hz: 499,
+            collector_args: Vec::new(),
         }
     }
 }
@@ -172,7 +175,12 @@ impl Fleet {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let collector_port = free_port();
-        let collector = Self::spawn_collector(dir, &clickhouse.url(), collector_port)?;
+        let collector = Self::spawn_collector(
+            dir,
+            &clickhouse.url(),
+            collector_port,
+            &options.collector_args,
+        )?;
         let mut fleet = Self {
             clickhouse,
             collector,
@@ -185,7 +193,12 @@ impl Fleet {
         Ok(fleet)
     }
 
-    fn spawn_collector(dir: &Path, clickhouse_url: &str, port: u16) -> anyhow::Result<ChildGuard> {
+    fn spawn_collector(
+        dir: &Path,
+        clickhouse_url: &str,
+        port: u16,
+        extra: &[String],
+    ) -> anyhow::Result<ChildGuard> {
         let mut cmd = Command::new(workspace_bin("fleetprof-collector"));
         cmd.args([
             "serve",
@@ -193,7 +206,8 @@ impl Fleet {
             &format!("127.0.0.1:{port}"),
             "--clickhouse-url",
             clickhouse_url,
-        ]);
+        ])
+        .args(extra);
         let guard = ChildGuard::spawn("collector", cmd, &dir.join("collector.log"))?;
         wait_for_port(port, Duration::from_secs(30), "the collector")?;
         Ok(guard)
@@ -233,8 +247,12 @@ impl Fleet {
     /// Restarts the collector on the same port.
     pub fn restart_collector(&mut self) -> anyhow::Result<()> {
         self.collector.terminate()?;
-        self.collector =
-            Self::spawn_collector(&self.dir, &self.clickhouse.url(), self.collector_port)?;
+        self.collector = Self::spawn_collector(
+            &self.dir,
+            &self.clickhouse.url(),
+            self.collector_port,
+            &self.options.collector_args,
+        )?;
         Ok(())
     }
 

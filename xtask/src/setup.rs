@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 10] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 12] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -49,6 +49,8 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 10] = [
         "node --perf-basic-prof, JIT code for the perf-map tests",
     ),
     ("util-linux", "unshare and mount, for the mount-namespace test"),
+    ("chromium", "the headless browser the web UI's tests drive"),
+    ("chromium-driver", "chromedriver, WebDriver for those tests"),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath

@@ -8,6 +8,7 @@ mod query;
 mod regressions;
 mod serve;
 mod table;
+mod ui;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fleetprof_collector::store::{Store, StoreConfig};
@@ -28,6 +29,10 @@ use fleetprof_collector::store::{Store, StoreConfig};
 ///   fleetprof-collector detect --since 24h
 ///   fleetprof-collector regressions list --state open
 ///   fleetprof-collector regressions show <ID>
+///
+/// In a browser:
+///   fleetprof-collector ui --listen 127.0.0.1:8080 --ui-outbox ./fleetprof-outbox --ui-skills ./skills
+///   (or `serve ... --ui-listen 127.0.0.1:8080`)
 #[derive(Debug, Parser)]
 #[command(name = "fleetprof-collector", version, verbatim_doc_comment)]
 pub(crate) struct Cli {
@@ -50,6 +55,9 @@ enum Command {
     Changes(changes::ChangesArgs),
     /// Show the regressions detection stored.
     Regressions(regressions::RegressionsArgs),
+    /// Serve the web UI (services, flame graphs, compare, functions, regressions, fixes,
+    /// opportunities; JSON under /api/) without the ingest endpoint.
+    Ui(ui::UiArgs),
 }
 
 /// How a command prints its answer.
@@ -116,5 +124,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detect(args) => detect::run(args).await,
         Command::Changes(args) => changes::run(args).await,
         Command::Regressions(args) => regressions::run(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }

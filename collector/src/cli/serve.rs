@@ -39,6 +39,11 @@ pub(crate) struct ServeArgs {
     /// `regressions` table. [default: off]
     #[arg(long, value_parser = humantime::parse_duration)]
     detect_every: Option<Duration>,
+    /// Also serve the web UI on this address (http; same token as ingest). [default: off]
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ui_sources: super::ui::UiSources,
 }
 
 /// Runs detection every `every` until the process ends; failures are logged, not fatal (the
@@ -105,6 +110,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "schema migrated");
     }
+    let ui = match args.ui_listen {
+        Some(addr) => Some(
+            super::ui::start(store.clone(), args.ui_sources.config(token.clone()), addr).await?,
+        ),
+        None => None,
+    };
     let config = IngestConfig {
         token,
         tls,
@@ -132,6 +143,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = detection {
         d.abort();
+    }
+    if let Some(ui) = ui {
+        ui.shutdown().await;
     }
     Ok(())
 }

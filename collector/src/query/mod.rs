@@ -409,6 +409,89 @@ pub async fn services(
     Ok(rows)
 }
 
+/// A row of [`service_usage`]: how much CPU (and energy) a service used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceUsage {
+    /// Service name.
+    pub service: String,
+    /// Samples in the window.
+    pub samples: u64,
+    /// Minutes of the window with samples.
+    pub active_minutes: u64,
+    /// Mean CPU cores over those minutes: samples / (frequency × seconds).
+    pub cores: f64,
+    /// Mean watts attributed over those minutes, where RAPL energy was measured (never 0 for
+    /// "unknown").
+    pub watts: Option<f64>,
+}
+
+#[derive(Row, Deserialize)]
+struct UsageRow {
+    service: String,
+    samples: u64,
+    minutes: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct JoulesRow {
+    service: String,
+    joules: f64,
+}
+
+/// CPU cores and watts of every service in `window`, averaged over the minutes it had samples;
+/// the sampling frequency is the mean of the window's batches (19 Hz if none says).
+pub async fn service_usage(store: &Store, window: Window) -> Result<Vec<ServiceUsage>, QueryError> {
+    let rows = Filter::default()
+        .window("minute", window, true)
+        .query(
+            store,
+            "SELECT service, toUInt64(sum(samples)) AS samples, toUInt64(uniqExact(minute)) AS minutes \
+             FROM service_minutes {where} GROUP BY service ORDER BY service",
+            &[],
+        )
+        .fetch_all::<UsageRow>()
+        .await
+        .map_err(ch("reading service_minutes"))?;
+    let hz = Filter::default()
+        .window("time", window, false)
+        .and("frequency_hz > 0", std::iter::empty())
+        .query(
+            store,
+            "SELECT toFloat64(avg(frequency_hz)) FROM batches {where}",
+            &[],
+        )
+        .fetch_one::<f64>()
+        .await
+        .map_err(ch("reading batches"))?;
+    let hz = if hz.is_finite() && hz > 0.0 { hz } else { 19.0 };
+    let joules: HashMap<String, f64> = Filter::default()
+        .window("time", window, false)
+        .query(
+            store,
+            "SELECT service, sum(joules) AS joules FROM process_energy {where} GROUP BY service",
+            &[],
+        )
+        .fetch_all::<JoulesRow>()
+        .await
+        .map_err(ch("reading process_energy"))?
+        .into_iter()
+        .map(|r| (r.service, r.joules))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let secs = (r.minutes.max(1) * 60) as f64;
+            ServiceUsage {
+                cores: r.samples as f64 / (hz * secs),
+                watts: joules.get(&r.service).map(|j| j / secs),
+                service: r.service,
+                samples: r.samples,
+                active_minutes: r.minutes,
+            }
+        })
+        .collect())
+}
+
 /// A point of [`function_history`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
@@ -434,7 +517,8 @@ struct BucketCounts {
 }
 
 /// One function's self and total samples and shares over time, in buckets of `bucket_secs`
-/// (a multiple of 60; buckets where the service had samples).
+/// (buckets where the service had samples). Multiples of 60 s read the minute rollups; shorter
+/// buckets (for short windows) read `samples`.
 pub async fn function_history(
     store: &Store,
     service: &str,
@@ -442,10 +526,13 @@ pub async fn function_history(
     window: Window,
     bucket_secs: u32,
 ) -> Result<Vec<HistoryPoint>, QueryError> {
-    if bucket_secs < 60 || !bucket_secs.is_multiple_of(60) {
-        return Err(QueryError::BadArgument(format!(
-            "bucket of {bucket_secs} s: use a multiple of 60 s"
-        )));
+    if bucket_secs == 0 {
+        return Err(QueryError::BadArgument(
+            "a bucket of 0 s: use at least 1 s".into(),
+        ));
+    }
+    if !bucket_secs.is_multiple_of(60) {
+        return fine_history(store, service, function, window, bucket_secs).await;
     }
     let bucket = [Value::U32(bucket_secs), Value::U32(bucket_secs)];
     let base = Filter::service(service).window("minute", window, true);
@@ -488,6 +575,290 @@ pub async fn function_history(
             }
         })
         .collect())
+}
+
+/// [`function_history`] for buckets that are not whole minutes, from `samples`.
+async fn fine_history(
+    store: &Store,
+    service: &str,
+    function: &str,
+    window: Window,
+    bucket_secs: u32,
+) -> Result<Vec<HistoryPoint>, QueryError> {
+    let rows = Filter::service(service)
+        .window("time", window, false)
+        .query_with(
+            store,
+            "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS time, toUInt64(sum(count)) AS n, \
+             toUInt64(sum(count * (functions[-1] = ?))) AS s, toUInt64(sum(count * has(functions, ?))) AS t \
+             FROM samples {where} GROUP BY time ORDER BY time",
+            &[
+                Value::U32(bucket_secs),
+                Value::U32(bucket_secs),
+                Value::Str(function.to_owned()),
+                Value::Str(function.to_owned()),
+            ],
+            &[],
+        )
+        .fetch_all::<FineBucket>()
+        .await
+        .map_err(ch("reading samples"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| HistoryPoint {
+            time: r.time,
+            self_samples: r.s,
+            total_samples: r.t,
+            service_samples: r.n,
+            self_pct: pct(r.s, r.n),
+            total_pct: pct(r.t, r.n),
+        })
+        .collect())
+}
+
+#[derive(Row, Deserialize)]
+struct FineBucket {
+    time: u32,
+    n: u64,
+    s: u64,
+    t: u64,
+}
+
+/// The folded stacks of `service` on one side (a version within `versions_window`, or a time
+/// window): a flame graph of one version.
+pub async fn flamegraph_side(
+    store: &Store,
+    service: &str,
+    side: &Side,
+    versions_window: Window,
+) -> Result<Vec<FoldedStack>, QueryError> {
+    folded(
+        store,
+        &Filter::service(service).side("time", side, versions_window, false),
+    )
+    .await
+}
+
+#[derive(Row, Deserialize)]
+struct Extent {
+    first: u32,
+    last: u32,
+    n: u64,
+}
+
+/// The minutes of `window` in which `service` has samples, as a window from the start of the
+/// first to the end of the last; `None` without samples. Lets views pick a resolution that fits
+/// the data rather than the window asked for.
+pub async fn service_extent(
+    store: &Store,
+    service: &str,
+    window: Window,
+) -> Result<Option<Window>, QueryError> {
+    let e = Filter::service(service)
+        .window("minute", window, true)
+        .query(
+            store,
+            "SELECT toUInt32(min(minute)) AS first, toUInt32(max(minute)) AS last, \
+             toUInt64(sum(samples)) AS n FROM service_minutes {where}",
+            &[],
+        )
+        .fetch_one::<Extent>()
+        .await
+        .map_err(ch("reading service_minutes"))?;
+    Ok((e.n > 0).then(|| Window {
+        from: e.first.max(window.from),
+        to: (e.last + 60).min(window.to),
+    }))
+}
+
+/// A caller or callee of a function, from adjacent frames of its stacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// The caller's or callee's name.
+    pub function: String,
+    /// Samples with the pair adjacent on the stack.
+    pub samples: u64,
+    /// Share of the function's total samples, %.
+    pub pct_of_function: f64,
+}
+
+#[derive(Row, Deserialize)]
+struct PairCount {
+    caller: String,
+    callee: String,
+    n: u64,
+}
+
+/// The direct callers and callees of `function` in `service` over `window` (at most `limit`
+/// each, most samples first), from adjacent frames of the stacks through it.
+pub async fn callers_callees(
+    store: &Store,
+    service: &str,
+    function: &str,
+    window: Window,
+    limit: usize,
+) -> Result<(Vec<Neighbour>, Vec<Neighbour>), QueryError> {
+    let filter = Filter::service(service)
+        .window("time", window, false)
+        .and("has(functions, ?)", [Value::Str(function.to_owned())]);
+    let whole = filter
+        .query(
+            store,
+            "SELECT toUInt64(sum(count)) FROM samples {where}",
+            &[],
+        )
+        .fetch_one::<u64>()
+        .await
+        .map_err(ch("reading samples"))?;
+    let f = Value::Str(function.to_owned());
+    let pairs = filter
+        .query(
+            store,
+            "SELECT caller, callee, toUInt64(sum(count)) AS n FROM ( \
+               SELECT tupleElement(pair, 1) AS caller, tupleElement(pair, 2) AS callee, count \
+               FROM samples ARRAY JOIN arrayMap((a, b) -> (a, b), \
+                 arraySlice(functions, 1, length(functions) - 1), arraySlice(functions, 2)) AS pair \
+               {where}) \
+             WHERE caller != callee AND (caller = ? OR callee = ?) \
+             GROUP BY caller, callee ORDER BY n DESC, caller, callee",
+            &[f.clone(), f],
+        )
+        .fetch_all::<PairCount>()
+        .await
+        .map_err(ch("reading callers and callees"))?;
+    let (mut callers, mut callees) = (Vec::new(), Vec::new());
+    for p in pairs {
+        let (list, name) = if p.callee == function {
+            (&mut callers, p.caller)
+        } else {
+            (&mut callees, p.callee)
+        };
+        if list.len() < limit {
+            list.push(Neighbour {
+                function: name,
+                samples: p.n,
+                pct_of_function: pct(p.n, whole),
+            });
+        }
+    }
+    Ok((callers, callees))
+}
+
+/// A source line of [`hot_lines`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineRow {
+    /// Source file.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// Samples on CPU at this line of the function.
+    pub self_samples: u64,
+    /// Samples with the function at this line anywhere on the stack (for a caller, the call).
+    pub total_samples: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct StackSamples {
+    stack_id: u64,
+    n: u64,
+    leaf: u8,
+}
+
+#[derive(Row, Deserialize)]
+struct StackFrame {
+    stack_id: u64,
+    frame_id: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct FrameLine {
+    frame_id: u64,
+    file: String,
+    line: u32,
+}
+
+/// The hottest source lines of `function` in `service` over `window` (at most `limit`, by total
+/// samples), where the symbolizer had line info: from the function's frame in each stack through
+/// it. Empty without debug info.
+pub async fn hot_lines(
+    store: &Store,
+    service: &str,
+    function: &str,
+    window: Window,
+    limit: usize,
+) -> Result<Vec<LineRow>, QueryError> {
+    let stacks = Filter::service(service)
+        .window("time", window, false)
+        .and("has(functions, ?)", [Value::Str(function.to_owned())])
+        .query_with(
+            store,
+            "SELECT stack_id, toUInt64(sum(count)) AS n, toUInt8(functions[-1] = ?) AS leaf \
+             FROM samples {where} GROUP BY stack_id, leaf ORDER BY n DESC LIMIT 5000",
+            &[Value::Str(function.to_owned())],
+            &[],
+        )
+        .fetch_all::<StackSamples>()
+        .await
+        .map_err(ch("reading samples"))?;
+    if stacks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<u64> = stacks.iter().map(|s| s.stack_id).collect();
+    let frames = store
+        .client()
+        .query(
+            "SELECT stack_id, any(frame_ids[indexOf(functions, ?)]) AS frame_id FROM stacks \
+             WHERE has(?, stack_id) GROUP BY stack_id",
+        )
+        .bind(function)
+        .bind(&ids)
+        .fetch_all::<StackFrame>()
+        .await
+        .map_err(ch("reading stacks"))?;
+    let frame_of: HashMap<u64, u64> = frames.iter().map(|f| (f.stack_id, f.frame_id)).collect();
+    let frame_ids: Vec<u64> = frame_of.values().copied().collect();
+    let lines = store
+        .client()
+        .query(
+            "SELECT frame_id, any(file) AS source_file, any(line) AS source_line FROM frames \
+             WHERE has(?, frame_id) AND file != '' GROUP BY frame_id",
+        )
+        .bind(&frame_ids)
+        .fetch_all::<FrameLine>()
+        .await
+        .map_err(ch("reading frames"))?;
+    let line_of: HashMap<u64, (String, u32)> = lines
+        .into_iter()
+        .map(|l| (l.frame_id, (l.file, l.line)))
+        .collect();
+    let mut by_line: HashMap<(String, u32), (u64, u64)> = HashMap::new();
+    for s in &stacks {
+        let Some(at) = frame_of.get(&s.stack_id).and_then(|f| line_of.get(f)) else {
+            continue;
+        };
+        let e = by_line.entry(at.clone()).or_default();
+        e.1 += s.n;
+        if s.leaf == 1 {
+            e.0 += s.n;
+        }
+    }
+    let mut rows: Vec<LineRow> = by_line
+        .into_iter()
+        .map(|((file, line), (s, t))| LineRow {
+            file,
+            line,
+            self_samples: s,
+            total_samples: t,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.total_samples
+            .cmp(&a.total_samples)
+            .then_with(|| a.file.cmp(&b.file))
+            .then(a.line.cmp(&b.line))
+    });
+    rows.truncate(limit);
+    Ok(rows)
 }
 
 /// A row of [`stacks_through`].

@@ -18,7 +18,7 @@ use clap::Parser;
 use fleetprof_tests::{
     demo_repo::{DemoRepo, Regression, V2_AUTHOR},
     fleet::{Fleet, FleetOptions, STEADY_RPS, run_service},
-    require_root, workspace_bin, workspace_root,
+    free_port, require_root, workspace_bin, workspace_root,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -164,9 +164,26 @@ fn run(args: &Args) -> anyhow::Result<()> {
     steps.step(
         "starting ClickHouse, the collector and the eBPF profiler daemon (499 Hz, 2 s batches)",
     )?;
-    let mut fleet = Fleet::start_in(&dir, FleetOptions::default())?;
+    // The collector serves the web UI too, showing the agent's proposals from the outbox.
+    let ui = format!("http://127.0.0.1:{}", free_port());
+    let outbox = dir.join("outbox");
+    let options = FleetOptions {
+        collector_args: vec![
+            "--ui-listen".into(),
+            ui.trim_start_matches("http://").into(),
+            "--ui-outbox".into(),
+            outbox.to_string_lossy().into_owned(),
+            "--ui-skills".into(),
+            workspace_root()
+                .join("skills")
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        ..FleetOptions::default()
+    };
+    let mut fleet = Fleet::start_in(&dir, options)?;
     println!(
-        "         ClickHouse {}, collector {}, logs in {}",
+        "         ClickHouse {}, collector {}, web UI {ui}/, logs in {}",
         fleet.clickhouse.url(),
         fleet.collector_url(),
         dir.display()
@@ -177,7 +194,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         // Kept also when the job failed, so that what went wrong can be queried.
         let collector_url = fleet.collector_url();
         let clickhouse_url = fleet.clickhouse.url();
-        let (_collector_pid, (ch_pid, ch_dir)) = fleet.detach();
+        let (collector_pid, (ch_pid, ch_dir)) = fleet.detach();
         println!(
             "\n--keep: ClickHouse (pid {ch_pid}, data in {}) and the collector keep running:",
             ch_dir.display()
@@ -190,10 +207,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
             ch_dir.display()
         );
         println!(
-            "  collector gRPC: {collector_url}; stop them with `kill {ch_pid}` and `pkill -f fleetprof-collector`"
+            "  collector gRPC: {collector_url}; stop them with `kill {ch_pid} {collector_pid}`"
         );
+        println!("  web UI: {ui}/ (collector pid {collector_pid}, ClickHouse pid {ch_pid})");
     }
-    print_summary(&outcome?, steps.started.elapsed());
+    let outcome = outcome?;
+    print_summary(&outcome, steps.started.elapsed());
+    println!(
+        "web UI      {ui}/regressions/{}{}",
+        outcome.regression_id,
+        if args.keep {
+            ""
+        } else {
+            "  (stopped; run with --keep to browse it)"
+        }
+    );
     Ok(())
 }
 
