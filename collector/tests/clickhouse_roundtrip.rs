@@ -40,10 +40,12 @@ fn batch(sequence: u64, version: &str, with_energy: bool) -> pb::ProfileBatch {
             domains: vec![pb::DomainEnergy {
                 domain: "package-0".into(),
                 joules: 120.0,
+                ..Default::default()
             }],
             processes: vec![pb::ProcessEnergy {
                 process_index: 0,
                 joules: 80.0,
+                ..Default::default()
             }],
             ..Default::default()
         }

@@ -262,7 +262,7 @@ fn sample_loop(
 ) -> Result<(), DaemonError> {
     let mut drainer = Drainer::new();
     let mut symbolizer = Symbolizer::new(ProcessInspector::new(config.services.clone()));
-    let meter = EnergyMeter::detect();
+    let meter = EnergyMeter::detect_with(config.powercap_dir.as_deref());
     if let Err(e) = &meter {
         tracing::info!(reason = %e, "energy unavailable on this host");
     }
@@ -279,7 +279,7 @@ fn sample_loop(
         if stopped || now >= window_end {
             let next = Window::open(config.frequency_hz, meter.as_ref().ok());
             let end = next.energy_start.clone();
-            let profile = std::mem::replace(&mut window, next).finish(&meter, &end);
+            let profile = std::mem::replace(&mut window, next).finish(&meter, &end, config.frequency_hz);
             metrics
                 .samples_recorded
                 .fetch_add(profile.total_samples(), Ordering::Relaxed);
@@ -330,11 +330,12 @@ impl Window {
         self,
         meter: &Result<EnergyMeter, energy::EnergyError>,
         end: &Option<Result<EnergyReading, String>>,
+        frequency_hz: u32,
     ) -> SymbolizedProfile {
         let report = match (meter, &self.energy_start, end) {
             (Err(e), _, _) => EnergyReport::from(e),
             (Ok(_), Some(Ok(start)), Some(Ok(end))) => {
-                energy::attribute(&end.since(start), &self.builder.samples_per_pid())
+                energy::attribute(&end.since(start), &self.builder.samples_per_pid(), frequency_hz)
             }
             (Ok(_), Some(Err(reason)), _) | (Ok(_), _, Some(Err(reason))) => {
                 EnergyReport::unavailable(reason.clone())

@@ -70,6 +70,10 @@ struct RunArgs {
     /// Serve Prometheus /metrics and /healthz on this address. [default: off]
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Read RAPL energy counters from this directory, laid out like /sys/class/powercap.
+    /// [default: detect (/sys/class/powercap, then the perf power PMU)]
+    #[arg(long)]
+    powercap_dir: Option<PathBuf>,
     /// For testing: re-send every Nth batch after its ack, simulating a lost ack, to check the
     /// collector's idempotency. [default: off]
     #[arg(long, hide = true)]
@@ -102,6 +106,10 @@ struct RecordArgs {
     /// Distinct stacks the kernel keeps between drains.
     #[arg(long, default_value_t = DEFAULT_STACK_ENTRIES)]
     stack_entries: u32,
+    /// Read RAPL energy counters from this directory, laid out like /sys/class/powercap.
+    /// [default: detect (/sys/class/powercap, then the perf power PMU)]
+    #[arg(long)]
+    powercap_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -141,6 +149,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             counts_entries: args.counts_entries,
             stack_entries: args.stack_entries,
         },
+        powercap_dir: args.powercap_dir,
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -201,6 +210,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         spool_max_bytes: args.spool_max_bytes,
         frequency_hz: args.frequency,
         metrics_listen: args.metrics_listen,
+        powercap_dir: args.powercap_dir,
     });
     let options = DaemonOptions {
         config,

@@ -28,6 +28,8 @@ pub struct RecordOptions {
     pub rules: Vec<ServiceRule>,
     /// How often to drain and symbolize. Default: 1 s.
     pub drain_every: Duration,
+    /// Read RAPL counters from this powercap directory instead of detecting them. Default: none.
+    pub powercap_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RecordOptions {
@@ -37,6 +39,7 @@ impl Default for RecordOptions {
             sampler: SamplerConfig::default(),
             rules: Vec::new(),
             drain_every: Duration::from_secs(1),
+            powercap_dir: None,
         }
     }
 }
@@ -71,7 +74,7 @@ pub fn record(
     let mut drainer = Drainer::new();
     let mut symbolizer = Symbolizer::new(ProcessInspector::new(options.rules.clone()));
     let mut builder = ProfileBuilder::new(options.sampler.frequency_hz);
-    let meter = EnergyMeter::detect();
+    let meter = EnergyMeter::detect_with(options.powercap_dir.as_deref());
     let energy_start = meter.as_ref().ok().map(EnergyMeter::read);
 
     let started = Instant::now();
@@ -89,7 +92,7 @@ pub fn record(
     symbolizer.symbolize_into(&raw, &mut builder);
 
     let energy_report = match (&meter, energy_start) {
-        (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid()),
+        (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid(), options.sampler.frequency_hz),
         (Ok(_), Some(Err(err))) => EnergyReport::from(&err),
         (Err(err), _) => EnergyReport::from(err),
         _ => EnergyReport::unavailable("energy counters were not read at the start of the window"),

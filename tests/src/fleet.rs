@@ -124,6 +124,8 @@ pub struct FleetOptions {
     /// Sampling frequency. Default: 499 Hz: far above the 19 Hz production default, so that the
     /// tests' and the demo's half-minute runs carry as many samples as hours at 19 Hz would.
     pub frequency_hz: u32,
+    /// `--powercap-dir` for the daemon (a fixture RAPL tree). Default: none (detect).
+    pub powercap_dir: Option<PathBuf>,
 }
 
 impl Default for FleetOptions {
@@ -131,6 +133,7 @@ impl Default for FleetOptions {
         Self {
             interval: Duration::from_secs(2),
             frequency_hz: 499,
+            powercap_dir: None,
         }
     }
 }
@@ -209,6 +212,9 @@ impl Fleet {
             .arg(self.options.frequency_hz.to_string())
             .arg("--spool-dir")
             .arg(self.dir.join("spool"));
+        if let Some(dir) = &self.options.powercap_dir {
+            cmd.arg("--powercap-dir").arg(dir);
+        }
         self.profiler = Some(ChildGuard::spawn(
             "profiler",
             cmd,

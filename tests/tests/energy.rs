@@ -1,0 +1,355 @@
+//! Issue 15, acceptance 1 and 2: energy attributed the way Kepler does it, end to end.
+//!
+//! A fixture powercap tree (package 20 W, DRAM 5 W, counters wrapping at a 200 J range) is
+//! advanced by a thread that writes, every 20 ms, the energy a constant power has delivered
+//! since the start: so the measured power is known exactly, whatever the timing. The profiler
+//! daemon (real eBPF) reads it through `--powercap-dir` and ships to the collector (real gRPC)
+//! into a throwaway ClickHouse, while the demo service runs v1, then v2 (whose commit makes
+//! `discounted_price` slower), its CPU time read from `/proc/<pid>/stat`. Then:
+//!
+//! 1. each version's attributed power equals measured power × its CPU-seconds ÷ (elapsed × CPUs)
+//!    within 20%; per window, the processes together never exceed the active energy; idle is
+//!    stored apart; package and DRAM stay apart; the method and its inputs are stored;
+//! 2. `query top --by energy` ranks the service's hottest function first with plausible watts,
+//!    `query services` and `query history` show watts, and the regression `detect` finds
+//!    carries its cost in watts.
+//!
+//! Run: `cargo build --bins && cargo test -p fleetprof-tests --test energy -- --nocapture`
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use fleetprof_tests::{
+    demo_repo::{DemoRepo, Regression},
+    fleet::{Fleet, FleetOptions, STEADY_RPS, run_service},
+    process_cpu_seconds, require_root,
+};
+
+/// The package's constant power, watts.
+const PACKAGE_W: f64 = 20.0;
+/// DRAM's constant power, watts.
+const DRAM_W: f64 = 5.0;
+/// `max_energy_range_uj`: 200 J, so the package counter wraps every 10 s (several times in the
+/// test) while a 2-s window stays far shorter than one wrap period.
+const MAX_RANGE_UJ: u64 = 200_000_000;
+/// How long each version runs, seconds (as the agent tests: enough for `detect`).
+const RUN_SECS: u64 = 20;
+/// The hottest function of the demo service as leaf: 8 × 360 hash rounds per request.
+const HOT_FUNCTION: &str = "checkout::parse_request";
+
+/// A powercap tree whose counters a thread advances at constant power until dropped.
+struct PowercapFixture {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl PowercapFixture {
+    /// Lays out `intel-rapl:0` (package-0) and `intel-rapl:0:0` (dram) under `dir` and starts
+    /// the writer thread.
+    fn start(dir: &Path) -> Self {
+        let zones = [
+            (dir.join("intel-rapl:0"), "package-0", PACKAGE_W),
+            (dir.join("intel-rapl:0:0"), "dram", DRAM_W),
+        ];
+        for (zone, name, _) in &zones {
+            std::fs::create_dir_all(zone).unwrap();
+            std::fs::write(zone.join("name"), format!("{name}\n")).unwrap();
+            std::fs::write(
+                zone.join("max_energy_range_uj"),
+                format!("{MAX_RANGE_UJ}\n"),
+            )
+            .unwrap();
+            write_counter(zone, 0);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let secs = started.elapsed().as_secs_f64();
+                    for (zone, _, watts) in &zones {
+                        // Energy delivered so far at constant power, wrapped like the hardware's.
+                        let uj = (watts * secs * 1e6) as u64 % MAX_RANGE_UJ;
+                        write_counter(zone, uj);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            dir: dir.to_path_buf(),
+            stop,
+            writer: Some(writer),
+        }
+    }
+}
+
+impl Drop for PowercapFixture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Replaces `energy_uj` atomically (write, then rename), so a reader never sees half a number.
+fn write_counter(zone: &Path, uj: u64) {
+    let tmp = zone.join(".energy_uj.tmp");
+    std::fs::write(&tmp, format!("{uj}\n")).unwrap();
+    std::fs::rename(&tmp, zone.join("energy_uj")).unwrap();
+}
+
+/// One version's run: its wall time and CPU time.
+struct Measured {
+    version: &'static str,
+    elapsed_secs: f64,
+    cpu_secs: f64,
+}
+
+/// Runs `bin` as `service`/`version` for [`RUN_SECS`] at the steady load, reading its CPU time
+/// every 50 ms until it exits (the last reading is at most 50 ms short).
+fn run_measured(bin: &Path, service: &str, version: &'static str) -> Measured {
+    let started = Instant::now();
+    let mut guard = run_service(
+        bin,
+        service,
+        version,
+        RUN_SECS,
+        Some(STEADY_RPS),
+        Path::new("/dev/null"),
+    )
+    .expect("starting the demo service");
+    let pid = guard.pid();
+    let mut cpu_secs = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(RUN_SECS + 30);
+    while guard.is_running() {
+        if let Some(c) = process_cpu_seconds(pid) {
+            cpu_secs = c;
+        }
+        assert!(Instant::now() < deadline, "{service} {version} did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Measured {
+        version,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        cpu_secs,
+    }
+}
+
+fn number(text: &str) -> f64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {text:?}"))
+}
+
+fn cpus() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }) as f64
+}
+
+/// Energy attributed as Kepler does, checked from the fixture's known power down to the
+/// function ranking and a regression's cost in watts.
+#[test]
+fn kepler_attribution_end_to_end() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = DemoRepo::create(&dir.path().join("repo"), Regression::SlowerDiscount)
+        .expect("demo repository");
+    let powercap = PowercapFixture::start(&dir.path().join("powercap"));
+    let mut fleet = Fleet::start(
+        &dir.path().join("fleet"),
+        FleetOptions {
+            powercap_dir: Some(powercap.dir.clone()),
+            ..FleetOptions::default()
+        },
+    )
+    .expect("starting the fleet");
+    // The daemon is sampling once its first measured window is stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet.sql("SELECT count() FROM host_energy") == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "no measured window stored; profiler log:\n{}",
+            fleet.profiler.as_ref().map(|p| p.log()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Other tests on this host may run the demo service too: this run's has a name of its own.
+    let service = format!("checkout-energy-{}", std::process::id());
+    let runs = [
+        run_measured(&repo.v1_bin, &service, "v1"),
+        run_measured(&repo.v2_bin, &service, "v2"),
+    ];
+    // SIGTERM ships the last partial window; then every window is stored.
+    let log = fleet.stop_profiler().expect("stopping the profiler");
+    println!("{}", log.lines().last().unwrap_or_default());
+    drop(powercap);
+
+    // Acceptance 1: the measured power is the fixture's, split into active and idle.
+    let measured_w = number(&fleet.sql(
+        "SELECT sum(measured_joules) / sum(window_ns / 1e9) FROM host_energy",
+    ));
+    println!("measured power {measured_w:.2} W (fixture: {} W)", PACKAGE_W + DRAM_W);
+    assert!(
+        (measured_w / (PACKAGE_W + DRAM_W) - 1.0).abs() < 0.05,
+        "measured {measured_w} W"
+    );
+    let dram_share = number(&fleet.sql(
+        "SELECT sumIf(measured_joules, domain = 'package-0/dram') / sum(measured_joules) FROM host_energy",
+    ));
+    assert!(
+        (dram_share / (DRAM_W / (PACKAGE_W + DRAM_W)) - 1.0).abs() < 0.05,
+        "package and DRAM kept apart: DRAM share {dram_share}"
+    );
+    let split = fleet.sql(
+        "SELECT sum(active_joules), sum(idle_joules), sum(measured_joules), min(busy_ratio), \
+         max(busy_ratio), countIf(method NOT LIKE 'kepler-cpu-time:%') FROM host_energy",
+    );
+    println!("active, idle, measured J, busy ratio min..max, other methods: {split}");
+    let f: Vec<f64> = split.split('\t').map(number).collect();
+    assert!(f[0] > 0.0 && f[1] > 0.0, "active and idle both reported: {split}");
+    assert!((f[0] + f[1] - f[2]).abs() < 1e-6 * f[2], "active + idle = measured: {split}");
+    assert!(f[3] >= 0.0 && f[4] <= 1.0 && f[5] == 0.0, "{split}");
+
+    // Per window, the processes never exceed the active energy.
+    let windows = fleet.sql(
+        "SELECT count(), countIf(p > a * (1 + 1e-9) + 1e-9) FROM ( \
+           SELECT host, time, sum(joules) AS p FROM process_energy GROUP BY host, time \
+         ) ANY INNER JOIN ( \
+           SELECT host, time, sum(active_joules) AS a FROM host_energy GROUP BY host, time \
+         ) USING (host, time)",
+    );
+    println!("windows, windows over active: {windows}");
+    let w: Vec<f64> = windows.split('\t').map(number).collect();
+    assert!(w[0] > 10.0 && w[1] == 0.0, "{windows}");
+
+    // The workload's power: measured power × its CPU-seconds ÷ (elapsed × CPUs).
+    for run in &runs {
+        let joules = number(&fleet.sql(&format!(
+            "SELECT sum(joules) FROM process_energy WHERE service = '{service}' AND version = '{}'",
+            run.version
+        )));
+        let dram = number(&fleet.sql(&format!(
+            "SELECT sum(dram_joules) / sum(joules) FROM process_energy WHERE service = '{service}' \
+             AND version = '{}'",
+            run.version
+        )));
+        let attributed_w = joules / run.elapsed_secs;
+        let expected_w = measured_w * run.cpu_secs / (run.elapsed_secs * cpus());
+        println!(
+            "{} {}: {:.2} CPU-s in {:.1} s on {} CPUs: attributed {attributed_w:.3} W, expected {expected_w:.3} W, DRAM part {dram:.3}",
+            service,
+            run.version,
+            run.cpu_secs,
+            run.elapsed_secs,
+            cpus()
+        );
+        assert!(run.cpu_secs > 1.0, "the workload ran: {} CPU-s", run.cpu_secs);
+        let ratio = attributed_w / expected_w;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "attributed {attributed_w} W vs expected {expected_w} W (ratio {ratio:.3})"
+        );
+        assert!(
+            (dram / (DRAM_W / (PACKAGE_W + DRAM_W)) - 1.0).abs() < 0.05,
+            "the DRAM part of the process's joules: {dram}"
+        );
+    }
+
+    // Acceptance 2: energy per function.
+    let top = fleet
+        .collector_cli(&[
+            "query", "top", "--service", &service, "--by", "energy", "--since", "15m", "--limit",
+            "5",
+        ])
+        .expect("query top --by energy");
+    println!("$ query top --by energy\n{top}");
+    let first: Vec<&str> = top
+        .lines()
+        .nth(1)
+        .expect("a ranked row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(first.last(), Some(&HOT_FUNCTION), "{top}");
+    let hot_w = number(first[0]);
+    let service_joules = number(&fleet.sql(&format!(
+        "SELECT sum(joules) FROM process_energy WHERE service = '{service}'"
+    )));
+    // Plausible: a part of what the whole service drew while it ran, and never above it.
+    let service_w = service_joules / runs.iter().map(|r| r.elapsed_secs).sum::<f64>();
+    assert!(
+        hot_w > 0.1 * service_w && hot_w < service_w,
+        "{HOT_FUNCTION}: {hot_w} W of the service's {service_w} W"
+    );
+
+    let services = fleet
+        .collector_cli(&["query", "services", "--since", "15m"])
+        .expect("query services");
+    println!("$ query services\n{services}");
+    let row = services
+        .lines()
+        .find(|l| l.starts_with(&service))
+        .expect("the service is listed");
+    assert!(row.contains(" W "), "watts shown: {row}");
+    let history = fleet
+        .collector_cli(&[
+            "query", "history", "--service", &service, "--function", HOT_FUNCTION, "--since",
+            "15m", "--bucket", "1m",
+        ])
+        .expect("query history");
+    println!("$ query history\n{history}");
+    assert!(history.lines().skip(1).any(|l| l.ends_with(" W")), "{history}");
+
+    // The regression carries its cost in watts.
+    let json = fleet
+        .collector_cli(&[
+            "detect",
+            "--service",
+            &service,
+            "--since",
+            "15m",
+            "--bucket",
+            "2s",
+            "--window",
+            "20s",
+            "--persistence",
+            "8s",
+            "--format",
+            "json",
+        ])
+        .expect("detect");
+    let found: Vec<serde_json::Value> = serde_json::from_str(&json).expect("detect --format json");
+    let regression = found
+        .iter()
+        .find(|r| {
+            r["report"]["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["function"] == Regression::SlowerDiscount.regressed_function())
+            })
+        })
+        .unwrap_or_else(|| panic!("detect did not report the slower discount:\n{json}"));
+    let delta_watts = regression["report"]["delta_watts"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no cost in watts: {regression}"));
+    assert!(delta_watts > 0.0, "{regression}");
+    let id = regression["id"].as_str().expect("id");
+    let shown = fleet
+        .collector_cli(&["regressions", "show", id])
+        .expect("regressions show");
+    println!("$ regressions show {id}\n{shown}");
+    assert!(
+        shown.contains(" W)") && !shown.contains("energy not measured"),
+        "{shown}"
+    );
+}
