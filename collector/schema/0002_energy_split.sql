@@ -7,6 +7,7 @@
 -- host_energy: per host, window and RAPL basis domain (psys, or each package and DRAM apart):
 -- measured joules, the active part charged to processes and the idle part charged to none,
 -- with the split's inputs (busy and all CPU-seconds over the window) and method.
+-- `interval_seconds` is the time between the two counter readings (watts = joules ÷ it).
 CREATE TABLE IF NOT EXISTS host_energy
 (
     time DateTime,
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS host_energy
     busy_ratio Float64,
     busy_cpu_seconds Float64,
     total_cpu_seconds Float64,
+    interval_seconds Float64,
     method String
 )
 ENGINE = MergeTree

@@ -274,12 +274,16 @@ fn sample_loop(
         let stopped = stop.load(Ordering::Relaxed);
         next_drain += DRAIN_EVERY;
         let raw = drainer.drain(sampler)?;
-        symbolizer.symbolize_into(&raw, &mut window.builder);
         let now = Instant::now();
-        if stopped || now >= window_end {
-            let next = Window::open(config.frequency_hz, meter.as_ref().ok());
+        // Energy and CPU time are read right at the drain, before symbolizing (which can take
+        // seconds), so a window's energy covers exactly the samples drained into it.
+        let next = (stopped || now >= window_end)
+            .then(|| Window::open(config.frequency_hz, meter.as_ref().ok()));
+        symbolizer.symbolize_into(&raw, &mut window.builder);
+        if let Some(next) = next {
             let end = next.energy_start.clone();
-            let profile = std::mem::replace(&mut window, next).finish(&meter, &end, config.frequency_hz);
+            let profile =
+                std::mem::replace(&mut window, next).finish(&meter, &end, config.frequency_hz);
             metrics
                 .samples_recorded
                 .fetch_add(profile.total_samples(), Ordering::Relaxed);
@@ -334,9 +338,11 @@ impl Window {
     ) -> SymbolizedProfile {
         let report = match (meter, &self.energy_start, end) {
             (Err(e), _, _) => EnergyReport::from(e),
-            (Ok(_), Some(Ok(start)), Some(Ok(end))) => {
-                energy::attribute(&end.since(start), &self.builder.samples_per_pid(), frequency_hz)
-            }
+            (Ok(_), Some(Ok(start)), Some(Ok(end))) => energy::attribute(
+                &end.since(start),
+                &self.builder.samples_per_pid(),
+                frequency_hz,
+            ),
             (Ok(_), Some(Err(reason)), _) | (Ok(_), _, Some(Err(reason))) => {
                 EnergyReport::unavailable(reason.clone())
             }

@@ -92,7 +92,11 @@ pub fn record(
     symbolizer.symbolize_into(&raw, &mut builder);
 
     let energy_report = match (&meter, energy_start) {
-        (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid(), options.sampler.frequency_hz),
+        (Ok(meter), Some(Ok(start))) => meter.finish(
+            &start,
+            &builder.samples_per_pid(),
+            options.sampler.frequency_hz,
+        ),
         (Ok(_), Some(Err(err))) => EnergyReport::from(&err),
         (Err(err), _) => EnergyReport::from(err),
         _ => EnergyReport::unavailable("energy counters were not read at the start of the window"),

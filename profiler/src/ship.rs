@@ -302,6 +302,7 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
             source,
             domains,
             processes: per_pid,
+            interval_secs,
             method,
             busy_ratio,
             busy_cpu_secs,
@@ -312,6 +313,7 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
             busy_ratio: *busy_ratio,
             busy_cpu_seconds: *busy_cpu_secs,
             total_cpu_seconds: *total_cpu_secs,
+            interval_seconds: *interval_secs,
             available: true,
             unavailable_reason: String::new(),
             source: if source == "powercap" {

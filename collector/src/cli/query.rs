@@ -60,7 +60,9 @@ impl ByArg {
         match self {
             ByArg::Self_ => Ok(By::Self_),
             ByArg::Total => Ok(By::Total),
-            ByArg::Energy => anyhow::bail!("{command} ranks by self or total; --by energy is for `query top`"),
+            ByArg::Energy => {
+                anyhow::bail!("{command} ranks by self or total; --by energy is for `query top`")
+            }
         }
     }
 }
@@ -313,7 +315,14 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             table::print(
-                &["SERVICE", "VERSIONS", "HOSTS", "SAMPLES", "WATTS", "LAST SEEN"],
+                &[
+                    "SERVICE",
+                    "VERSIONS",
+                    "HOSTS",
+                    "SAMPLES",
+                    "WATTS",
+                    "LAST SEEN",
+                ],
                 &rows,
                 &[2, 3, 4],
             )?;
@@ -349,7 +358,9 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             table::print(
-                &["TIME", "SELF%", "TOTAL%", "SELF", "TOTAL", "SERVICE", "WATTS"],
+                &[
+                    "TIME", "SELF%", "TOTAL%", "SELF", "TOTAL", "SERVICE", "WATTS",
+                ],
                 &rows,
                 &[1, 2, 3, 4, 5, 6],
             )?;
@@ -403,6 +414,10 @@ async fn top_by_energy(
             ]
         })
         .collect();
-    table::print(&["WATTS", "JOULES", "ENERGY%", "SELF", "FUNCTION"], &rows, &[0, 1, 2, 3])?;
+    table::print(
+        &["WATTS", "JOULES", "ENERGY%", "SELF", "FUNCTION"],
+        &rows,
+        &[0, 1, 2, 3],
+    )?;
     Ok(())
 }

@@ -64,16 +64,16 @@ async fn function_joules(
     // Three filters, one per subquery, bound in the order they appear.
     let (w_leaf, w_base) = (leaf.where_clause(), base.where_clause());
     let sql = format!(
-        "SELECT host, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, function, toUInt64(sum(s)) AS s, \
-         sum(s * j / n) AS j FROM ( \
-           SELECT host, pid, time, function, s, n FROM ( \
-             SELECT host, pid, time, functions[-1] AS function, sum(count) AS s FROM samples {w_leaf} \
+        "SELECT host, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, function, toUInt64(sum(leaf)) AS s, \
+         sum(leaf * pj / n) AS j FROM ( \
+           SELECT host, pid, time, function, leaf, n FROM ( \
+             SELECT host, pid, time, functions[-1] AS function, sum(count) AS leaf FROM samples {w_leaf} \
              GROUP BY host, pid, time, function \
            ) ANY INNER JOIN ( \
              SELECT host, pid, time, sum(count) AS n FROM samples {w_base} GROUP BY host, pid, time \
            ) USING (host, pid, time) \
          ) ANY INNER JOIN ( \
-           SELECT host, pid, time, sum(joules) AS j FROM process_energy {w_base} GROUP BY host, pid, time \
+           SELECT host, pid, time, sum(joules) AS pj FROM process_energy {w_base} GROUP BY host, pid, time \
          ) USING (host, pid, time) \
          GROUP BY host, t, function"
     );
@@ -96,7 +96,8 @@ async fn function_joules(
         .map_err(ch("reading samples and process_energy"))
 }
 
-/// Seconds each host measured energy, per bucket, in `window` (each window counted once).
+/// Seconds each host measured energy, per bucket, in `window` (each window counted once, by
+/// the time between its counter readings).
 async fn measured_seconds(
     store: &Store,
     window: Window,
@@ -106,8 +107,8 @@ async fn measured_seconds(
     let rows = filter
         .query_with(
             store,
-            "SELECT host, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, sum(w) / 1e9 AS secs FROM ( \
-               SELECT host, time, time_ns, any(window_ns) AS w FROM energy {where} \
+            "SELECT host, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, sum(w) AS secs FROM ( \
+               SELECT host, time, time_ns, any(interval_seconds) AS w FROM host_energy {where} \
                GROUP BY host, time, time_ns \
              ) GROUP BY host, t",
             &[Value::U32(bucket_secs), Value::U32(bucket_secs)],
@@ -115,7 +116,7 @@ async fn measured_seconds(
         )
         .fetch_all::<HostSeconds>()
         .await
-        .map_err(ch("reading energy"))?;
+        .map_err(ch("reading host_energy"))?;
     Ok(rows.into_iter().map(|r| ((r.host, r.t), r.secs)).collect())
 }
 

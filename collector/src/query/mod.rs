@@ -417,7 +417,14 @@ pub async fn services(
         .fetch_all::<ServiceCounts>()
         .await
         .map_err(ch("reading service_minutes"))?;
-    let watts = service_watts(store, window.unwrap_or(Window { from: 0, to: u32::MAX })).await?;
+    let watts = service_watts(
+        store,
+        window.unwrap_or(Window {
+            from: 0,
+            to: u32::MAX,
+        }),
+    )
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -31,7 +31,10 @@ pub(crate) fn split_from_wire(e: &pb::Energy) -> Result<EnergySplit, String> {
     }
     let mut domains = Vec::new();
     for (i, d) in e.domains.iter().enumerate().filter(|(_, d)| d.basis) {
-        let active = non_negative(&format!("energy.domains[{i}].active_joules"), d.active_joules)?;
+        let active = non_negative(
+            &format!("energy.domains[{i}].active_joules"),
+            d.active_joules,
+        )?;
         let idle = non_negative(&format!("energy.domains[{i}].idle_joules"), d.idle_joules)?;
         if active + idle > d.joules * (1.0 + 1e-9) + 1e-9 {
             return Err(format!(
@@ -53,6 +56,7 @@ pub(crate) fn split_from_wire(e: &pb::Energy) -> Result<EnergySplit, String> {
         busy_ratio: e.busy_ratio,
         busy_cpu_seconds: non_negative("energy.busy_cpu_seconds", e.busy_cpu_seconds)?,
         total_cpu_seconds: non_negative("energy.total_cpu_seconds", e.total_cpu_seconds)?,
+        interval_seconds: non_negative("energy.interval_seconds", e.interval_seconds)?,
         domains,
         processes,
     })
@@ -74,6 +78,7 @@ pub(super) struct HostEnergyRow<'a> {
     busy_ratio: f64,
     busy_cpu_seconds: f64,
     total_cpu_seconds: f64,
+    interval_seconds: f64,
     method: &'a str,
 }
 
@@ -100,6 +105,7 @@ pub(super) fn host_energy_rows<'a>(batches: &[&'a Batch]) -> Vec<HostEnergyRow<'
                     busy_ratio: s.busy_ratio,
                     busy_cpu_seconds: s.busy_cpu_seconds,
                     total_cpu_seconds: s.total_cpu_seconds,
+                    interval_seconds: s.interval_seconds,
                     method: &s.method,
                 })
         })

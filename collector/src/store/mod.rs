@@ -30,8 +30,8 @@ use hyper_util::rt::TokioExecutor;
 
 pub use migrate::{MIGRATIONS, Migration, split_statements};
 pub use model::{
-    Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo, StoredFrame,
-    frame_id, stack_id,
+    Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
+    StoredFrame, frame_id, stack_id,
 };
 pub use writer::WriteOutcome;
 

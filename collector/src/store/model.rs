@@ -119,6 +119,8 @@ pub struct EnergySplit {
     pub busy_cpu_seconds: f64,
     /// All CPU-seconds (about window × CPUs).
     pub total_cpu_seconds: f64,
+    /// Seconds between the counter readings that bound the energy.
+    pub interval_seconds: f64,
     /// The basis domains: (domain, measured, active, idle joules).
     pub domains: Vec<(String, f64, f64, f64)>,
     /// Per entry of [`EnergyReading::processes`], in the same order: (CPU-seconds, DRAM joules).

@@ -324,26 +324,30 @@ impl Store {
             .iter()
             .filter(|b| b.energy.available)
             .flat_map(|b| {
-                b.energy.processes.iter().enumerate().map(move |(i, (index, joules))| {
-                    let p = &b.processes[*index as usize];
-                    let (cpu_seconds, dram_joules) =
-                        b.energy.split.processes.get(i).copied().unwrap_or_default();
-                    ProcessEnergyRow {
-                        time: b.time(),
-                        time_ns: b.start_time_ns,
-                        window_ns: b.end_time_ns - b.start_time_ns,
-                        host: &b.hostname,
-                        host_id: &b.key.host_id,
-                        pid: p.pid,
-                        comm: &p.comm,
-                        service: &p.service,
-                        version: &p.version,
-                        joules: *joules,
-                        cpu_seconds,
-                        dram_joules,
-                        method: &b.energy.split.method,
-                    }
-                })
+                b.energy
+                    .processes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, (index, joules))| {
+                        let p = &b.processes[*index as usize];
+                        let (cpu_seconds, dram_joules) =
+                            b.energy.split.processes.get(i).copied().unwrap_or_default();
+                        ProcessEnergyRow {
+                            time: b.time(),
+                            time_ns: b.start_time_ns,
+                            window_ns: b.end_time_ns - b.start_time_ns,
+                            host: &b.hostname,
+                            host_id: &b.key.host_id,
+                            pid: p.pid,
+                            comm: &p.comm,
+                            service: &p.service,
+                            version: &p.version,
+                            joules: *joules,
+                            cpu_seconds,
+                            dram_joules,
+                            method: &b.energy.split.method,
+                        }
+                    })
             })
             .collect::<Vec<_>>();
         let host_energy = super::energy::host_energy_rows(batches);

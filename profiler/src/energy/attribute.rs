@@ -205,7 +205,10 @@ mod tests {
         );
         let (procs, active, idle) = measured(&report);
         assert!(close(active, 10.0) && close(idle, 90.0), "{report:?}");
-        assert!(close(report.process_joules(10).unwrap(), 100.0 * 1.0 / 20.0));
+        assert!(close(
+            report.process_joules(10).unwrap(),
+            100.0 * 1.0 / 20.0
+        ));
         assert!(close(report.process_joules(20).unwrap(), 2.5));
         assert!(procs.iter().map(|p| p.joules).sum::<f64>() <= active);
         assert!(close(procs[0].cpu_secs, 1.0));
@@ -255,9 +258,15 @@ mod tests {
         };
         assert!(close(*measured_joules, 80.0));
         assert!(close(*busy_ratio, 0.5));
-        let dram = domains.iter().find(|d| d.domain == "package-0/dram").unwrap();
+        let dram = domains
+            .iter()
+            .find(|d| d.domain == "package-0/dram")
+            .unwrap();
         assert!(dram.basis && close(dram.active_joules, 5.0) && close(dram.idle_joules, 5.0));
-        let core = domains.iter().find(|d| d.domain == "package-0/core").unwrap();
+        let core = domains
+            .iter()
+            .find(|d| d.domain == "package-0/core")
+            .unwrap();
         assert!(!core.basis && close(core.active_joules, 0.0));
         // 5 CPU-s of 10 busy: half of 40 active joules, of which DRAM half of 5.
         assert!(close(processes[0].joules, 20.0) && close(processes[0].dram_joules, 2.5));

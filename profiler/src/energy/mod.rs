@@ -467,11 +467,7 @@ impl EnergyReading {
         );
         let mut domains = Vec::new();
         let mut stopped = Vec::new();
-        for (info, (before, now)) in self
-            .domains
-            .iter()
-            .zip(earlier.raw.iter().zip(&self.raw))
-        {
+        for (info, (before, now)) in self.domains.iter().zip(earlier.raw.iter().zip(&self.raw)) {
             match (before, now) {
                 (Some(before), Some(now)) => domains.push(DomainEnergy::measured(
                     info.name.clone(),
@@ -1065,7 +1061,13 @@ mod tests {
         let sys = tempfile::tempdir().unwrap();
         let root = sys.path();
         let max = 100_000_000; // 100 J: wraps every 2 s at 50 W.
-        zone(root, "intel-rapl:0", "package-0", Some(90_000_000), Some(max));
+        zone(
+            root,
+            "intel-rapl:0",
+            "package-0",
+            Some(90_000_000),
+            Some(max),
+        );
         let meter = fixture_meter(root);
         let start = meter.read().unwrap();
         // 1.5 s at 50 W = 75 J: 90 + 75 = 165 J, past the 100 J range, so the file reads 65 J.
