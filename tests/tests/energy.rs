@@ -4,8 +4,8 @@
 //! advanced by a thread that writes, every 20 ms, the energy a constant power has delivered
 //! since the start: so the measured power is known exactly, whatever the timing. The profiler
 //! daemon (real eBPF) reads it through `--powercap-dir` and ships to the collector (real gRPC)
-//! into a throwaway ClickHouse, while the demo service runs v1, then v2 (whose commit makes
-//! `discounted_price` slower), its CPU time read from `/proc/<pid>/stat`. Then:
+//! into a throwaway ClickHouse, while the demo service runs v1, then v2 (whose commit adds
+//! formatted logging to `price_items`), its CPU time read from `/proc/<pid>/schedstat`. Then:
 //!
 //! 1. each version's attributed power equals measured power × its CPU-seconds ÷ (elapsed × CPUs)
 //!    within 20%; per window, the processes together never exceed the active energy; idle is
@@ -42,8 +42,6 @@ const DRAM_W: f64 = 5.0;
 const MAX_RANGE_UJ: u64 = 600_000_000;
 /// How long each version runs, seconds (as the agent tests: enough for `detect`).
 const RUN_SECS: u64 = 20;
-/// The hottest function of the demo service as leaf: 8 × 360 hash rounds per request.
-const HOT_FUNCTION: &str = "checkout::parse_request";
 
 /// A powercap tree whose counters a thread advances at constant power until dropped.
 struct PowercapFixture {
@@ -110,8 +108,9 @@ fn write_counter(zone: &Path, uj: u64) {
     std::fs::rename(&tmp, zone.join("energy_uj")).unwrap();
 }
 
-/// One version's run: its wall time and CPU time.
+/// One version's run: its pid, wall time and CPU time.
 struct Measured {
+    pid: u32,
     version: &'static str,
     elapsed_secs: f64,
     cpu_secs: f64,
@@ -152,6 +151,7 @@ fn run_measured(bin: &Path, service: &str, version: &'static str) -> Measured {
         std::thread::sleep(Duration::from_millis(50));
     }
     Measured {
+        pid,
         version,
         elapsed_secs: started.elapsed().as_secs_f64(),
         cpu_secs,
@@ -175,8 +175,8 @@ fn cpus() -> f64 {
 fn kepler_attribution_end_to_end() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let repo = DemoRepo::create(&dir.path().join("repo"), Regression::SlowerDiscount)
-        .expect("demo repository");
+    let repo =
+        DemoRepo::create(&dir.path().join("repo"), Regression::Logging).expect("demo repository");
     let powercap = PowercapFixture::start(&dir.path().join("powercap"));
     let mut fleet = Fleet::start(
         &dir.path().join("fleet"),
@@ -197,11 +197,22 @@ fn kepler_attribution_end_to_end() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // Other tests on this host may run the demo service too: this run's has a name of its own.
-    let service = format!("checkout-energy-{}", std::process::id());
+    // Other tests on this host may run the demo service too: this run's has a name of its own,
+    // which is also its executables' name (under 16 bytes, a whole comm), so that it is the
+    // same whether the profiler reads the environment or falls back to the name.
+    let service = format!("energy{}", std::process::id() % 10_000_000);
+    let bins: Vec<PathBuf> = [("v1", &repo.v1_bin), ("v2", &repo.v2_bin)]
+        .iter()
+        .map(|(v, bin)| {
+            let to = dir.path().join(v).join(&service);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(bin, &to).unwrap();
+            to
+        })
+        .collect();
     let runs = [
-        run_measured(&repo.v1_bin, &service, "v1"),
-        run_measured(&repo.v2_bin, &service, "v2"),
+        run_measured(&bins[0], &service, "v1"),
+        run_measured(&bins[1], &service, "v2"),
     ];
     // SIGTERM ships the last partial window; then every window is stored.
     let log = fleet.stop_profiler().expect("stopping the profiler");
@@ -275,6 +286,12 @@ fn kepler_attribution_end_to_end() {
         )
     );
     println!(
+        "losses (events, idle, recorded, counts map full, stack collisions):\n{}",
+        fleet.sql(
+            "SELECT sum(events), sum(idle), sum(recorded), sum(counts_map_full), sum(stack_collisions) FROM losses"
+        )
+    );
+    println!(
         "top processes by sampled CPU-s:\n{}",
         fleet.sql(
             "SELECT service, version, comm, pid, sum(cpu_seconds) AS c, sum(joules) FROM process_energy \
@@ -286,18 +303,16 @@ fn kepler_attribution_end_to_end() {
     let mut attributed_j = 0.0;
     let mut expected_j = 0.0;
     for run in &runs {
+        // By pid: the split is per process.
+        let of_run = format!("pid = {} AND comm = '{service}'", run.pid);
         let joules = number(&fleet.sql(&format!(
-            "SELECT sum(joules) FROM process_energy WHERE service = '{service}' AND version = '{}'",
-            run.version
+            "SELECT sum(joules) FROM process_energy WHERE {of_run}"
         )));
         let dram = number(&fleet.sql(&format!(
-            "SELECT sum(dram_joules) / sum(joules) FROM process_energy WHERE service = '{service}' \
-             AND version = '{}'",
-            run.version
+            "SELECT sum(dram_joules) / sum(joules) FROM process_energy WHERE {of_run}"
         )));
         let sampled = number(&fleet.sql(&format!(
-            "SELECT sum(cpu_seconds) FROM process_energy WHERE service = '{service}' AND version = '{}'",
-            run.version
+            "SELECT sum(cpu_seconds) FROM process_energy WHERE {of_run}"
         )));
         println!("{} sampled CPU-s: {sampled:.2}", run.version);
         let attributed_w = joules / run.elapsed_secs;
@@ -333,7 +348,27 @@ fn kepler_attribution_end_to_end() {
         "attributed {attributed_w} W vs expected {expected_w} W (ratio {ratio:.3})"
     );
 
-    // Acceptance 2: energy per function.
+    // Acceptance 2: energy per function. The workload's hot function is the one it spends
+    // most CPU in (the demo's hash rounds), as `query top` ranks it by self samples.
+    let by_cpu = fleet
+        .collector_cli(&[
+            "query",
+            "top",
+            "--service",
+            &service,
+            "--since",
+            "15m",
+            "--limit",
+            "1",
+        ])
+        .expect("query top");
+    let hot = by_cpu
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last())
+        .expect("a function")
+        .to_owned();
+    assert!(hot.starts_with("checkout::"), "{by_cpu}");
     let top = fleet
         .collector_cli(&[
             "query",
@@ -355,7 +390,7 @@ fn kepler_attribution_end_to_end() {
         .expect("a ranked row")
         .split_whitespace()
         .collect();
-    assert_eq!(first.last(), Some(&HOT_FUNCTION), "{top}");
+    assert_eq!(first.last(), Some(&hot.as_str()), "{top}");
     let hot_w = number(first[0]);
     let service_joules = number(&fleet.sql(&format!(
         "SELECT sum(joules) FROM process_energy WHERE service = '{service}'"
@@ -364,7 +399,7 @@ fn kepler_attribution_end_to_end() {
     let service_w = service_joules / runs.iter().map(|r| r.elapsed_secs).sum::<f64>();
     assert!(
         hot_w > 0.1 * service_w && hot_w < service_w,
-        "{HOT_FUNCTION}: {hot_w} W of the service's {service_w} W"
+        "{hot}: {hot_w} W of the service's {service_w} W"
     );
 
     let services = fleet
@@ -383,7 +418,7 @@ fn kepler_attribution_end_to_end() {
             "--service",
             &service,
             "--function",
-            HOT_FUNCTION,
+            &hot,
             "--since",
             "15m",
             "--bucket",
@@ -420,10 +455,10 @@ fn kepler_attribution_end_to_end() {
         .find(|r| {
             r["report"]["members"].as_array().is_some_and(|m| {
                 m.iter()
-                    .any(|m| m["function"] == Regression::SlowerDiscount.regressed_function())
+                    .any(|m| m["function"] == Regression::Logging.regressed_function())
             })
         })
-        .unwrap_or_else(|| panic!("detect did not report the slower discount:\n{json}"));
+        .unwrap_or_else(|| panic!("detect did not report the logging regression:\n{json}"));
     let delta_watts = regression["report"]["delta_watts"]
         .as_f64()
         .unwrap_or_else(|| panic!("no cost in watts: {regression}"));
