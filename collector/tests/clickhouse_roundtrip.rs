@@ -157,7 +157,7 @@ async fn clickhouse_roundtrip() {
     let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("fleetprof_test"))
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
     assert!(
         store.migrate().await.unwrap().is_empty(),
         "migrations are applied once"
