@@ -120,8 +120,11 @@ async fn measured_seconds(
     Ok(rows.into_iter().map(|r| ((r.host, r.t), r.secs)).collect())
 }
 
+/// A figure (joules or seconds) per (host, bucket).
+type PerHostBucket = HashMap<(String, u32), f64>;
+
 /// Joules → watts: per host and bucket, joules ÷ the seconds that host measured; summed.
-fn watts(joules: &HashMap<(String, u32), f64>, secs: &HashMap<(String, u32), f64>) -> f64 {
+fn watts(joules: &PerHostBucket, secs: &PerHostBucket) -> f64 {
     joules
         .iter()
         .filter_map(|(k, j)| secs.get(k).filter(|s| **s > 0.0).map(|s| j / s))
@@ -142,7 +145,7 @@ pub async fn top_by_energy(
     let bucket = ONE_BUCKET;
     let rows = function_joules(store, service, window, bucket, None).await?;
     let secs = measured_seconds(store, window, bucket).await?;
-    let mut per_function: HashMap<String, (u64, HashMap<(String, u32), f64>)> = HashMap::new();
+    let mut per_function: HashMap<String, (u64, PerHostBucket)> = HashMap::new();
     let mut whole = 0.0;
     for r in rows {
         whole += r.j;
@@ -200,7 +203,7 @@ pub async fn service_watts(
         .await
         .map_err(ch("reading process_energy"))?;
     let secs = measured_seconds(store, window, bucket).await?;
-    let mut per_service: HashMap<String, HashMap<(String, u32), f64>> = HashMap::new();
+    let mut per_service: HashMap<String, PerHostBucket> = HashMap::new();
     for r in rows {
         *per_service
             .entry(r.service)
@@ -225,7 +228,7 @@ pub async fn function_watts(
 ) -> Result<HashMap<u32, f64>, QueryError> {
     let rows = function_joules(store, service, window, bucket_secs, Some(function)).await?;
     let secs = measured_seconds(store, window, bucket_secs).await?;
-    let mut per_bucket: HashMap<u32, HashMap<(String, u32), f64>> = HashMap::new();
+    let mut per_bucket: HashMap<u32, PerHostBucket> = HashMap::new();
     for r in rows {
         *per_bucket
             .entry(r.t)
