@@ -95,6 +95,7 @@ pub async fn find_opportunities(
             root_cause: None,
             additions: Vec::new(),
             frames: Vec::new(),
+            cost: None,
         };
         let outcome = fixer.propose(&target).await?;
         out.push(OpportunityResult {

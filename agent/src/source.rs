@@ -128,6 +128,29 @@ pub struct Regression {
     /// first member the repository defines.
     #[serde(default)]
     pub members: Vec<RegressionMember>,
+    /// The cost: extra cores and, where the hosts measured energy (RAPL), extra watts
+    /// (Kepler's split of active energy by CPU time); `None` watts on hosts without RAPL.
+    #[serde(default)]
+    pub cost: RegressionCost,
+}
+
+/// What a regression costs the fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RegressionCost {
+    /// Extra cores (the largest member's increase).
+    pub delta_cores: f64,
+    /// Extra watts, where measured.
+    pub delta_watts: Option<f64>,
+}
+
+impl std::fmt::Display for RegressionCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:+.3} cores", self.delta_cores)?;
+        match self.delta_watts {
+            Some(w) => write!(f, " ({w:+.2} W)"),
+            None => write!(f, " (energy not measured on its hosts)"),
+        }
+    }
 }
 
 /// One function of a grouped regression, with its own shares.

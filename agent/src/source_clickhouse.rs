@@ -140,7 +140,15 @@ impl RegressionRow {
             Some(m) if m.total_after > m.total_before => (m.total_before, m.total_after),
             _ => (self.before_share, self.after_share),
         };
+        let cost = report
+            .as_ref()
+            .map(|r| crate::source::RegressionCost {
+                delta_cores: r.delta_cores,
+                delta_watts: r.delta_watts,
+            })
+            .unwrap_or_default();
         Ok(Regression {
+            cost,
             id: self.id,
             service: self.service,
             function,

@@ -605,6 +605,7 @@ mod tests {
                 version_after: None,
                 candidates: vec![],
                 members: vec![],
+                cost: Default::default(),
             }],
             ..Default::default()
         };

@@ -40,10 +40,12 @@ fn batch(sequence: u64, version: &str, with_energy: bool) -> pb::ProfileBatch {
             domains: vec![pb::DomainEnergy {
                 domain: "package-0".into(),
                 joules: 120.0,
+                ..Default::default()
             }],
             processes: vec![pb::ProcessEnergy {
                 process_index: 0,
                 joules: 80.0,
+                ..Default::default()
             }],
             ..Default::default()
         }
@@ -155,7 +157,7 @@ async fn clickhouse_roundtrip() {
     let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("fleetprof_test"))
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
     assert!(
         store.migrate().await.unwrap().is_empty(),
         "migrations are applied once"

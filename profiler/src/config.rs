@@ -87,6 +87,10 @@ pub struct DaemonConfig {
     /// executable's name).
     #[serde(rename = "service")]
     pub services: Vec<ServiceRule>,
+    /// Read RAPL energy counters from this powercap directory (laid out like
+    /// `/sys/class/powercap`) instead of detecting them. Default: none (powercap under /sys,
+    /// then the perf `power` PMU).
+    pub powercap_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -110,6 +114,7 @@ impl Default for DaemonConfig {
             stack_entries: profiler_ebpf::DEFAULT_STACK_ENTRIES,
             unwind_rows: profiler_ebpf::DEFAULT_UNWIND_ROWS,
             services: Vec::new(),
+            powercap_dir: None,
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct Overrides {
     pub frequency_hz: Option<u32>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--powercap-dir`.
+    pub powercap_dir: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded.
@@ -199,6 +206,9 @@ impl DaemonConfig {
         }
         if let Some(v) = o.metrics_listen {
             self.metrics_listen = Some(v);
+        }
+        if let Some(v) = o.powercap_dir {
+            self.powercap_dir = Some(v);
         }
     }
 

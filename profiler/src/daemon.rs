@@ -263,7 +263,7 @@ fn sample_loop(
     metrics: &Metrics,
     tx: &mpsc::UnboundedSender<SymbolizedProfile>,
 ) -> Result<(), DaemonError> {
-    let meter = EnergyMeter::detect();
+    let meter = EnergyMeter::detect_with(config.powercap_dir.as_deref());
     if let Err(e) = &meter {
         tracing::info!(reason = %e, "energy unavailable on this host");
     }
@@ -274,12 +274,17 @@ fn sample_loop(
         sleep_until_or_stopped(next_drain.min(window_end), stop);
         let stopped = stop.load(Ordering::Relaxed);
         next_drain += DRAIN_EVERY;
-        session.collect_into(&mut window.builder)?;
+        let raw = session.drain()?;
         let now = Instant::now();
-        if stopped || now >= window_end {
-            let next = Window::open(config.frequency_hz, meter.as_ref().ok());
+        // Energy and CPU time are read right at the drain, before symbolizing (which can take
+        // seconds), so a window's energy covers exactly the samples drained into it.
+        let next = (stopped || now >= window_end)
+            .then(|| Window::open(config.frequency_hz, meter.as_ref().ok()));
+        session.symbolize_into(&raw, &mut window.builder);
+        if let Some(next) = next {
             let end = next.energy_start.clone();
-            let profile = std::mem::replace(&mut window, next).finish(&meter, &end);
+            let profile =
+                std::mem::replace(&mut window, next).finish(&meter, &end, config.frequency_hz);
             metrics
                 .samples_recorded
                 .fetch_add(profile.total_samples(), Ordering::Relaxed);
@@ -334,12 +339,15 @@ impl Window {
         self,
         meter: &Result<EnergyMeter, energy::EnergyError>,
         end: &Option<Result<EnergyReading, String>>,
+        frequency_hz: u32,
     ) -> SymbolizedProfile {
         let report = match (meter, &self.energy_start, end) {
             (Err(e), _, _) => EnergyReport::from(e),
-            (Ok(_), Some(Ok(start)), Some(Ok(end))) => {
-                energy::attribute(&end.since(start), &self.builder.samples_per_pid())
-            }
+            (Ok(_), Some(Ok(start)), Some(Ok(end))) => energy::attribute(
+                &end.since(start),
+                &self.builder.samples_per_pid(),
+                frequency_hz,
+            ),
             (Ok(_), Some(Err(reason)), _) | (Ok(_), _, Some(Err(reason))) => {
                 EnergyReport::unavailable(reason.clone())
             }

@@ -70,6 +70,10 @@ struct RunArgs {
     /// Serve Prometheus /metrics and /healthz on this address. [default: off]
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Read RAPL energy counters from this directory, laid out like /sys/class/powercap.
+    /// [default: detect (/sys/class/powercap, then the perf power PMU)]
+    #[arg(long)]
+    powercap_dir: Option<PathBuf>,
     /// For testing: re-send every Nth batch after its ack, simulating a lost ack, to check the
     /// collector's idempotency. [default: off]
     #[arg(long, hide = true)]
@@ -106,6 +110,10 @@ struct RecordArgs {
     /// each; tables that do not fit are counted and walked by frame pointers.
     #[arg(long, default_value_t = DEFAULT_UNWIND_ROWS)]
     unwind_rows: u32,
+    /// Read RAPL energy counters from this directory, laid out like /sys/class/powercap.
+    /// [default: detect (/sys/class/powercap, then the perf power PMU)]
+    #[arg(long)]
+    powercap_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -147,6 +155,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             unwind_rows: args.unwind_rows,
             frame_pointers_only: false,
         },
+        powercap_dir: args.powercap_dir,
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -212,6 +221,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         spool_max_bytes: args.spool_max_bytes,
         frequency_hz: args.frequency,
         metrics_listen: args.metrics_listen,
+        powercap_dir: args.powercap_dir,
     });
     let options = DaemonOptions {
         config,

@@ -96,6 +96,12 @@ impl ProcessInspector {
         info
     }
 
+    /// Forgets what was read of `pid`: it called exec, so its executable, environment and
+    /// build-id changed while its pid and start time did not.
+    pub fn forget(&mut self, pid: u32) {
+        self.cache.retain(|(cached, _), _| *cached != pid);
+    }
+
     /// Drops cached entries of processes that no longer exist, bounding the cache.
     pub fn forget_exited(&mut self) {
         let root = self.proc_root.clone();

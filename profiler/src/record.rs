@@ -34,6 +34,8 @@ pub struct RecordOptions {
     /// Set to true once sampling has started (programs loaded, the processes named by `pids`
     /// described to the unwinder, perf events attached), for callers that time a workload.
     pub started: Option<Arc<AtomicBool>>,
+    /// Read RAPL counters from this powercap directory instead of detecting them. Default: none.
+    pub powercap_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RecordOptions {
@@ -44,6 +46,7 @@ impl Default for RecordOptions {
             rules: Vec::new(),
             drain_every: Duration::from_secs(1),
             started: None,
+            powercap_dir: None,
         }
     }
 }
@@ -81,7 +84,7 @@ pub fn record(
         started.store(true, Ordering::Relaxed);
     }
     let mut builder = ProfileBuilder::new(options.sampler.frequency_hz);
-    let meter = EnergyMeter::detect();
+    let meter = EnergyMeter::detect_with(options.powercap_dir.as_deref());
     let energy_start = meter.as_ref().ok().map(EnergyMeter::read);
 
     let started = Instant::now();
@@ -97,7 +100,11 @@ pub fn record(
     session.collect_into(&mut builder)?;
 
     let energy_report = match (&meter, energy_start) {
-        (Ok(meter), Some(Ok(start))) => meter.finish(&start, &builder.samples_per_pid()),
+        (Ok(meter), Some(Ok(start))) => meter.finish(
+            &start,
+            &builder.samples_per_pid(),
+            options.sampler.frequency_hz,
+        ),
         (Ok(_), Some(Err(err))) => EnergyReport::from(&err),
         (Err(err), _) => EnergyReport::from(err),
         _ => EnergyReport::unavailable("energy counters were not read at the start of the window"),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::{
     bpf::{BpfError, Sampler, SamplerConfig},
     process::{ProcessInspector, ServiceRule},
-    profile::ProfileBuilder,
+    profile::{ProfileBuilder, RawProfile},
     sample::Drainer,
     symbolize::{Symbolizer, SymbolizerStats, kernel_symbols_readable},
     tracker::{ProcessTracker, TrackerParts, TrackerStats},
@@ -69,9 +69,20 @@ impl Session {
 
     /// Drains what was sampled since the last call and adds it, named, to `builder`.
     pub fn collect_into(&mut self, builder: &mut ProfileBuilder) -> Result<(), BpfError> {
-        let raw = self.drainer.drain(&mut self.sampler)?;
-        self.symbolizer.symbolize_into(&raw, builder);
+        let raw = self.drain()?;
+        self.symbolize_into(&raw, builder);
         Ok(())
+    }
+
+    /// Drains what was sampled since the last call (the first half of
+    /// [`Session::collect_into`], for callers that read other counters at the same instant).
+    pub fn drain(&mut self) -> Result<RawProfile, BpfError> {
+        self.drainer.drain(&mut self.sampler)
+    }
+
+    /// Names a drained window into `builder` (the second half of [`Session::collect_into`]).
+    pub fn symbolize_into(&mut self, raw: &RawProfile, builder: &mut ProfileBuilder) {
+        self.symbolizer.symbolize_into(raw, builder);
     }
 
     /// The sampler (CPUs, frequency, program statistics).

@@ -302,8 +302,18 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
             source,
             domains,
             processes: per_pid,
+            interval_secs,
+            method,
+            busy_ratio,
+            busy_cpu_secs,
+            total_cpu_secs,
             ..
         } => pb::Energy {
+            method: method.clone(),
+            busy_ratio: *busy_ratio,
+            busy_cpu_seconds: *busy_cpu_secs,
+            total_cpu_seconds: *total_cpu_secs,
+            interval_seconds: *interval_secs,
             available: true,
             unavailable_reason: String::new(),
             source: if source == "powercap" {
@@ -316,6 +326,9 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
                 .map(|d| pb::DomainEnergy {
                     domain: d.domain.clone(),
                     joules: d.joules,
+                    basis: d.basis,
+                    active_joules: d.active_joules,
+                    idle_joules: d.idle_joules,
                 })
                 .collect(),
             // Energy is per pid; a pid that is in the batch gets it on its first process entry.
@@ -326,6 +339,8 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
                     Some(pb::ProcessEnergy {
                         process_index: index as u32,
                         joules: p.joules,
+                        cpu_seconds: p.cpu_secs,
+                        dram_joules: p.dram_joules,
                     })
                 })
                 .collect(),
@@ -579,16 +594,28 @@ mod tests {
             domains: vec![crate::energy::DomainEnergy {
                 domain: "package-0".into(),
                 joules: 50.0,
+                basis: true,
+                active_joules: 50.0,
+                idle_joules: 0.0,
             }],
+            measured_joules: 50.0,
             attributed_joules: 50.0,
+            idle_joules: 0.0,
+            busy_ratio: 1.0,
+            busy_cpu_secs: 20.0,
+            total_cpu_secs: 20.0,
             processes: vec![
                 crate::energy::ProcessEnergy {
                     pid: 10,
+                    cpu_secs: 14.0,
                     joules: 35.0,
+                    dram_joules: 0.0,
                 },
                 crate::energy::ProcessEnergy {
                     pid: 11,
+                    cpu_secs: 6.0,
                     joules: 15.0,
+                    dram_joules: 0.0,
                 },
             ],
             method: "share".into(),

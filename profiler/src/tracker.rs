@@ -41,7 +41,7 @@ const RECAPTURE_EVERY: Duration = Duration::from_millis(200);
 const POLL_TIMEOUT_MS: i32 = 50;
 
 /// Processes running at start captured between two rounds of events.
-const INITIAL_BATCH: usize = 4;
+const INITIAL_BATCH: usize = 1;
 
 /// What was captured of a process while it lived.
 #[derive(Debug)]
@@ -278,6 +278,7 @@ impl Worker {
                     }
                     event_kind::EXEC => {
                         let _ = self.tables.send(TableWork::Unload(pid));
+                        self.parts.inspector.forget(pid);
                         self.last_capture.remove(&pid);
                         if seen.insert(pid) {
                             to_capture.push(pid);

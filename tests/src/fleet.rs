@@ -126,6 +126,8 @@ pub struct FleetOptions {
     pub frequency_hz: u32,
     /// Extra arguments of `fleetprof-collector serve` (e.g. `--ui-listen ADDR`). Default: none.
     pub collector_args: Vec<String>,
+    /// `--powercap-dir` for the daemon (a fixture RAPL tree). Default: none (detect).
+    pub powercap_dir: Option<PathBuf>,
 }
 
 impl Default for FleetOptions {
@@ -134,6 +136,7 @@ impl Default for FleetOptions {
             interval: Duration::from_secs(2),
             frequency_hz: 499,
             collector_args: Vec::new(),
+            powercap_dir: None,
         }
     }
 }
@@ -223,6 +226,9 @@ impl Fleet {
             .arg(self.options.frequency_hz.to_string())
             .arg("--spool-dir")
             .arg(self.dir.join("spool"));
+        if let Some(dir) = &self.options.powercap_dir {
+            cmd.arg("--powercap-dir").arg(dir);
+        }
         self.profiler = Some(ChildGuard::spawn(
             "profiler",
             cmd,

@@ -96,6 +96,8 @@ pub struct Target {
     pub additions: Vec<FileAdditions>,
     /// Frames of the function's heaviest stacks (for skill signs).
     pub frames: Vec<String>,
+    /// What the regression costs (cores, and watts where measured); `None` for opportunities.
+    pub cost: Option<crate::source::RegressionCost>,
 }
 
 /// A validated, committed proposal.
@@ -235,6 +237,7 @@ impl Fixer {
             root_cause,
             additions,
             frames,
+            cost: Some(reg.cost),
         };
         self.propose(&target).await
     }
@@ -689,6 +692,7 @@ impl Fixer {
             service: &t.service,
             function: &t.function,
             shares: t.shares,
+            cost: t.cost,
             id: &t.id,
             root_cause: t.root_cause.as_ref(),
             evidence_lines,

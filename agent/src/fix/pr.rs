@@ -44,6 +44,8 @@ pub struct PrContext<'a> {
     pub function: &'a str,
     /// Share before/after (regression) or current share (opportunity).
     pub shares: (Option<f64>, f64),
+    /// A regression's cost in cores and, where measured, watts.
+    pub cost: Option<crate::source::RegressionCost>,
     /// The regression id (or opportunity id).
     pub id: &'a str,
     /// The root-cause candidate, for regressions.
@@ -86,6 +88,9 @@ pub fn render(c: &PrContext<'_>) -> String {
                  fleetprof regression `{}`.\n\n",
                 c.function, c.service, pct(b), pct(a), rel, c.id
             ));
+            if let Some(cost) = c.cost {
+                s.push_str(&format!("It costs {cost}.\n\n"));
+            }
         }
         (_, (_, a)) => s.push_str(&format!(
             "## The opportunity\n\n`{}` in service **{}** uses {} of the service's CPU and matches the \

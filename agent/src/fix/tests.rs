@@ -130,6 +130,10 @@ fn regression(commit: &str) -> Regression {
                 current_share: 0.40,
             },
         ],
+        cost: crate::source::RegressionCost {
+            delta_cores: 0.35,
+            delta_watts: Some(4.2),
+        },
     }
 }
 
@@ -207,6 +211,7 @@ async fn logging_regression_is_fixed_forward() {
     let pr = std::fs::read_to_string(p.outbox_dir.join("PR.md")).unwrap();
     assert!(pr.contains("cc @devone"), "{pr}");
     assert!(pr.contains("from 5.00% to 40.00%"), "{pr}");
+    assert!(pr.contains("It costs +0.350 cores (+4.20 W)."), "{pr}");
     assert!(pr.contains("println!(\"{line}\");"), "{pr}");
     assert!(pr.contains("**test**"), "{pr}");
     assert!(p.outbox_dir.join("fix.patch").is_file());
@@ -252,6 +257,7 @@ async fn memoize_opportunity_is_proposed() {
         root_cause: None,
         additions: vec![],
         frames: vec![],
+        cost: None,
     };
     let outcome = f.propose(&target).await.unwrap();
     let FixOutcome::Proposed(p) = outcome else {

@@ -49,15 +49,26 @@ enum ByArg {
     Self_,
     /// Samples with the function anywhere on the stack.
     Total,
+    /// Energy charged to the function (as leaf): its share of each process's samples × the
+    /// joules the profiler charged that process (`query top` only; needs hosts with RAPL).
+    Energy,
 }
 
-impl From<ByArg> for By {
-    fn from(b: ByArg) -> Self {
-        match b {
-            ByArg::Self_ => By::Self_,
-            ByArg::Total => By::Total,
+impl ByArg {
+    /// The sample ranking, or an error for `energy` where only samples can be compared.
+    fn samples(self, command: &str) -> anyhow::Result<By> {
+        match self {
+            ByArg::Self_ => Ok(By::Self_),
+            ByArg::Total => Ok(By::Total),
+            ByArg::Energy => {
+                anyhow::bail!("{command} ranks by self or total; --by energy is for `query top`")
+            }
         }
     }
+}
+
+fn watts(w: Option<f64>) -> String {
+    w.map_or_else(|| "-".to_owned(), |w| format!("{w:.2} W"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +80,7 @@ enum QueryCommand {
         service: String,
         #[command(flatten)]
         window: WindowArgs,
-        /// Rank by self or total samples. [default: self]
+        /// Rank by self or total samples, or by energy (joules and watts, where measured). [default: self]
         #[arg(long, value_enum, default_value = "self", hide_default_value = true)]
         by: ByArg,
         /// Rows to print. [default: 20]
@@ -171,7 +182,10 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
             limit,
         } => {
             let window = window.window(HOUR)?;
-            let rows = query::top(&store, &service, window, by.into(), limit).await?;
+            if matches!(by, ByArg::Energy) {
+                return top_by_energy(&store, &service, window, limit).await;
+            }
+            let rows = query::top(&store, &service, window, by.samples("top")?, limit).await?;
             anyhow::ensure!(
                 !rows.is_empty(),
                 "no samples of service {service:?} in {window}"
@@ -234,7 +248,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 &baseline,
                 &comparison,
                 versions_window,
-                by.into(),
+                by.samples("diff")?,
                 limit,
             )
             .await?;
@@ -295,14 +309,22 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                         r.versions.join(","),
                         r.hosts.to_string(),
                         r.samples.to_string(),
+                        watts(r.watts),
                         time(r.last_seen),
                     ]
                 })
                 .collect();
             table::print(
-                &["SERVICE", "VERSIONS", "HOSTS", "SAMPLES", "LAST SEEN"],
+                &[
+                    "SERVICE",
+                    "VERSIONS",
+                    "HOSTS",
+                    "SAMPLES",
+                    "WATTS",
+                    "LAST SEEN",
+                ],
                 &rows,
-                &[2, 3],
+                &[2, 3, 4],
             )?;
         }
         QueryCommand::History {
@@ -331,13 +353,16 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                         p.self_samples.to_string(),
                         p.total_samples.to_string(),
                         p.service_samples.to_string(),
+                        watts(p.watts),
                     ]
                 })
                 .collect();
             table::print(
-                &["TIME", "SELF%", "TOTAL%", "SELF", "TOTAL", "SERVICE"],
+                &[
+                    "TIME", "SELF%", "TOTAL%", "SELF", "TOTAL", "SERVICE", "WATTS",
+                ],
                 &rows,
-                &[1, 2, 3, 4, 5],
+                &[1, 2, 3, 4, 5, 6],
             )?;
         }
         QueryCommand::Stacks {
@@ -360,5 +385,39 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `query top --by energy`: functions by joules charged, with mean watts.
+async fn top_by_energy(
+    store: &fleetprof_collector::store::Store,
+    service: &str,
+    window: Window,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let rows = query::top_by_energy(store, service, window, limit).await?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "no energy measured for service {service:?} in {window}: its hosts report energy as \
+         unavailable (no RAPL, e.g. virtual machines) or it had no samples; `query top --by self` \
+         still ranks by CPU"
+    );
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                format!("{:.3}", r.watts),
+                format!("{:.2}", r.joules),
+                pct(r.energy_pct),
+                r.self_samples.to_string(),
+                r.function,
+            ]
+        })
+        .collect();
+    table::print(
+        &["WATTS", "JOULES", "ENERGY%", "SELF", "FUNCTION"],
+        &rows,
+        &[0, 1, 2, 3],
+    )?;
     Ok(())
 }

@@ -287,6 +287,7 @@ pub fn validate(
                 }
                 per_process.push((p.process_index, p.joules));
             }
+            let split = crate::store::energy::split_from_wire(e).map_err(invalid)?;
             if !e.available && (!domains.is_empty() || !per_process.is_empty()) {
                 return Err(invalid(
                     "energy.available is false but energy readings are present",
@@ -298,6 +299,7 @@ pub fn validate(
                 source: e.source.clone(),
                 domains,
                 processes: per_process,
+                split,
             }
         }
     };
@@ -479,6 +481,7 @@ pub(crate) mod tests {
             processes: vec![pb::ProcessEnergy {
                 process_index: 3,
                 joules: 1.0,
+                ..Default::default()
             }],
             ..Default::default()
         });
@@ -552,6 +555,7 @@ pub(crate) mod tests {
             domains: vec![pb::DomainEnergy {
                 domain: "package-0".into(),
                 joules: f64::NAN,
+                ..Default::default()
             }],
             ..Default::default()
         });

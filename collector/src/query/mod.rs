@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod energy;
 mod flame;
 mod window;
 
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+pub use energy::{EnergyTopRow, function_watts, service_watts, top_by_energy};
 pub use flame::{FoldedStack, differential_flamegraph, folded_text, render_flamegraph};
 pub use window::{Side, Window};
 
@@ -368,7 +370,7 @@ pub async fn diff_folded(
 }
 
 /// A row of [`services`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRow {
     /// Service name.
     pub service: String,
@@ -380,6 +382,18 @@ pub struct ServiceRow {
     pub samples: u64,
     /// Start of the last minute with samples (Unix seconds).
     pub last_seen: u32,
+    /// Mean watts charged to the service (active energy, Kepler's split) over the time its
+    /// hosts measured energy in the window; `None` where no host measured it.
+    pub watts: Option<f64>,
+}
+
+#[derive(Row, Deserialize)]
+struct ServiceCounts {
+    service: String,
+    versions: Vec<String>,
+    hosts: u64,
+    samples: u64,
+    last_seen: u32,
 }
 
 /// Every service with samples (in `window`, or ever): versions, hosts, samples, last seen;
@@ -392,7 +406,7 @@ pub async fn services(
         Some(w) => Filter::default().window("minute", w, true),
         None => Filter::default(),
     };
-    let mut rows = filter
+    let rows = filter
         .query(
             store,
             "SELECT service, groupUniqArray(version) AS versions, toUInt64(uniqExact(host)) AS hosts, \
@@ -400,13 +414,32 @@ pub async fn services(
              FROM service_minutes {where} GROUP BY service ORDER BY samples DESC, service",
             &[],
         )
-        .fetch_all::<ServiceRow>()
+        .fetch_all::<ServiceCounts>()
         .await
         .map_err(ch("reading service_minutes"))?;
-    for r in &mut rows {
-        r.versions.sort();
-    }
-    Ok(rows)
+    let watts = service_watts(
+        store,
+        window.unwrap_or(Window {
+            from: 0,
+            to: u32::MAX,
+        }),
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut versions = r.versions;
+            versions.sort();
+            ServiceRow {
+                watts: watts.get(&r.service).copied(),
+                service: r.service,
+                versions,
+                hosts: r.hosts,
+                samples: r.samples,
+                last_seen: r.last_seen,
+            }
+        })
+        .collect())
 }
 
 /// A row of [`service_usage`]: how much CPU (and energy) a service used.
@@ -507,6 +540,8 @@ pub struct HistoryPoint {
     pub self_pct: f64,
     /// Total share, %.
     pub total_pct: f64,
+    /// Mean watts charged to the function (as leaf) in the bucket; `None` where not measured.
+    pub watts: Option<f64>,
 }
 
 #[derive(Row, Deserialize)]
@@ -561,6 +596,7 @@ pub async fn function_history(
         .map_err(ch("reading function_minutes"))?;
     let counts: HashMap<u32, (u64, u64)> =
         counts.into_iter().map(|c| (c.time, (c.a, c.b))).collect();
+    let watts = function_watts(store, service, function, window, bucket_secs).await?;
     Ok(totals
         .into_iter()
         .map(|t| {
@@ -572,6 +608,7 @@ pub async fn function_history(
                 service_samples: t.a,
                 self_pct: pct(s, t.a),
                 total_pct: pct(total, t.a),
+                watts: watts.get(&t.time).copied(),
             }
         })
         .collect())
@@ -612,6 +649,8 @@ async fn fine_history(
             service_samples: r.n,
             self_pct: pct(r.s, r.n),
             total_pct: pct(r.t, r.n),
+            // Energy is attributed per minute; finer buckets carry no watts.
+            watts: None,
         })
         .collect())
 }

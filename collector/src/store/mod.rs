@@ -15,6 +15,7 @@
 //! # let _ = services; Ok(()) }
 //! ```
 
+pub(crate) mod energy;
 pub mod local_server;
 mod migrate;
 mod model;
@@ -29,8 +30,8 @@ use hyper_util::rt::TokioExecutor;
 
 pub use migrate::{MIGRATIONS, Migration, split_statements};
 pub use model::{
-    Batch, BatchKey, EnergyReading, LossCounters, ProcessInfo, SampleInfo, StackInfo, StoredFrame,
-    frame_id, stack_id,
+    Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
+    StoredFrame, frame_id, stack_id,
 };
 pub use writer::WriteOutcome;
 

@@ -103,6 +103,28 @@ pub struct EnergyReading {
     pub domains: Vec<(String, f64)>,
     /// (index into [`Batch::processes`], joules).
     pub processes: Vec<(u32, f64)>,
+    /// How the energy was split (and its inputs), per host and window.
+    pub split: EnergySplit,
+}
+
+/// How a window's energy was split between its processes and the host's idle, with the
+/// inputs: stored beside the figures (`host_energy`, `process_energy`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnergySplit {
+    /// The method, e.g. `kepler-cpu-time: ...`; empty from profilers that predate it.
+    pub method: String,
+    /// Busy ÷ all CPU time over the window.
+    pub busy_ratio: f64,
+    /// Busy CPU-seconds (all CPUs).
+    pub busy_cpu_seconds: f64,
+    /// All CPU-seconds (about window × CPUs).
+    pub total_cpu_seconds: f64,
+    /// Seconds between the counter readings that bound the energy.
+    pub interval_seconds: f64,
+    /// The basis domains: (domain, measured, active, idle joules).
+    pub domains: Vec<(String, f64, f64, f64)>,
+    /// Per entry of [`EnergyReading::processes`], in the same order: (CPU-seconds, DRAM joules).
+    pub processes: Vec<(f64, f64)>,
 }
 
 /// The host's loss counters for the window, in the order of `LossCounters` in the proto.

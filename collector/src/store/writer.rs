@@ -110,6 +110,9 @@ struct ProcessEnergyRow<'a> {
     service: &'a str,
     version: &'a str,
     joules: f64,
+    cpu_seconds: f64,
+    dram_joules: f64,
+    method: &'a str,
 }
 
 #[derive(Row, Serialize)]
@@ -321,23 +324,33 @@ impl Store {
             .iter()
             .filter(|b| b.energy.available)
             .flat_map(|b| {
-                b.energy.processes.iter().map(move |(index, joules)| {
-                    let p = &b.processes[*index as usize];
-                    ProcessEnergyRow {
-                        time: b.time(),
-                        time_ns: b.start_time_ns,
-                        window_ns: b.end_time_ns - b.start_time_ns,
-                        host: &b.hostname,
-                        host_id: &b.key.host_id,
-                        pid: p.pid,
-                        comm: &p.comm,
-                        service: &p.service,
-                        version: &p.version,
-                        joules: *joules,
-                    }
-                })
+                b.energy
+                    .processes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, (index, joules))| {
+                        let p = &b.processes[*index as usize];
+                        let (cpu_seconds, dram_joules) =
+                            b.energy.split.processes.get(i).copied().unwrap_or_default();
+                        ProcessEnergyRow {
+                            time: b.time(),
+                            time_ns: b.start_time_ns,
+                            window_ns: b.end_time_ns - b.start_time_ns,
+                            host: &b.hostname,
+                            host_id: &b.key.host_id,
+                            pid: p.pid,
+                            comm: &p.comm,
+                            service: &p.service,
+                            version: &p.version,
+                            joules: *joules,
+                            cpu_seconds,
+                            dram_joules,
+                            method: &b.energy.split.method,
+                        }
+                    })
             })
             .collect::<Vec<_>>();
+        let host_energy = super::energy::host_energy_rows(batches);
         let losses = batches
             .iter()
             .map(|b| {
@@ -378,6 +391,13 @@ impl Store {
                 same
             ),
             insert_rows!(self, LossRow<'_>, "losses", losses, same),
+            insert_rows!(
+                self,
+                super::energy::HostEnergyRow<'_>,
+                "host_energy",
+                host_energy,
+                same
+            ),
         )?;
         let batch_rows = batches
             .iter()

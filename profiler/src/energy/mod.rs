@@ -1,10 +1,12 @@
 //! Energy: RAPL counters read from powercap sysfs or the perf `power` PMU, and attribution of a
-//! window's energy to processes by their share of CPU samples.
+//! window's energy to processes the way Kepler does it.
 //!
 //! A window opens with [`EnergyMeter::read`] and closes with another read; [`EnergyReading::since`]
-//! turns the pair into joules per RAPL domain (wrap-around handled), and [`attribute`] splits them
-//! among processes in proportion to their CPU samples, the method Kepler and Scaphandre use. The
-//! report names that method, because the split is an estimate and not a measurement.
+//! turns the pair into joules per RAPL domain (wrap-around at `max_energy_range_uj` handled; a
+//! zone that disappeared is left out and named) plus the CPUs' busy and total time from
+//! `/proc/stat`, and [`attribute`] charges processes only the active part (measured × busy
+//! ratio), each by its CPU time, and reports the idle rest apart. The report names that method
+//! and keeps its inputs, because the split is an estimate and not a measurement.
 //!
 //! Hosts without RAPL are normal (virtual machines hide it): [`EnergyMeter::detect`] then fails with
 //! an [`EnergyError`] saying what was looked for, and `EnergyReport::from(&error)` is
@@ -21,7 +23,7 @@
 //!         Ok(start) => {
 //!             std::thread::sleep(Duration::from_secs(10)); // sample the window here
 //!             let samples_per_pid = [(1234, 900), (5678, 100)];
-//!             meter.finish(&start, &samples_per_pid)
+//!             meter.finish(&start, &samples_per_pid, 19)
 //!         }
 //!     },
 //! };
@@ -32,6 +34,7 @@
 //! ```
 
 mod attribute;
+mod cpu;
 mod perf_power;
 mod powercap;
 
@@ -43,7 +46,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use attribute::{attribute, joules_for};
+pub use attribute::{METHOD, attribute, joules_for};
+pub use cpu::CpuTime;
 
 /// A window's energy, or why there is none.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,13 +65,24 @@ pub enum EnergyReport {
         /// Length of the measured interval, seconds.
         interval_secs: f64,
         /// Joules per RAPL domain (`package-0`, `package-0/core`, `package-0/dram`, `psys`, ...).
-        /// Domains nest (core is part of its package), so do not add them all up.
+        /// Domains nest (core is part of its package), so do not add them all up: the `basis`
+        /// ones are what was split.
         domains: Vec<DomainEnergy>,
-        /// The joules split among processes: `psys` if measured, else packages plus DRAM.
+        /// The basis domains' joules: `psys` if measured, else packages plus DRAM.
+        measured_joules: f64,
+        /// The active part of `measured_joules` (× busy ratio): what is split among processes.
         attributed_joules: f64,
+        /// The idle part of `measured_joules`, the host's, charged to no process.
+        idle_joules: f64,
+        /// Busy CPU time ÷ all CPU time over the window, from `/proc/stat`.
+        busy_ratio: f64,
+        /// Busy CPU-seconds (all CPUs) over the window, from `/proc/stat`.
+        busy_cpu_secs: f64,
+        /// All CPU-seconds (about interval × CPUs) over the window, from `/proc/stat`.
+        total_cpu_secs: f64,
         /// Each sampled process's share of `attributed_joules`, by pid.
         processes: Vec<ProcessEnergy>,
-        /// How `processes` was derived, naming the domains summed.
+        /// How `processes` was derived, naming the domains summed (see [`METHOD`]).
         method: String,
     },
 }
@@ -135,6 +150,26 @@ pub struct DomainEnergy {
     pub domain: String,
     /// Joules over the interval.
     pub joules: f64,
+    /// Whether this domain is part of what was split (core and uncore, inside their package,
+    /// are not).
+    pub basis: bool,
+    /// The active part (joules × busy ratio) when `basis`, else 0.
+    pub active_joules: f64,
+    /// The idle part when `basis`, else 0.
+    pub idle_joules: f64,
+}
+
+impl DomainEnergy {
+    /// A domain's measured joules, not yet split into active and idle.
+    pub fn measured(domain: impl Into<String>, joules: f64) -> Self {
+        Self {
+            domain: domain.into(),
+            joules,
+            basis: false,
+            active_joules: 0.0,
+            idle_joules: 0.0,
+        }
+    }
 }
 
 /// Energy charged to one process over an interval.
@@ -142,8 +177,12 @@ pub struct DomainEnergy {
 pub struct ProcessEnergy {
     /// Process id.
     pub pid: u32,
-    /// Joules charged, by the report's method.
+    /// The process's CPU time in the window: its samples ÷ the sampling frequency.
+    pub cpu_secs: f64,
+    /// Joules charged, by the report's method (all basis domains).
     pub joules: f64,
+    /// The part of `joules` that is DRAM energy (0 where DRAM is not measured apart).
+    pub dram_joules: f64,
 }
 
 /// Why energy cannot be read.
@@ -199,6 +238,21 @@ pub enum EnergyError {
         /// What it held, trimmed.
         contents: String,
     },
+    /// A powercap directory was given explicitly (`--powercap-dir`) but holds no RAPL zones.
+    #[error(
+        "{} has no intel-rapl or amd-rapl zones (check --powercap-dir / powercap_dir)",
+        dir.display()
+    )]
+    NoZones {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// Every counter the meter found has disappeared (zones removed, e.g. a driver unloaded).
+    #[error("every RAPL counter stopped: {}", domains.join(", "))]
+    AllStopped {
+        /// The domains whose counters are gone.
+        domains: Vec<String>,
+    },
     /// The perf `power` PMU exists but an event could not be opened.
     #[error(
         "cannot open perf event power/{event}/ on CPU {cpu} (system-wide power events need root, \
@@ -239,17 +293,45 @@ enum Counters {
     Perf(Vec<perf_power::Counter>),
 }
 
-/// Reads the host's RAPL energy counters.
+/// Reads the host's RAPL energy counters (and the CPU time that splits them).
 #[derive(Debug)]
 pub struct EnergyMeter {
     counters: Counters,
     domains: Arc<[DomainInfo]>,
+    proc_stat: PathBuf,
 }
+
+/// Where the CPU time comes from unless told otherwise.
+const PROC_STAT: &str = "/proc/stat";
 
 impl EnergyMeter {
     /// Finds the host's RAPL source under `/sys`; see [`EnergyMeter::detect_at`].
     pub fn detect() -> Result<Self, EnergyError> {
         Self::detect_at(Path::new("/sys"))
+    }
+
+    /// With `powercap_dir` (`--powercap-dir`, `powercap_dir` in the config): only the powercap
+    /// zones there (for tests with a fixture tree, and hosts that mount sysfs elsewhere);
+    /// without it, [`EnergyMeter::detect`].
+    pub fn detect_with(powercap_dir: Option<&Path>) -> Result<Self, EnergyError> {
+        let Some(dir) = powercap_dir else {
+            return Self::detect();
+        };
+        match powercap::detect(dir)? {
+            Some(zones) => {
+                let domains = zones.iter().map(|z| clone_info(&z.info)).collect();
+                Self::new(Counters::Powercap(zones), domains)
+            }
+            None => Err(EnergyError::NoZones {
+                dir: dir.to_owned(),
+            }),
+        }
+    }
+
+    /// Reads CPU time from `path` (a `/proc/stat`-formatted file) instead of `/proc/stat`.
+    pub fn with_proc_stat(mut self, path: impl Into<PathBuf>) -> Self {
+        self.proc_stat = path.into();
+        self
     }
 
     /// Finds a RAPL source under `sysfs_root`: powercap zones (`class/powercap`) first, else the
@@ -288,6 +370,7 @@ impl EnergyMeter {
         let meter = Self {
             counters,
             domains: domains.into(),
+            proc_stat: PathBuf::from(PROC_STAT),
         };
         meter.read()?;
         Ok(meter)
@@ -306,31 +389,45 @@ impl EnergyMeter {
         self.domains.iter().map(|d| d.name.as_str())
     }
 
-    /// Reads every counter now.
+    /// Reads every counter and the CPU time now. A powercap zone whose `energy_uj` has gone
+    /// (zone removed) reads as missing, and windows leave it out; when every one has gone the
+    /// read fails with [`EnergyError::AllStopped`].
     pub fn read(&self) -> Result<EnergyReading, EnergyError> {
-        let raw = match &self.counters {
-            Counters::Powercap(zones) => {
-                zones.iter().map(powercap::read).collect::<Result<_, _>>()?
-            }
+        let raw: Vec<Option<u64>> = match &self.counters {
+            Counters::Powercap(zones) => zones
+                .iter()
+                .map(powercap::read_if_present)
+                .collect::<Result<_, _>>()?,
             Counters::Perf(counters) => counters
                 .iter()
-                .map(perf_power::read_counter)
+                .map(|c| perf_power::read_counter(c).map(Some))
                 .collect::<Result<_, _>>()?,
         };
+        if raw.iter().all(Option::is_none) {
+            return Err(EnergyError::AllStopped {
+                domains: self.domains.iter().map(|d| d.name.clone()).collect(),
+            });
+        }
         Ok(EnergyReading {
             at: Instant::now(),
             source: self.source(),
             domains: Arc::clone(&self.domains),
             raw,
+            cpu: cpu::read(&self.proc_stat)?,
         })
     }
 
     /// Closes a window opened with `start`: reads the counters and attributes the energy since
-    /// `start` by `samples_per_pid` (see [`attribute`]). A failed read is reported as
-    /// [`EnergyReport::Unavailable`], so the caller can carry on.
-    pub fn finish(&self, start: &EnergyReading, samples_per_pid: &[(u32, u64)]) -> EnergyReport {
+    /// `start` by `samples_per_pid`, taken at `frequency_hz` (see [`attribute`]). A failed read
+    /// is reported as [`EnergyReport::Unavailable`], so the caller can carry on.
+    pub fn finish(
+        &self,
+        start: &EnergyReading,
+        samples_per_pid: &[(u32, u64)],
+        frequency_hz: u32,
+    ) -> EnergyReport {
         match self.read() {
-            Ok(end) => attribute(&end.since(start), samples_per_pid),
+            Ok(end) => attribute(&end.since(start), samples_per_pid, frequency_hz),
             Err(e) => EnergyReport::from(&e),
         }
     }
@@ -350,32 +447,41 @@ pub struct EnergyReading {
     at: Instant,
     source: &'static str,
     domains: Arc<[DomainInfo]>,
-    raw: Vec<u64>,
+    /// One value per domain; `None` where the counter had disappeared.
+    raw: Vec<Option<u64>>,
+    cpu: cpu::CpuTicks,
 }
 
 impl EnergyReading {
-    /// Joules per domain between `earlier` and this reading, which must come from the same meter.
+    /// Joules per domain and CPU time between `earlier` and this reading, which must come from
+    /// the same meter.
     ///
     /// A counter that went backwards wrapped once: its delta is `max - earlier + now`. Windows
     /// must be shorter than one wrap period (tens of minutes at hundreds of watts for powercap).
+    /// A counter missing at either end stopped (its zone went away): it is left out of the
+    /// domains and named in `stopped`, never counted as zero.
     pub fn since(&self, earlier: &EnergyReading) -> EnergyInterval {
         debug_assert!(
             Arc::ptr_eq(&self.domains, &earlier.domains),
             "readings from different meters"
         );
-        let domains = self
-            .domains
-            .iter()
-            .zip(earlier.raw.iter().zip(&self.raw))
-            .map(|(info, (&before, &now))| DomainEnergy {
-                domain: info.name.clone(),
-                joules: delta(before, now, info.wrap_at) as f64 * info.joules_per_unit,
-            })
-            .collect();
+        let mut domains = Vec::new();
+        let mut stopped = Vec::new();
+        for (info, (before, now)) in self.domains.iter().zip(earlier.raw.iter().zip(&self.raw)) {
+            match (before, now) {
+                (Some(before), Some(now)) => domains.push(DomainEnergy::measured(
+                    info.name.clone(),
+                    delta(*before, *now, info.wrap_at) as f64 * info.joules_per_unit,
+                )),
+                _ => stopped.push(info.name.clone()),
+            }
+        }
         EnergyInterval {
             source: self.source.to_owned(),
             secs: self.at.saturating_duration_since(earlier.at).as_secs_f64(),
             domains,
+            cpu: self.cpu.since(&earlier.cpu),
+            stopped,
         }
     }
 }
@@ -396,8 +502,12 @@ pub struct EnergyInterval {
     pub source: String,
     /// Length of the interval, seconds.
     pub secs: f64,
-    /// Joules per domain.
+    /// Joules per domain (not yet split: `basis`, `active_joules`, `idle_joules` unset).
     pub domains: Vec<DomainEnergy>,
+    /// The CPUs' busy and total time over the interval.
+    pub cpu: CpuTime,
+    /// Domains whose counters stopped (zone removed) during the interval, left out of `domains`.
+    pub stopped: Vec<String>,
 }
 
 #[cfg(test)]
@@ -428,6 +538,30 @@ mod tests {
     }
 
     const MAX: u64 = 262_143_328_850;
+
+    /// Writes `root/stat` as `/proc/stat` would with `busy` and `idle` ticks (USER_HZ, 100 here
+    /// and almost everywhere) on the aggregate line.
+    fn cpu_stat(root: &Path, busy: u64, idle: u64) {
+        fs::write(
+            root.join("stat"),
+            format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
+    }
+
+    /// A meter on the fixture tree under `root`, its CPU time read from `root/stat` (which
+    /// starts at zero).
+    fn fixture_meter(root: &Path) -> EnergyMeter {
+        cpu_stat(root, 0, 0);
+        EnergyMeter::detect_at(root)
+            .unwrap()
+            .with_proc_stat(root.join("stat"))
+    }
+
+    fn ticks_per_second() -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap()
+    }
 
     /// Looks up a domain's joules in an interval.
     fn joules(interval: &EnergyInterval, domain: &str) -> f64 {
@@ -463,7 +597,7 @@ mod tests {
         zone(root, "intel-rapl:0:2", "dram", Some(4_000_000), Some(MAX));
         zone(root, "intel-rapl:1", "psys", Some(5_000_000), Some(MAX));
 
-        let meter = EnergyMeter::detect_at(root).unwrap();
+        let meter = fixture_meter(root);
         assert_eq!(meter.source(), "powercap");
         assert_eq!(
             meter.domains().collect::<Vec<_>>(),
@@ -481,8 +615,12 @@ mod tests {
         set_energy(root, "intel-rapl:0:1", 3_500_000);
         set_energy(root, "intel-rapl:0:2", 6_000_000);
         set_energy(root, "intel-rapl:1", 20_000_000);
+        let hz = ticks_per_second();
+        // 4 busy CPU-s of 8.
+        cpu_stat(root, 4 * hz, 4 * hz);
         let end = meter.read().unwrap();
         let interval = end.since(&start);
+        assert!(close(interval.cpu.busy_secs, 4.0) && close(interval.cpu.total_secs, 8.0));
         assert!(close(joules(&interval, "package-0"), 10.0));
         assert!(close(joules(&interval, "package-0/core"), 6.0));
         assert!(close(joules(&interval, "package-0/uncore"), 0.5));
@@ -490,10 +628,13 @@ mod tests {
         assert!(close(joules(&interval, "psys"), 15.0));
         assert!(interval.secs >= 0.0);
 
-        let report = meter.finish(&start, &[(1, 3), (2, 1)]);
+        // 3 and 1 samples at 1 Hz: 3 and 1 CPU-s of the 4 busy.
+        let report = meter.finish(&start, &[(1, 3), (2, 1)], 1);
         let EnergyReport::Measured {
             source,
+            measured_joules,
             attributed_joules,
+            idle_joules,
             method,
             ..
         } = &report
@@ -501,12 +642,10 @@ mod tests {
             panic!("{report:?}")
         };
         assert_eq!(source, "powercap");
-        assert!(
-            close(*attributed_joules, 15.0),
-            "psys is the whole platform"
-        );
-        assert!(method.contains("attributed by share of CPU samples"));
-        assert!(close(report.process_joules(1).unwrap(), 11.25));
+        assert!(close(*measured_joules, 15.0), "psys is the whole platform");
+        assert!(close(*attributed_joules, 7.5) && close(*idle_joules, 7.5));
+        assert!(method.starts_with("kepler-cpu-time"), "{method}");
+        assert!(close(report.process_joules(1).unwrap(), 5.625));
     }
 
     /// Two packages: subzones are named after their own package, and both packages are split.
@@ -518,7 +657,7 @@ mod tests {
         zone(root, "intel-rapl:0:0", "dram", Some(0), Some(MAX));
         zone(root, "intel-rapl:1", "package-1", Some(0), Some(MAX));
         zone(root, "intel-rapl:1:0", "dram", Some(0), Some(MAX));
-        let meter = EnergyMeter::detect_at(root).unwrap();
+        let meter = fixture_meter(root);
         assert_eq!(
             meter.domains().collect::<Vec<_>>(),
             ["package-0", "package-0/dram", "package-1", "package-1/dram"]
@@ -528,9 +667,16 @@ mod tests {
         set_energy(root, "intel-rapl:0:0", 3_000_000);
         set_energy(root, "intel-rapl:1", 20_000_000);
         set_energy(root, "intel-rapl:1:0", 7_000_000);
-        let report = meter.finish(&start, &[(42, 10)]);
-        assert!(close(report.attributed_joules().unwrap(), 60.0));
-        assert!(close(report.process_joules(42).unwrap(), 60.0));
+        let hz = ticks_per_second();
+        cpu_stat(root, hz, 3 * hz);
+        // 10 samples at 10 Hz: the 1 busy CPU-s of 4; active is a quarter of 60 J.
+        let report = meter.finish(&start, &[(42, 10)], 10);
+        assert!(close(report.attributed_joules().unwrap(), 15.0));
+        assert!(close(report.process_joules(42).unwrap(), 15.0));
+        let EnergyReport::Measured { processes, .. } = &report else {
+            panic!()
+        };
+        assert!(close(processes[0].dram_joules, 2.5), "{processes:?}");
     }
 
     /// A counter that passed max_energy_range_uj wraps: delta = max - before + now.
@@ -569,11 +715,12 @@ mod tests {
         zone(root, "intel-rapl:0", "package-0", Some(0), Some(MAX));
         zone(root, "intel-rapl:0:0", "core", None, Some(MAX));
         zone(root, "intel-rapl:0:1", "uncore", Some(0), None);
-        let meter = EnergyMeter::detect_at(root).unwrap();
+        let meter = fixture_meter(root);
         assert_eq!(meter.domains().collect::<Vec<_>>(), ["package-0"]);
         let start = meter.read().unwrap();
         set_energy(root, "intel-rapl:0", 9_000_000);
-        let report = meter.finish(&start, &[(5, 1)]);
+        cpu_stat(root, 10, 0);
+        let report = meter.finish(&start, &[(5, 1)], 1);
         let EnergyReport::Measured {
             domains, method, ..
         } = &report
@@ -581,7 +728,7 @@ mod tests {
             panic!("{report:?}")
         };
         assert_eq!(domains.len(), 1);
-        assert!(method.starts_with("package-0 energy"), "{method}");
+        assert!(method.contains("(package-0)"), "{method}");
         assert!(close(report.attributed_joules().unwrap(), 9.0));
     }
 
@@ -634,7 +781,7 @@ mod tests {
         let meter = EnergyMeter::detect_at(root).unwrap();
         let start = meter.read().unwrap();
         fs::write(root.join("class/powercap/intel-rapl:0/energy_uj"), "oops\n").unwrap();
-        let report = meter.finish(&start, &[(1, 1)]);
+        let report = meter.finish(&start, &[(1, 1)], 19);
         let EnergyReport::Unavailable { reason } = &report else {
             panic!("{report:?}")
         };
@@ -850,15 +997,104 @@ mod tests {
         let interval = EnergyInterval {
             source: String::from("powercap"),
             secs: 2.0,
-            domains: vec![DomainEnergy {
-                domain: String::from("package-0"),
-                joules: 4.0,
-            }],
+            domains: vec![DomainEnergy::measured("package-0", 4.0)],
+            cpu: CpuTime {
+                busy_secs: 1.0,
+                total_secs: 4.0,
+            },
+            stopped: Vec::new(),
         };
-        let json = serde_json::to_value(attribute(&interval, &[(3, 1)])).unwrap();
+        let json = serde_json::to_value(attribute(&interval, &[(3, 1)], 1)).unwrap();
         assert_eq!(json["status"], "measured");
         assert_eq!(json["processes"][0]["pid"], 3);
-        assert_eq!(json["processes"][0]["joules"], 4.0);
+        assert_eq!(json["processes"][0]["joules"], 1.0);
+        assert_eq!(json["processes"][0]["cpu_secs"], 1.0);
+        assert_eq!(json["idle_joules"], 3.0);
+        assert_eq!(json["busy_ratio"], 0.25);
         assert_eq!(json["interval_secs"], 2.0);
+    }
+
+    /// A zone that disappears mid-run is left out of the window and named, never read as zero;
+    /// when every zone has gone the window is unavailable, saying so.
+    #[test]
+    fn powercap_zone_removed() {
+        let sys = tempfile::tempdir().unwrap();
+        let root = sys.path();
+        zone(root, "intel-rapl:0", "package-0", Some(0), Some(MAX));
+        zone(root, "intel-rapl:1", "package-1", Some(0), Some(MAX));
+        let meter = fixture_meter(root);
+        let start = meter.read().unwrap();
+        set_energy(root, "intel-rapl:0", 8_000_000);
+        fs::remove_dir_all(root.join("class/powercap/intel-rapl:1")).unwrap();
+        let hz = ticks_per_second();
+        cpu_stat(root, hz, hz);
+        let interval = meter.read().unwrap().since(&start);
+        assert_eq!(interval.stopped, ["package-1"]);
+        assert_eq!(interval.domains.len(), 1);
+        let report = meter.finish(&start, &[(9, 1)], 1);
+        let EnergyReport::Measured {
+            measured_joules,
+            method,
+            ..
+        } = &report
+        else {
+            panic!("{report:?}")
+        };
+        assert!(close(*measured_joules, 8.0), "{report:?}");
+        assert!(method.contains("stopped (left out): package-1"), "{method}");
+        assert!(close(report.process_joules(9).unwrap(), 4.0));
+
+        fs::remove_dir_all(root.join("class/powercap/intel-rapl:0")).unwrap();
+        assert!(matches!(meter.read(), Err(EnergyError::AllStopped { .. })));
+        let report = meter.finish(&start, &[(9, 1)], 1);
+        let EnergyReport::Unavailable { reason } = &report else {
+            panic!("{report:?}")
+        };
+        assert!(reason.contains("every RAPL counter stopped"), "{reason}");
+        assert_eq!(report.attributed_joules(), None);
+    }
+
+    /// Wrap-around in a whole window: a counter advanced at a constant 50 W past
+    /// max_energy_range_uj still yields 50 W × the elapsed time.
+    #[test]
+    fn powercap_wraparound_window() {
+        let sys = tempfile::tempdir().unwrap();
+        let root = sys.path();
+        let max = 100_000_000; // 100 J: wraps every 2 s at 50 W.
+        zone(
+            root,
+            "intel-rapl:0",
+            "package-0",
+            Some(90_000_000),
+            Some(max),
+        );
+        let meter = fixture_meter(root);
+        let start = meter.read().unwrap();
+        // 1.5 s at 50 W = 75 J: 90 + 75 = 165 J, past the 100 J range, so the file reads 65 J.
+        set_energy(root, "intel-rapl:0", (90_000_000 + 75_000_000) % max);
+        cpu_stat(root, 100, 100);
+        let report = meter.finish(&start, &[], 1);
+        let EnergyReport::Measured {
+            measured_joules, ..
+        } = &report
+        else {
+            panic!("{report:?}")
+        };
+        assert!(close(*measured_joules, 75.0), "{report:?}");
+    }
+
+    /// `--powercap-dir` reads that directory only; one without zones is an error naming it.
+    #[test]
+    fn explicit_powercap_dir() {
+        let sys = tempfile::tempdir().unwrap();
+        let root = sys.path();
+        zone(root, "intel-rapl:0", "package-0", Some(0), Some(MAX));
+        let dir = root.join("class/powercap");
+        let meter = EnergyMeter::detect_with(Some(&dir)).unwrap();
+        assert_eq!(meter.domains().collect::<Vec<_>>(), ["package-0"]);
+        let empty = tempfile::tempdir().unwrap();
+        let err = EnergyMeter::detect_with(Some(empty.path())).unwrap_err();
+        assert!(matches!(err, EnergyError::NoZones { .. }), "{err:?}");
+        assert!(err.to_string().contains("--powercap-dir"), "{err}");
     }
 }

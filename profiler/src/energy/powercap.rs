@@ -95,11 +95,16 @@ pub(super) fn detect(powercap_dir: &Path) -> Result<Option<Vec<Zone>>, EnergyErr
     Ok(Some(zones))
 }
 
-/// Reads a zone's counter, in microjoules.
-pub(super) fn read(zone: &Zone) -> Result<u64, EnergyError> {
-    let text =
-        std::fs::read_to_string(&zone.energy_uj).map_err(|e| io_error(&zone.energy_uj, e))?;
-    parse_u64(&zone.energy_uj, &text)
+/// Reads a zone's counter, in microjoules; `None` when the zone has gone (its `energy_uj` no
+/// longer exists, as when the RAPL driver is unloaded or the zone is removed).
+pub(super) fn read_if_present(zone: &Zone) -> Result<Option<u64>, EnergyError> {
+    match read_optional(&zone.energy_uj)? {
+        Some(text) => parse_u64(&zone.energy_uj, &text).map(Some),
+        None => {
+            tracing::debug!(zone = %zone.energy_uj.display(), "RAPL counter gone");
+            Ok(None)
+        }
+    }
 }
 
 /// `intel-rapl:0` → `("intel-rapl", [0])`, `intel-rapl:0:2` → `("intel-rapl", [0, 2])`.
