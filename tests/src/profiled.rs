@@ -57,12 +57,10 @@ pub fn run_version(bin: &Path, service: &str, version: &str, seconds: u64) -> Ru
 /// The demo repository profiled for real: v1 for `seconds`, then v2 (the root cause) for `seconds`,
 /// under service `checkout`; the daemon is stopped afterwards so every sample is stored.
 pub fn profile_demo(fleet: &mut Fleet, repo: &DemoRepo, seconds: u64) -> (Run, Run) {
-    // The daemon attaches its eBPF programs before sampling.
-    std::thread::sleep(Duration::from_secs(2));
+    // `Fleet::start` returned once the daemon was profiling.
     let v1 = run_version(&repo.v1_bin, "checkout", "v1", seconds);
     let v2 = run_version(&repo.v2_bin, "checkout", "v2", seconds);
-    // Let the last interval's batch go out, then stop (the daemon flushes on SIGTERM).
-    std::thread::sleep(Duration::from_secs(2));
+    // The daemon flushes its last interval on SIGTERM; this returns once all of it is stored.
     fleet.stop_profiler().expect("stopping the profiler daemon");
     (v1, v2)
 }
