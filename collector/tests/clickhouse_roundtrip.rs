@@ -330,6 +330,29 @@ async fn clickhouse_roundtrip() {
     assert_eq!((stacks.len(), stacks[0].samples), (1, 180));
     check_documented_queries(&store).await;
 
+    // The read-only user (readonly = 1, as the agent's `sql` tool uses): the client's reads work,
+    // writes and setting changes are refused by the server.
+    let (user, password) = clickhouse.readonly_credentials();
+    let ro = Store::connect(
+        &StoreConfig::new(clickhouse.url())
+            .with_database("fleetprof_test")
+            .with_credentials(user, password),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&ro, "SELECT count() FROM batches FINAL WHERE host_id = 'machine-1'").await, 2);
+    let e = ro.client().query("DROP TABLE samples").execute().await.unwrap_err();
+    assert!(e.to_string().contains("readonly"), "{e}");
+    let e = ro
+        .client()
+        .clone()
+        .with_option("max_result_rows", "0")
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("readonly mode"), "{e}");
+
     // A poison batch: ClickHouse rejects every INSERT holding its frame `poison_fn` (a
     // materialized view that throws). Pushed together with good batches, the group is split:
     // the good ones are stored, the poison one is dead-lettered and answered INVALID_ARGUMENT.
