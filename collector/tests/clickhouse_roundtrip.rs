@@ -340,8 +340,20 @@ async fn clickhouse_roundtrip() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&ro, "SELECT count() FROM batches FINAL WHERE host_id = 'machine-1'").await, 2);
-    let e = ro.client().query("DROP TABLE samples").execute().await.unwrap_err();
+    assert_eq!(
+        count(
+            &ro,
+            "SELECT count() FROM batches FINAL WHERE host_id = 'machine-1'"
+        )
+        .await,
+        2
+    );
+    let e = ro
+        .client()
+        .query("DROP TABLE samples")
+        .execute()
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("readonly"), "{e}");
     let e = ro
         .client()
