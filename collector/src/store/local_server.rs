@@ -297,6 +297,12 @@ impl LocalClickHouse {
         (READONLY_USER, &self.readonly_password)
     }
 
+    /// The server's process id while it runs (e.g. to SIGSTOP it: a server that accepts
+    /// connections and never answers).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Whether the server process is running (started and not stopped).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
