@@ -313,6 +313,32 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Whatever the text, the checker answers (never panics), and what it passes is one
+        /// read statement with none of the refused words outside quotes.
+        #[test]
+        fn checker_passes_only_reads(q in "(SELECT|select|WITH|DROP|INSERT|SHOW|SET|\\(| |'|;|--|url\\(|file \\(|SETTINGS|FORMAT|x|1|,|\\)|\"){0,12}") {
+            if let Ok(ok) = ReadOnlySql::check(&q) {
+                proptest::prop_assert!(!ok.contains(';'));
+                let words = words_outside_quotes(ok);
+                let first = words.first().map_or("", |(w, _)| w.as_str());
+                proptest::prop_assert!(["SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"].contains(&first));
+                for (w, call) in &words {
+                    proptest::prop_assert!(!WRITES.contains(&w.as_str()) && w != "SETTINGS" && w != "FORMAT");
+                    proptest::prop_assert!(!(*call && TABLE_FUNCTIONS.contains(&w.as_str())));
+                }
+            }
+        }
+
+        /// Arbitrary text never panics the checker.
+        #[test]
+        fn checker_never_panics(q in ".{0,200}") {
+            let _ = ReadOnlySql::check(&q);
+        }
+    }
+
     /// A SETTINGS clause is refused (it could lift the limits).
     #[test]
     fn refuses_settings_clause() {

@@ -358,7 +358,7 @@ async fn clickhouse_roundtrip() {
     let e = ro
         .client()
         .clone()
-        .with_option("max_result_rows", "0")
+        .with_setting("max_result_rows", "0")
         .query("SELECT 1")
         .fetch_one::<u8>()
         .await

@@ -560,6 +560,21 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// A spool file name parses back to its key, for any sequence and boot id; names that
+        /// are not the spool's own are ignored, never misread.
+        #[test]
+        fn spool_names_round_trip(seq in proptest::prelude::any::<u64>(), boot in "[a-f0-9-]{1,40}", other in ".{0,60}") {
+            let key = SpoolKey { current_boot: true, sequence: seq, boot_id: boot.clone() };
+            proptest::prop_assert_eq!(SpoolKey::parse(&key.file_name(), &boot), Some(key.clone()));
+            let earlier = SpoolKey::parse(&key.file_name(), "another-boot").unwrap();
+            proptest::prop_assert!(!earlier.current_boot && earlier < key);
+            if let Some(k) = SpoolKey::parse(&other, &boot) {
+                proptest::prop_assert_eq!(k.file_name(), other);
+            }
+        }
+    }
+
     /// A write the disk refuses keeps the batch in memory (counted); the next push writes it
     /// out; a spool file deleted behind the spool's back is skipped and counted as dropped.
     #[test]

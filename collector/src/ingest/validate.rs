@@ -720,3 +720,82 @@ pub(crate) mod tests {
         assert_eq!(batch.stacks[0].stack_id, again.stacks[0].stack_id);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::tests::sample_batch;
+    use super::*;
+
+    const NOW: u64 = 1_750_000_000_000_000_000;
+
+    fn frames() -> impl Strategy<Value = Vec<pb::Frame>> {
+        prop::collection::vec(
+            ("[a-z:<>]{0,40}", "[a-z/]{0,20}", any::<u64>()).prop_map(|(function, module, off)| {
+                pb::Frame {
+                    function,
+                    module,
+                    module_offset: off,
+                    ..Default::default()
+                }
+            }),
+            0..8,
+        )
+    }
+
+    fn stacks() -> impl Strategy<Value = Vec<pb::Stack>> {
+        prop::collection::vec(
+            prop::collection::vec(0u32..10, 0..6)
+                .prop_map(|frame_indexes| pb::Stack { frame_indexes }),
+            0..6,
+        )
+    }
+
+    fn samples() -> impl Strategy<Value = Vec<pb::Sample>> {
+        prop::collection::vec(
+            (0u32..3, 0u32..8, 0u64..5, "[a-z]{0,8}").prop_map(|(p, s, count, thread_name)| {
+                pb::Sample {
+                    process_index: p,
+                    stack_index: s,
+                    count,
+                    thread_name,
+                    ..Default::default()
+                }
+            }),
+            0..8,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever indexes, counts and strings a batch carries, validation answers (never
+        /// panics), and what it accepts is consistent: every index resolves, counts add up.
+        #[test]
+        fn validation_never_panics_and_accepts_only_consistent_batches(
+            frames in frames(), stacks in stacks(), samples in samples(),
+            max_string in 1usize..64, max_expanded in 1usize..100_000,
+        ) {
+            let mut b = sample_batch();
+            b.frames = frames;
+            b.stacks = stacks;
+            b.samples = samples;
+            let limits = Limits { max_string_bytes: max_string, max_expanded_bytes: max_expanded, ..Limits::default() };
+            if let Ok(v) = validate(&b, &limits, NOW) {
+                prop_assert_eq!(v.total_samples(), b.samples.iter().map(|s| s.count).sum::<u64>());
+                for st in &v.stacks {
+                    prop_assert_eq!(st.frame_ids.len(), st.functions.len());
+                    prop_assert!(!st.functions.is_empty());
+                    prop_assert!(st.functions.iter().all(|f| f.len() <= max_string.max(60)));
+                }
+                for s in &v.samples {
+                    prop_assert!((s.stack as usize) < v.stacks.len());
+                    prop_assert!((s.process as usize) < v.processes.len());
+                    prop_assert!(s.count > 0);
+                }
+                prop_assert!(v.approx_bytes() > 0);
+            }
+        }
+    }
+}

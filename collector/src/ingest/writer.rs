@@ -580,6 +580,18 @@ fn keep(dir: &Path, key: &BatchKey, wire: &[u8], reason: &str) -> std::io::Resul
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever ids a host sends, the dead-letter name is one plain file name.
+        #[test]
+        fn dead_letter_names_are_plain(host in ".{0,200}", boot in ".{0,200}", seq in proptest::prelude::any::<u64>()) {
+            let name = dead_letter_name(&BatchKey { host_id: host, boot_id: boot, sequence: seq });
+            proptest::prop_assert!(!name.is_empty() && name.len() <= 300);
+            proptest::prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            let suffix = format!("-{seq}");
+            proptest::prop_assert!(name.ends_with(&suffix));
+        }
+    }
+
     /// Dead-letter names never leave the directory, whatever the host sends.
     #[test]
     fn dead_letter_names_stay_in_the_directory() {
