@@ -265,6 +265,20 @@ async fn clickhouse_roundtrip() {
         "{}",
         e.message()
     );
+    // A small batch built to expand past the budget (one 16-KiB name × 1024 frames × 400 rows,
+    // some 6.7 GB once expanded) is refused before anything is expanded; the next batch lands.
+    let mut amplifying = batch(2, "1.0", false);
+    amplifying.frames[0].function = "f".repeat(16 << 10);
+    amplifying.stacks[0].frame_indexes = vec![0; 1024];
+    let one = amplifying.samples[0].clone();
+    amplifying.samples.resize(400, one);
+    let e = client.push(amplifying).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("expands to") && e.message().contains("send smaller batches"),
+        "{}",
+        e.message()
+    );
     let e = IngestClient::new(channel.clone())
         .push(batch(2, "1.0", false))
         .await
