@@ -30,6 +30,15 @@ pub enum RepoError {
     /// A path argument escapes the repository or is absolute.
     #[error("path {0:?} must be relative to the repository root and stay inside it")]
     BadPath(String),
+    /// A path resolves (through symlinks) outside the repository or into `.git/`, or the file
+    /// is too large to read whole.
+    #[error("path {path:?} is refused: {why}")]
+    Refused {
+        /// The path asked for.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -250,6 +259,61 @@ impl Repo {
         Ok(p.to_path_buf())
     }
 
+    /// The largest file the file tools read, bytes.
+    pub const MAX_READ_BYTES: u64 = 2 << 20;
+
+    /// `path` resolved for reading: relative, not under `.git/`, and — symlinks followed — still
+    /// inside the repository and not under its `.git/`; a regular file of at most
+    /// [`Repo::MAX_READ_BYTES`].
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, RepoError> {
+        let rel = self.relative(path)?;
+        let refuse = |why: &str| RepoError::Refused {
+            path: path.to_string(),
+            why: why.to_string(),
+        };
+        if rel
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == ".git")
+        {
+            return Err(refuse("the repository's .git directory is not readable"));
+        }
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|_| refuse("the repository root does not resolve"))?;
+        let full = root
+            .join(&rel)
+            .canonicalize()
+            .map_err(|e| RepoError::Read {
+                path: rel.clone(),
+                source: e,
+            })?;
+        if !full.starts_with(&root) {
+            return Err(refuse(
+                "it resolves (through a symlink) outside the repository",
+            ));
+        }
+        if full.starts_with(root.join(".git")) {
+            return Err(refuse("it resolves into the repository's .git directory"));
+        }
+        let meta = std::fs::metadata(&full).map_err(|e| RepoError::Read {
+            path: rel.clone(),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        if meta.len() > Self::MAX_READ_BYTES {
+            return Err(refuse(&format!(
+                "{} bytes, more than the {} the file tools read",
+                meta.len(),
+                Self::MAX_READ_BYTES
+            )));
+        }
+        Ok(full)
+    }
+
     /// The files of the repository (tracked and untracked-but-not-ignored), relative paths.
     pub fn files(&self) -> Result<Vec<String>, RepoError> {
         let out = self.git(&["ls-files", "--cached", "--others", "--exclude-standard"])?;
@@ -274,13 +338,10 @@ impl Repo {
             if path_filter.is_some_and(|p| !f.contains(p)) {
                 continue;
             }
-            let full = self.root.join(&f);
-            let Ok(meta) = std::fs::metadata(&full) else {
+            // Symlinks out of the repository, `.git/` and large files are skipped.
+            let Ok(full) = self.resolve(&f) else {
                 continue;
             };
-            if !meta.is_file() || meta.len() > 2 << 20 {
-                continue;
-            }
             let Ok(text) = std::fs::read_to_string(&full) else {
                 continue;
             };
@@ -305,7 +366,7 @@ impl Repo {
     /// Lines `start..=end` (1-based) of `path`, each prefixed with its number.
     pub fn read(&self, path: &str, start: usize, end: Option<usize>) -> Result<String, RepoError> {
         let rel = self.relative(path)?;
-        let full = self.root.join(&rel);
+        let full = self.resolve(path)?;
         let text = std::fs::read_to_string(&full).map_err(|source| RepoError::Read {
             path: rel.clone(),
             source,
@@ -452,5 +513,34 @@ mod tests {
         assert!(r.relative("src/main.rs").is_ok());
         assert!(check_rev("--output=/x").is_err());
         assert!(check_rev("HEAD~1").is_ok());
+    }
+
+    /// Symlinks out of the repository, `.git/` (directly or through a symlink) and files past the
+    /// size cap are refused; ordinary files read.
+    #[test]
+    fn file_tools_stay_inside_the_repository() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s3cret\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/lib.rs"), "fn a() {}\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("src/leak")).unwrap();
+        std::os::unix::fs::symlink(root.join(".git/config"), root.join("src/gitcfg")).unwrap();
+        let big = std::fs::File::create(root.join("big.bin")).unwrap();
+        big.set_len(Repo::MAX_READ_BYTES + 1).unwrap();
+        let r = Repo::new(root);
+        assert!(r.read("src/lib.rs", 1, None).unwrap().contains("fn a()"));
+        for (path, why) in [
+            ("src/leak", "outside the repository"),
+            ("src/gitcfg", ".git"),
+            (".git/config", ".git"),
+            ("big.bin", "bytes, more than"),
+        ] {
+            let e = r.read(path, 1, None).unwrap_err().to_string();
+            assert!(e.contains(why), "{path}: {e}");
+        }
     }
 }

@@ -117,11 +117,20 @@ async fn count(store: &Store, sql: &str) -> u64 {
     store.client().query(sql).fetch_one::<u64>().await.unwrap()
 }
 
-/// (batches rows, sum of samples.count) as stored.
+/// (batches rows, sum of samples.count) as stored for host `machine-1` (a dead-lettered batch of
+/// another host may have left rows of its own).
 async fn stored(store: &Store) -> (u64, u64) {
     (
-        count(store, "SELECT count() FROM batches FINAL").await,
-        count(store, "SELECT toUInt64(sum(count)) FROM samples").await,
+        count(
+            store,
+            "SELECT count() FROM batches FINAL WHERE host_id = 'machine-1'",
+        )
+        .await,
+        count(
+            store,
+            "SELECT toUInt64(sum(count)) FROM samples WHERE host_id = 'machine-1'",
+        )
+        .await,
     )
 }
 
@@ -163,6 +172,7 @@ async fn clickhouse_roundtrip() {
         "migrations are applied once"
     );
 
+    let dead_letters = tempfile::tempdir().unwrap();
     let config = IngestConfig {
         token: Some(TOKEN.into()),
         // Small enough that the oversized batch below is refused by count, not by gRPC's size cap.
@@ -171,9 +181,8 @@ async fn clickhouse_roundtrip() {
             ..Limits::default()
         },
         writer: WriterConfig {
-            buffer_max_batches: 3,
-            retry_delay: Duration::from_millis(100),
-            max_retry_delay: Duration::from_millis(500),
+            clickhouse_timeout: Duration::from_secs(10),
+            dead_letter_dir: Some(dead_letters.path().to_path_buf()),
             ..WriterConfig::default()
         },
         ..IngestConfig::default()
@@ -255,6 +264,20 @@ async fn clickhouse_roundtrip() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(
         e.message().contains("more than the limit of 500"),
+        "{}",
+        e.message()
+    );
+    // A small batch built to expand past the budget (one 16-KiB name × 1024 frames × 400 rows,
+    // some 6.7 GB once expanded) is refused before anything is expanded; the next batch lands.
+    let mut amplifying = batch(2, "1.0", false);
+    amplifying.frames[0].function = "f".repeat(16 << 10);
+    amplifying.stacks[0].frame_indexes = vec![0; 1024];
+    let one = amplifying.samples[0].clone();
+    amplifying.samples.resize(400, one);
+    let e = client.push(amplifying).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("expands to") && e.message().contains("send smaller batches"),
         "{}",
         e.message()
     );
@@ -356,70 +379,159 @@ async fn clickhouse_roundtrip() {
     );
     check_documented_queries(&store).await;
 
-    // ClickHouse goes away: batches are buffered (acknowledged), retries are still duplicates,
-    // and a full buffer pushes back.
+    // The read-only user (readonly = 1, as the agent's `sql` tool uses): the client's reads work,
+    // writes and setting changes are refused by the server.
+    let (user, password) = clickhouse.readonly_credentials();
+    let ro = Store::connect(
+        &StoreConfig::new(clickhouse.url())
+            .with_database("fleetprof_test")
+            .with_credentials(user, password),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &ro,
+            "SELECT count() FROM batches FINAL WHERE host_id = 'machine-1'"
+        )
+        .await,
+        2
+    );
+    let e = ro
+        .client()
+        .query("DROP TABLE samples")
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("readonly"), "{e}");
+    let e = ro
+        .client()
+        .clone()
+        .with_setting("max_result_rows", "0")
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("readonly mode"), "{e}");
+
+    // A poison batch: ClickHouse rejects every INSERT holding its frame `poison_fn` (a
+    // materialized view that throws). Pushed together with good batches, the group is split:
+    // the good ones are stored, the poison one is dead-lettered and answered INVALID_ARGUMENT.
+    store
+        .client()
+        .query(
+            "CREATE MATERIALIZED VIEW poison_mv ENGINE = Memory AS \
+             SELECT throwIf(function = 'poison_fn') AS x FROM frames",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let mut poison = batch(1, "1.1", false);
+    poison.host.as_mut().unwrap().host_id = "poison".into();
+    poison.frames[0].function = "poison_fn".into();
+    poison.processes[0].service = "poison-service".into();
+    let (mut c1, mut c2, mut c3) = (client.clone(), client.clone(), client.clone());
+    let (a, b, c) = futures::join!(
+        c1.push(batch(3, "1.1", false)),
+        c2.push(poison),
+        c3.push(batch(4, "1.1", false)),
+    );
+    assert!(!a.unwrap().into_inner().duplicate);
+    assert!(!c.unwrap().into_inner().duplicate);
+    let e = b.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("ClickHouse rejected this batch"),
+        "{}",
+        e.message()
+    );
+    assert!(dead_letters.path().join("poison-boot-1-1.pb").exists());
+    let reason =
+        std::fs::read_to_string(dead_letters.path().join("poison-boot-1-1.reason")).unwrap();
+    assert!(
+        reason.contains("throwIf") || reason.contains("non-zero"),
+        "{reason}"
+    );
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(collector.stats().dead_lettered.load(ordering), 1);
+    assert_eq!(
+        stored(&store).await,
+        (4, 400),
+        "the good batches of the group are stored"
+    );
+    store
+        .client()
+        .query("DROP TABLE poison_mv")
+        .execute()
+        .await
+        .unwrap();
+
+    // Batch 5's samples landed in an earlier attempt that failed before its other tables (as a
+    // killed collector leaves it): its push later completes it without writing samples twice.
+    let (b5, b6) = (batch(5, "1.1", false), batch(6, "1.1", false));
+    let t5 = b5.start_time_unix_nanos / 1_000_000_000;
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO samples (time, host_id, boot_id, sequence, service, version, functions, count) \
+             VALUES ({t5}, 'machine-1', 'boot-1', 5, '{SERVICE}', '1.1', ['main','handle','hot_loop'], 90), \
+             ({t5}, 'machine-1', 'boot-1', 5, '{SERVICE}', '1.1', ['main','handle'], 10)"
+        ))
+        .execute()
+        .await
+        .unwrap();
+
+    // ClickHouse goes away: pushes are answered UNAVAILABLE (nothing acknowledged that is not
+    // stored; hosts keep the batches), and the retries land once it is back.
     clickhouse.stop().unwrap();
-    for seq in 3..=5 {
-        let r = client
-            .push(batch(seq, "1.1", false))
-            .await
-            .unwrap()
-            .into_inner();
+    for b in [&b5, &b6] {
+        let e = client.push(b.clone()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(
+            e.message().contains("ClickHouse unreachable"),
+            "{}",
+            e.message()
+        );
+    }
+    assert!(collector.stats().unavailable.load(ordering) >= 2);
+    clickhouse.restart().unwrap();
+    for b in [&b5, &b6] {
+        let r = client.push(b.clone()).await.unwrap().into_inner();
         assert_eq!(
             (r.duplicate, r.samples_stored),
             (false, 100),
-            "batch {seq} buffered"
+            "batch {}",
+            b.sequence
         );
     }
     assert!(
         client
-            .push(batch(4, "1.1", false))
+            .push(b6.clone())
             .await
             .unwrap()
             .into_inner()
             .duplicate
     );
-    let e = client.push(batch(6, "1.1", false)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert!(
-        e.message()
-            .contains("collector buffer full; ClickHouse unreachable"),
-        "{}",
-        e.message()
-    );
     assert_eq!(
-        collector
-            .stats()
-            .buffered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
+        stored(&store).await,
+        (6, 600),
+        "batch 5's samples are stored once"
     );
-
-    // ClickHouse is back: the buffer drains and every sample is there exactly once.
-    clickhouse.restart().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while collector
-        .stats()
-        .buffered
-        .load(std::sync::atomic::Ordering::Relaxed)
-        > 0
-    {
-        assert!(std::time::Instant::now() < deadline, "buffer did not drain");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(stored(&store).await, (5, 500));
-    let r = client
-        .push(batch(6, "1.1", false))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!r.duplicate);
-    assert_eq!(stored(&store).await, (6, 600));
     assert_eq!(store.stored_sample_count().await.unwrap(), 600);
     assert_eq!(
         count(
             &store,
-            "SELECT toUInt64(sum(total_samples)) FROM function_minutes WHERE function = 'main'"
+            "SELECT toUInt64(count()) FROM losses WHERE sequence = 5 AND host_id = 'machine-1'"
+        )
+        .await,
+        1,
+        "every table holds a batch once"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT toUInt64(sum(total_samples)) FROM function_minutes WHERE function = 'main' \
+             AND service = 'checkout'"
         )
         .await,
         600

@@ -469,6 +469,7 @@ impl ShipLoop {
         m.spool_batches
             .store(stats.pending_batches, Ordering::Relaxed);
         m.spool_bytes.store(stats.pending_bytes, Ordering::Relaxed);
+        m.spool_io_errors.store(stats.io_errors, Ordering::Relaxed);
         m.batches_spooled
             .store(stats.spooled_batches, Ordering::Relaxed);
         m.batches_dropped

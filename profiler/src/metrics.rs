@@ -63,6 +63,8 @@ pub struct Metrics {
     pub spool_batches: AtomicU64,
     /// Bytes waiting in the spool.
     pub spool_bytes: AtomicU64,
+    /// Disk errors the spool survived (a failed write, read or delete).
+    pub spool_io_errors: AtomicU64,
     /// Unix seconds of the last acknowledged push; 0 before the first.
     pub last_success_unix_seconds: AtomicU64,
     losses: [AtomicU64; LOSS_FIELDS.len()],
@@ -196,6 +198,12 @@ impl Metrics {
             get(&self.spool_bytes),
         );
         metric(
+            "spool_io_errors_total",
+            "counter",
+            "Disk errors the spool survived (write, read or delete failed; sampling went on).",
+            get(&self.spool_io_errors),
+        );
+        metric(
             "peak_rss_bytes",
             "gauge",
             "Peak resident set size of the daemon (VmHWM).",
@@ -223,15 +231,32 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// Connections served at once, at most; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped. At most
+/// [`MAX_CONNECTIONS`] are handled at once, each for at most 5 s; an accept error (e.g. out of
+/// file descriptors) is logged and the loop goes on after a short pause.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
 ) -> Result<(), MetricsError> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = listener.accept().await.map_err(MetricsError::Accept)?;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %MetricsError::Accept(e), "metrics endpoint: accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
             // Read up to the end of the request head (or a small limit); the body is not used.
@@ -265,8 +290,12 @@ pub async fn serve(
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            // A client that does not read must not hold its slot for ever.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
         });
     }
 }
@@ -315,6 +344,28 @@ mod tests {
         assert!(metrics.contains("fleetprof_profiler_batches_sent_total 5"));
         assert!(get("/healthz").await.ends_with("ok\n"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+
+    /// A flood of silent connections holds at most [`MAX_CONNECTIONS`] slots, each for a bounded
+    /// time: a real request is still answered.
+    #[tokio::test]
+    async fn survives_a_flood_of_idle_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::default())));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS * 2 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.ends_with("ok\n"), "{out}");
+        drop(idle);
         server.abort();
     }
 }

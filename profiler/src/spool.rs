@@ -16,6 +16,12 @@
 //! the next batch's `LossCounters` (`spool_dropped_batches` / `spool_dropped_samples`) and in the
 //! metrics, so a drop is never silent.
 //!
+//! Disk trouble never stops sampling: when a batch cannot be written (disk full, EIO), it is
+//! kept in memory within the same bound and written out on the next push that succeeds; a batch
+//! file that disappeared or cannot be read is logged, counted and skipped; every such error is
+//! counted in [`SpoolStats::io_errors`]. `rejected/` counts against the bound too: when the spool
+//! is full, the oldest rejected batches are deleted (and counted) before pending ones.
+//!
 //! Sequence numbers are unique per (host, boot): [`Spool::next_sequence`] persists the last one in
 //! `state.json` before returning it, so a restarted daemon continues where the last one stopped.
 //!
@@ -133,6 +139,14 @@ pub struct SpoolStats {
     pub rejected_batches: u64,
     /// Batches written into the spool since this daemon started.
     pub spooled_batches: u64,
+    /// Disk errors survived (a write, read, rename or delete that failed) since this daemon started.
+    pub io_errors: u64,
+    /// Batches currently held in memory because the disk refused them.
+    pub in_memory_batches: u64,
+    /// Bytes in `rejected/`.
+    pub rejected_bytes: u64,
+    /// Rejected batches deleted to keep the spool within its bound.
+    pub rejected_deleted: u64,
 }
 
 /// The on-disk queue; see the module documentation.
@@ -142,6 +156,10 @@ pub struct Spool {
     max_bytes: u64,
     boot_id: String,
     entries: BTreeMap<SpoolKey, u64>,
+    /// Batches the disk refused, encoded, waiting to be written out (also in `entries`).
+    memory: BTreeMap<SpoolKey, Vec<u8>>,
+    /// Files in `rejected/` (name → bytes), oldest name first.
+    rejected: BTreeMap<String, u64>,
     state: State,
     stats: SpoolStats,
 }
@@ -192,11 +210,22 @@ impl Spool {
             }
             entries.insert(key, len);
         }
+        let mut rejected = BTreeMap::new();
+        let rejected_dir = dir.join(REJECTED_DIR);
+        for entry in std::fs::read_dir(&rejected_dir)
+            .map_err(io_err("list", &rejected_dir))?
+            .flatten()
+        {
+            let len = entry.metadata().map_or(0, |m| m.len());
+            rejected.insert(entry.file_name().to_string_lossy().into_owned(), len);
+        }
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
             boot_id: boot_id.to_owned(),
             entries,
+            memory: BTreeMap::new(),
+            rejected,
             state,
             stats: SpoolStats::default(),
         };
@@ -205,10 +234,11 @@ impl Spool {
         Ok(spool)
     }
 
-    /// The next batch sequence for this boot, persisted before it is returned.
+    /// The next batch sequence for this boot, persisted before it is returned (when the disk
+    /// refuses even that, the error is logged and counted, and sampling goes on).
     pub fn next_sequence(&mut self) -> Result<u64, SpoolError> {
         self.state.last_sequence += 1;
-        self.save_state()?;
+        self.save_state_or_count();
         Ok(self.state.last_sequence)
     }
 
@@ -227,16 +257,24 @@ impl Spool {
                 "batch larger than the whole spool; dropped (counted in the next batch)"
             );
             self.count_drop(batch);
-            self.save_state()?;
+            self.save_state_or_count();
             self.refresh_pending();
             return Ok(1);
+        }
+        // Rejected batches give way first: they were kept for a person, pending ones are data.
+        while self.pending_bytes() + self.stats.rejected_bytes + size > self.max_bytes {
+            let Some((name, _)) = self.rejected.first_key_value() else {
+                break;
+            };
+            let name = name.clone();
+            self.delete_rejected(&name);
         }
         while self.pending_bytes() + size > self.max_bytes {
             let Some((oldest, _)) = self.entries.first_key_value() else {
                 break;
             };
             let oldest = oldest.clone();
-            self.drop_entry(&oldest)?;
+            self.drop_entry(&oldest);
             dropped += 1;
         }
         let losses = batch.losses.get_or_insert_with(LossCounters::default);
@@ -248,15 +286,51 @@ impl Spool {
             boot_id: self.boot_id.clone(),
         };
         let bytes = batch.encode_to_vec();
-        write_atomically(&self.dir, &key.file_name(), &bytes)?;
-        self.entries.insert(key, bytes.len() as u64);
+        self.entries.insert(key.clone(), bytes.len() as u64);
+        self.memory.insert(key, bytes);
+        // Whatever the disk refused earlier goes out first, oldest first.
+        self.write_out_memory();
         // Written after the batch: a crash in between reports the drops twice, never zero times.
         self.state.unreported_dropped_batches = 0;
         self.state.unreported_dropped_samples = 0;
-        self.save_state()?;
+        self.save_state_or_count();
         self.stats.spooled_batches += 1;
         self.refresh_pending();
         Ok(dropped)
+    }
+
+    /// Writes the batches held in memory to disk, oldest first, until the disk refuses one.
+    fn write_out_memory(&mut self) {
+        while let Some((key, bytes)) = self.memory.first_key_value() {
+            let key = key.clone();
+            match write_atomically(&self.dir, &key.file_name(), bytes) {
+                Ok(()) => {
+                    self.memory.remove(&key);
+                }
+                Err(e) => {
+                    self.stats.io_errors += 1;
+                    tracing::error!(error = %e, in_memory = self.memory.len(), "spool: cannot write a batch; keeping it in memory (sampling goes on)");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Deletes a rejected batch to make room, counting it.
+    fn delete_rejected(&mut self, name: &str) {
+        let path = self.dir.join(REJECTED_DIR).join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                self.stats.io_errors += 1;
+                tracing::error!(file = %path.display(), error = %e, "spool: cannot delete a rejected batch");
+            }
+        }
+        tracing::warn!(file = %name, "spool full: deleted the oldest rejected batch");
+        self.rejected.remove(name);
+        self.stats.rejected_deleted += 1;
+        self.refresh_pending();
     }
 
     /// The oldest batch, decoded. A file that does not decode is moved to `rejected/` with a
@@ -265,7 +339,23 @@ impl Spool {
         while let Some((key, _)) = self.entries.first_key_value() {
             let key = key.clone();
             let path = self.dir.join(key.file_name());
-            let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+            let bytes = match self.memory.get(&key) {
+                Some(b) => b.clone(),
+                None => match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Deleted behind our back, or unreadable (EIO): the batch is lost; say so
+                        // and go on with the next one rather than stopping.
+                        self.stats.io_errors += 1;
+                        self.stats.dropped_batches += 1;
+                        self.state.unreported_dropped_batches += 1;
+                        tracing::error!(file = %path.display(), error = %e, "spool: cannot read a spooled batch; skipping it (counted as dropped)");
+                        self.entries.remove(&key);
+                        self.refresh_pending();
+                        continue;
+                    }
+                },
+            };
             match ProfileBatch::decode(bytes.as_slice()) {
                 Ok(batch) => return Ok(Some((key, batch))),
                 Err(e) => {
@@ -279,11 +369,18 @@ impl Spool {
 
     /// Deletes an acknowledged batch.
     pub fn remove(&mut self, key: &SpoolKey) -> Result<(), SpoolError> {
-        let path = self.dir.join(key.file_name());
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("delete", &path)(e)),
+        if self.memory.remove(key).is_none() {
+            let path = self.dir.join(key.file_name());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Left on disk it would be sent again after a restart: the collector answers
+                    // that as a duplicate, so nothing is stored twice.
+                    self.stats.io_errors += 1;
+                    tracing::error!(file = %path.display(), error = %e, "spool: cannot delete an acknowledged batch");
+                }
+            }
         }
         self.entries.remove(key);
         self.refresh_pending();
@@ -292,9 +389,25 @@ impl Spool {
 
     /// Moves a batch the collector refused to `rejected/`, where it stays for a person to read.
     pub fn reject(&mut self, key: &SpoolKey) -> Result<(), SpoolError> {
-        let from = self.dir.join(key.file_name());
-        let to = self.dir.join(REJECTED_DIR).join(key.file_name());
-        std::fs::rename(&from, &to).map_err(io_err("move to rejected/", &from))?;
+        let name = key.file_name();
+        let to = self.dir.join(REJECTED_DIR).join(&name);
+        let size = self.entries.get(key).copied().unwrap_or(0);
+        let kept = match self.memory.remove(key) {
+            Some(bytes) => write_atomically(&self.dir.join(REJECTED_DIR), &name, &bytes),
+            None => {
+                let from = self.dir.join(&name);
+                std::fs::rename(&from, &to).map_err(io_err("move to rejected/", &from))
+            }
+        };
+        match kept {
+            Ok(()) => {
+                self.rejected.insert(name, size);
+            }
+            Err(e) => {
+                self.stats.io_errors += 1;
+                tracing::error!(error = %e, "spool: cannot keep a rejected batch in rejected/; it is logged only");
+            }
+        }
         self.entries.remove(key);
         self.stats.rejected_batches += 1;
         self.refresh_pending();
@@ -329,15 +442,20 @@ impl Spool {
     fn refresh_pending(&mut self) {
         self.stats.pending_batches = self.entries.len() as u64;
         self.stats.pending_bytes = self.pending_bytes();
+        self.stats.in_memory_batches = self.memory.len() as u64;
+        self.stats.rejected_bytes = self.rejected.values().sum();
     }
 
-    fn drop_entry(&mut self, key: &SpoolKey) -> Result<(), SpoolError> {
+    fn drop_entry(&mut self, key: &SpoolKey) {
         let path = self.dir.join(key.file_name());
         // Decoded to count its samples, and to carry on the drops it was carrying.
-        let batch = std::fs::read(&path)
-            .ok()
-            .and_then(|b| ProfileBatch::decode(b.as_slice()).ok())
-            .unwrap_or_default();
+        let batch = match self.memory.remove(key) {
+            Some(b) => ProfileBatch::decode(b.as_slice()).ok(),
+            None => std::fs::read(&path)
+                .ok()
+                .and_then(|b| ProfileBatch::decode(b.as_slice()).ok()),
+        }
+        .unwrap_or_default();
         tracing::warn!(
             sequence = key.sequence,
             boot_id = %key.boot_id,
@@ -345,9 +463,15 @@ impl Spool {
             "spool full: dropping the oldest batch (counted in the next batch's losses)"
         );
         self.count_drop(&batch);
-        std::fs::remove_file(&path).map_err(io_err("delete", &path))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                self.stats.io_errors += 1;
+                tracing::error!(file = %path.display(), error = %e, "spool: cannot delete a dropped batch");
+            }
+        }
         self.entries.remove(key);
-        Ok(())
     }
 
     fn count_drop(&mut self, batch: &ProfileBatch) {
@@ -357,6 +481,26 @@ impl Spool {
         self.state.unreported_dropped_samples += samples + carried.spool_dropped_samples;
         self.stats.dropped_batches += 1;
         self.stats.dropped_samples += samples;
+    }
+
+    /// Saves `state.json`; when the disk refuses a new file (full), overwrites the old one in
+    /// place (it fits in the blocks it has); when even that fails, logs and counts the error.
+    fn save_state_or_count(&mut self) {
+        if let Err(e) = self.save_state() {
+            let path = self.dir.join(STATE_FILE);
+            let in_place = serde_json::to_vec(&self.state)
+                .map_err(std::io::Error::other)
+                .and_then(|json| {
+                    let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    f.write_all(&json)?;
+                    f.set_len(json.len() as u64)?;
+                    f.sync_all()
+                });
+            if let Err(e2) = in_place {
+                self.stats.io_errors += 1;
+                tracing::error!(error = %e, in_place = %e2, "spool: cannot save state.json (sampling goes on)");
+            }
+        }
     }
 
     fn save_state(&self) -> Result<(), SpoolError> {
@@ -414,6 +558,93 @@ mod tests {
             out.push(b);
         }
         out
+    }
+
+    proptest::proptest! {
+        /// A spool file name parses back to its key, for any sequence and boot id; names that
+        /// are not the spool's own are ignored, never misread.
+        #[test]
+        fn spool_names_round_trip(seq in proptest::prelude::any::<u64>(), boot in "[a-f0-9-]{1,40}", other in ".{0,60}") {
+            let key = SpoolKey { current_boot: true, sequence: seq, boot_id: boot.clone() };
+            proptest::prop_assert_eq!(SpoolKey::parse(&key.file_name(), &boot), Some(key.clone()));
+            let earlier = SpoolKey::parse(&key.file_name(), "another-boot").unwrap();
+            proptest::prop_assert!(!earlier.current_boot && earlier < key);
+            if let Some(k) = SpoolKey::parse(&other, &boot) {
+                proptest::prop_assert_eq!(k.file_name(), other);
+            }
+        }
+    }
+
+    /// A write the disk refuses keeps the batch in memory (counted); the next push writes it
+    /// out; a spool file deleted behind the spool's back is skipped and counted as dropped.
+    #[test]
+    fn disk_errors_never_stop_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, "boot").unwrap();
+        let mut b1 = batch(&mut spool, 5, 10);
+        // A directory where the write's temporary file goes: the write fails (EISDIR).
+        let blocker = dir.path().join(format!(
+            "{:020}-boot{BATCH_SUFFIX}{TMP_SUFFIX}",
+            b1.sequence
+        ));
+        std::fs::create_dir(&blocker).unwrap();
+        spool.push(&mut b1).unwrap();
+        assert_eq!(spool.stats().io_errors, 1);
+        assert_eq!(spool.stats().in_memory_batches, 1);
+        assert_eq!(spool.len(), 1);
+        std::fs::remove_dir(&blocker).unwrap();
+        let mut b2 = batch(&mut spool, 7, 10);
+        spool.push(&mut b2).unwrap();
+        assert_eq!(
+            spool.stats().in_memory_batches,
+            0,
+            "written out on the next push"
+        );
+        let b1_file = dir
+            .path()
+            .join(format!("{:020}-boot{BATCH_SUFFIX}", b1.sequence));
+        assert!(b1_file.exists());
+        std::fs::remove_file(&b1_file).unwrap();
+        let got = drain(&mut spool);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].sequence, b2.sequence);
+        assert_eq!(spool.stats().dropped_batches, 1);
+        assert_eq!(spool.stats().io_errors, 2);
+        // The loss travels in the next batch.
+        let mut b3 = batch(&mut spool, 1, 1);
+        spool.push(&mut b3).unwrap();
+        assert_eq!(b3.losses.unwrap().spool_dropped_batches, 1);
+    }
+
+    /// Rejected batches count against the bound and are deleted (counted) before pending ones.
+    #[test]
+    fn rejected_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 3_000, "boot").unwrap();
+        for _ in 0..2 {
+            let mut b = batch(&mut spool, 1, 1_000);
+            spool.push(&mut b).unwrap();
+            let (key, _) = spool.oldest().unwrap().unwrap();
+            spool.reject(&key).unwrap();
+        }
+        assert!(spool.stats().rejected_bytes >= 2_000, "{:?}", spool.stats());
+        let mut b = batch(&mut spool, 1, 1_000);
+        spool.push(&mut b).unwrap();
+        let stats = spool.stats();
+        assert!(stats.rejected_deleted >= 1, "{stats:?}");
+        assert_eq!(
+            (stats.pending_batches, stats.dropped_batches),
+            (1, 0),
+            "{stats:?}"
+        );
+        assert!(
+            stats.pending_bytes + stats.rejected_bytes <= 3_000,
+            "{stats:?}"
+        );
+        let left = std::fs::read_dir(dir.path().join(REJECTED_DIR))
+            .unwrap()
+            .count() as u64;
+        assert_eq!(left, 2 - stats.rejected_deleted);
     }
 
     /// Batches come back oldest first, earlier boots before this one, and are gone once removed.

@@ -225,19 +225,39 @@ impl Fleet {
             .arg("--frequency")
             .arg(self.options.frequency_hz.to_string())
             .arg("--spool-dir")
-            .arg(self.dir.join("spool"));
+            .arg(self.dir.join("spool"))
+            // The readiness line below is logged at info.
+            .env("RUST_LOG", "info");
         if let Some(dir) = &self.options.powercap_dir {
             cmd.arg("--powercap-dir").arg(dir);
         }
-        self.profiler = Some(ChildGuard::spawn(
-            "profiler",
-            cmd,
-            &self.dir.join("profiler.log"),
-        )?);
+        let log = self.dir.join("profiler.log");
+        let already = std::fs::read_to_string(&log).map_or(0, |l| l.len());
+        let mut guard = ChildGuard::spawn("profiler", cmd, &log)?;
+        // Ready once its eBPF programs are attached: the daemon logs "profiling" right after.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = guard.log();
+            if text.get(already..).is_some_and(|l| {
+                l.lines()
+                    .any(|l| l.contains(" profiling ") && l.contains("frequency_hz"))
+            }) {
+                break;
+            }
+            if !guard.is_running() {
+                bail!("the profiler daemon exited before profiling:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!("the profiler daemon did not start profiling within 60 s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.profiler = Some(guard);
         Ok(())
     }
 
-    /// Stops the daemon with SIGTERM (it flushes its last interval) and returns its log.
+    /// Stops the daemon with SIGTERM (it flushes its last interval), waits until every sample
+    /// the collector acknowledged is visible in ClickHouse, and returns the daemon's log.
     pub fn stop_profiler(&mut self) -> anyhow::Result<String> {
         let Some(mut profiler) = self.profiler.take() else {
             return Ok(String::new());
@@ -247,7 +267,32 @@ impl Fleet {
         if !ok {
             bail!("the profiler daemon failed:\n{log}");
         }
+        // The collector acknowledges a batch before its writer has inserted it.
+        let acked: u64 = log
+            .lines()
+            .filter(|l| l.contains("shipped ") && l.contains(" batches ("))
+            .filter_map(|l| crate::number_before(l, "samples"))
+            .sum();
+        self.wait_stored(acked)?;
         Ok(log)
+    }
+
+    /// Waits (up to 60 s) until ClickHouse holds at least `samples` samples.
+    pub fn wait_stored(&self, samples: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored: u64 = self
+                .sql("SELECT toUInt64(sum(count)) FROM samples")
+                .parse()
+                .unwrap_or(0);
+            if stored >= samples {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {stored} of {samples} acknowledged samples are stored after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Restarts the collector on the same port.

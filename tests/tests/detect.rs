@@ -175,13 +175,26 @@ fn detects_the_slower_discount_and_blames_its_commit() {
             .spawn()
             .expect("starting fleetprof-profiler run"),
     );
-    // Let the daemon attach before the workloads start.
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        daemon.0.try_wait().unwrap().is_none(),
-        "the daemon exited early: {}",
-        std::fs::read_to_string(&daemon_log).unwrap()
-    );
+    // The workloads start once the daemon's eBPF programs are attached: it logs "profiling".
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.contains(" profiling ") && l.contains("frequency_hz"))
+        {
+            break;
+        }
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "the daemon exited early: {log}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not start profiling: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The profiler samples the whole host, where other tests may run the demo service too:
     // this run's services get names of their own.

@@ -1,6 +1,7 @@
 //! The whole pipeline: `fleetprof-profiler run` (real eBPF) → `fleetprof-collector serve` (real
 //! gRPC) → ClickHouse, with the collector and ClickHouse each restarted once during the run and
-//! every third acknowledged batch re-sent (a lost ack). Needs root and ClickHouse.
+//! every third acknowledged batch re-sent (a lost ack). Each step waits on a condition (rows
+//! stored, a failure or recovery in the daemon's log), never on time. Needs root and ClickHouse.
 //!
 //! Run: `cargo build --bins && cargo test -p fleetprof-tests --test pipeline -- --test-threads=1 --nocapture`
 
@@ -53,11 +54,11 @@ impl Collector {
         }
     }
 
-    /// Graceful stop (SIGINT: the collector drains its buffer into ClickHouse), `downtime`
-    /// without a collector, then a new process on the same port.
-    fn restart(&mut self, downtime: Duration) {
+    /// Graceful stop (SIGINT: the collector finishes the pushes in progress), then, once
+    /// `down_until` holds, a new process on the same port.
+    fn restart(&mut self, down_until: impl Fn() -> bool) {
         self.stop();
-        std::thread::sleep(downtime);
+        wait_for("the collector's downtime to be noticed", down_until);
         self.child = spawn_collector(self.port, &self.clickhouse_url, &self.log);
         self.wait_listening();
     }
@@ -91,6 +92,24 @@ fn spawn_collector(port: u16, clickhouse_url: &str, log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("starting fleetprof-collector")
+}
+
+/// Polls `done` until it holds, failing the test after two minutes.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Lines of `log` containing `text`.
+fn lines_with(log: &Path, text: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -151,19 +170,61 @@ fn samples_acked_equal_samples_stored_through_restarts() {
         .spawn()
         .unwrap();
 
-    std::thread::sleep(Duration::from_secs(6));
+    // Every step below waits on what it needs (rows visible, a failure or a recovery logged),
+    // never on time.
+    let host_id = std::fs::read_to_string("/etc/machine-id")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http_port = clickhouse.http_port();
+    let stored = |table: &str, column: &str| -> u64 {
+        clickhouse_query(
+            http_port,
+            &format!("SELECT sum({column}) FROM fleetprof.{table} WHERE host_id = '{host_id}'"),
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0)
+    };
+    let stored_batches = || -> u64 {
+        clickhouse_query(
+            http_port,
+            &format!(
+                "SELECT uniqExact(boot_id, sequence) FROM fleetprof.batches WHERE host_id = '{host_id}'"
+            ),
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0)
+    };
+    wait_for("the first batches to be stored", || stored_batches() >= 2);
     assert!(
         daemon.try_wait().unwrap().is_none(),
         "the daemon exited early: {}",
         std::fs::read_to_string(&daemon_log).unwrap()
     );
-    // Down across more than one interval, so batches wait in the spool and are replayed.
-    collector.restart(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(4));
+    // The collector is down until a push has failed, so batches wait in the spool and are
+    // replayed.
+    let failed = lines_with(&daemon_log, "push failed");
+    collector.restart(|| lines_with(&daemon_log, "push failed") > failed);
+    wait_for("the daemon to reach the new collector", || {
+        lines_with(&daemon_log, "collector reachable again") >= 1
+    });
+    // ClickHouse down: pushes are answered UNAVAILABLE until it is back.
+    let failed = lines_with(&daemon_log, "push failed");
     clickhouse.stop().expect("stopping ClickHouse");
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for("a push to fail while ClickHouse is down", || {
+        lines_with(&daemon_log, "push failed") > failed
+    });
     clickhouse.restart().expect("restarting ClickHouse");
-    std::thread::sleep(Duration::from_secs(7));
+    wait_for(
+        "the daemon to store through the restarted ClickHouse",
+        || lines_with(&daemon_log, "collector reachable again") >= 2,
+    );
+    let so_far = stored_batches();
+    wait_for("three more batches after the restarts", || {
+        stored_batches() >= so_far + 3
+    });
 
     signal(&daemon, libc::SIGTERM);
     let status =
@@ -188,8 +249,8 @@ fn samples_acked_equal_samples_stored_through_restarts() {
     assert_eq!(number_before(summary, "dropped"), Some(0), "{summary}");
     assert_eq!(number_before(summary, "rejected"), Some(0), "{summary}");
     assert!(
-        batches >= 6,
-        "only {batches} batches in ~18 s at 2 s intervals: {summary}"
+        batches >= 5,
+        "only {batches} batches acknowledged: {summary}"
     );
     assert!(acked > 0, "{summary}");
     let deduplicated = number_before(summary, "deduplicated").unwrap_or(0);
@@ -203,36 +264,10 @@ fn samples_acked_equal_samples_stored_through_restarts() {
         "a re-sent batch was stored twice: {summary}"
     );
 
-    // The collector may still be writing what it buffered while ClickHouse was down.
-    let host_id = std::fs::read_to_string("/etc/machine-id")
-        .unwrap()
-        .trim()
-        .to_owned();
-    let stored = |table: &str, column: &str| -> u64 {
-        clickhouse_query(
-            clickhouse.http_port(),
-            &format!("SELECT sum({column}) FROM fleetprof.{table} WHERE host_id = '{host_id}'"),
-        )
-        .trim()
-        .parse()
-        .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut in_samples = stored("samples", "count");
-    while in_samples != acked && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        in_samples = stored("samples", "count");
-    }
+    // The collector acknowledges only what it stored: everything acked is visible now.
+    let in_samples = stored("samples", "count");
     let in_batches = stored("batches", "samples");
-    let batch_rows: u64 = clickhouse_query(
-        clickhouse.http_port(),
-        &format!(
-            "SELECT uniqExact(boot_id, sequence) FROM fleetprof.batches WHERE host_id = '{host_id}'"
-        ),
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let batch_rows = stored_batches();
     println!(
         "daemon acked {acked} samples in {batches} batches ({deduplicated} re-sends deduplicated); \
          ClickHouse: {in_samples} samples, {in_batches} in the batches table, {batch_rows} batches"

@@ -8,6 +8,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod fault;
 mod setup;
 mod test;
 mod workspace;
@@ -55,6 +56,10 @@ enum Task {
     Bench(bench::Args),
     /// Run setup, then the end-to-end demo (fleetprof-demo). Needs root.
     Demo(demo::Args),
+    /// Inject faults into a running fleet (collector killed, ClickHouse stopped and hung, a poison
+    /// batch, a full spool filesystem, a connection flood) and check that every acknowledged
+    /// sample is stored exactly once. Needs root.
+    Fault(fault::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Demo(args) => demo::run(&args),
+        Task::Fault(args) => fault::run(&args),
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fleetprof_collector::ingest::{IngestConfig, RunningCollector, TlsFiles, WriterConfig};
+use fleetprof_collector::ingest::{
+    IngestConfig, RunningCollector, TlsFiles, WriterConfig, WriterStats, parse_host_tokens,
+};
 use fleetprof_collector::query::Window;
 use fleetprof_collector::regressions;
 use fleetprof_collector::store::Store;
@@ -16,7 +18,8 @@ use super::detect::DetectFlags;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on for gRPC. [default: 0.0.0.0:4317]
+    /// Address to listen on for gRPC. A non-loopback address needs TLS and a token (or
+    /// --insecure). [default: 0.0.0.0:4317]
     #[arg(long, default_value = "0.0.0.0:4317", hide_default_value = true)]
     listen: SocketAddr,
     #[command(flatten)]
@@ -30,10 +33,32 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM). [default: none]
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Batches kept in memory while ClickHouse is unreachable; when full, pushes get
-    /// RESOURCE_EXHAUSTED and hosts keep them in their spool. Lost if the collector dies. [default: 10000]
-    #[arg(long, default_value_t = 10_000, hide_default_value = true)]
-    buffer_max_batches: usize,
+    /// File of per-host tokens, one `host_id token` line per host: a host must send its own
+    /// token and may push only batches of its own host_id. May be combined with --token-file.
+    /// [default: none]
+    #[arg(long)]
+    host_tokens_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS and a token. Without this flag, `serve`
+    /// refuses to, since anyone on the network could then write profiles.
+    #[arg(long)]
+    insecure: bool,
+    /// Directory where batches ClickHouse rejects are kept (the wire batch and the reason);
+    /// the host is answered INVALID_ARGUMENT and the rest of the fleet carries on.
+    /// [default: none: rejected batches are only logged and counted]
+    #[arg(long)]
+    dead_letter_dir: Option<PathBuf>,
+    /// Memory budget for batches waiting to be written, e.g. 512MiB; pushes beyond it get
+    /// RESOURCE_EXHAUSTED and hosts retry from their spool. [default: 512MiB]
+    #[arg(long, default_value = "512MiB", hide_default_value = true, value_parser = parse_bytes)]
+    memory_budget: usize,
+    /// Time allowed for each ClickHouse call; past it ClickHouse counts as unreachable and
+    /// pushes get UNAVAILABLE (hosts keep their batches). [default: 30s]
+    #[arg(long, default_value = "30s", hide_default_value = true, value_parser = humantime::parse_duration)]
+    clickhouse_timeout: Duration,
+    /// Serve the collector's counters (stored, duplicates, unavailable, dead-lettered, busy) in
+    /// Prometheus text format on this address, e.g. 127.0.0.1:9465. [default: off]
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Run regression detection in the background this often (e.g. 5m), over the last 24h with
     /// `detect`'s defaults (1-minute buckets, 2h window and persistence); results go to the
     /// `regressions` table. [default: off]
@@ -74,6 +99,77 @@ fn spawn_detection(store: Store, every: Duration) -> tokio::task::JoinHandle<()>
     })
 }
 
+/// `512MiB`, `64KiB`, `1GiB` or a plain number of bytes.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?}; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Serves `stats` as Prometheus text to whoever connects, one connection at a time, each
+/// bounded in time; accept errors (e.g. out of file descriptors) are logged and survived.
+fn spawn_metrics(listener: tokio::net::TcpListener, stats: std::sync::Arc<WriterStats>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tokio::spawn(async move {
+        loop {
+            let mut stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let body = stats.render();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            })
+            .await;
+        }
+    });
+}
+
+/// Refuses a listen address anyone on the network could reach, unless hosts must present a
+/// token over TLS or `--insecure` says so.
+fn check_exposure(listen: SocketAddr, tls: bool, auth: bool, insecure: bool) -> anyhow::Result<()> {
+    if listen.ip().is_loopback() || (tls && auth) || insecure {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {listen} without {}: anyone who can reach it could write \
+         profiles. Give --tls-cert/--tls-key and --token-file or --host-tokens-file, listen on \
+         127.0.0.1, or pass --insecure",
+        match (tls, auth) {
+            (false, false) => "TLS and a token",
+            (false, true) => "TLS",
+            _ => "a token",
+        }
+    )
+}
+
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
@@ -101,6 +197,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let host_tokens = match &args.host_tokens_file {
+        Some(path) => {
+            let text = String::from_utf8(read(path, "host tokens file")?)
+                .context("the host tokens file is not UTF-8")?;
+            let tokens = parse_host_tokens(&text)
+                .with_context(|| format!("reading the host tokens file {}", path.display()))?;
+            anyhow::ensure!(
+                !tokens.is_empty(),
+                "the host tokens file {} names no host",
+                path.display()
+            );
+            Some(std::sync::Arc::new(tokens))
+        }
+        None => None,
+    };
+    check_exposure(
+        args.listen,
+        tls.is_some(),
+        token.is_some() || host_tokens.is_some(),
+        args.insecure,
+    )?;
     let applied = store.migrate().await.with_context(|| {
         format!(
             "creating or upgrading the schema at {}",
@@ -119,8 +236,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = IngestConfig {
         token,
         tls,
+        host_tokens,
         writer: WriterConfig {
-            buffer_max_batches: args.buffer_max_batches,
+            max_pending_bytes: args.memory_budget,
+            clickhouse_timeout: args.clickhouse_timeout,
+            dead_letter_dir: args.dead_letter_dir.clone(),
             ..WriterConfig::default()
         },
         ..IngestConfig::default()
@@ -130,14 +250,29 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|d| !d.is_zero())
         .map(|every| spawn_detection(store.clone(), every));
     let mut collector = RunningCollector::start(store, config, args.listen).await?;
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        spawn_metrics(listener, collector.stats_arc());
+    }
     eprintln!(
         "fleetprof-collector listening on {}",
         collector.local_addr()
     );
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let drain =
+        |name: &str| tracing::info!("{name}: finishing the pushes in progress, then exiting");
     tokio::select! {
         r = collector.wait() => r?,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
+        _ = term.recv() => {
+            drain("SIGTERM");
+            collector.shutdown().await;
+        }
+        _ = int.recv() => {
+            drain("SIGINT");
             collector.shutdown().await;
         }
     }
@@ -148,4 +283,35 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ui.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback is always allowed; elsewhere TLS and a token are needed, or --insecure.
+    #[test]
+    fn exposure_needs_tls_and_a_token() {
+        let public: SocketAddr = "0.0.0.0:4317".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:4317".parse().unwrap();
+        assert!(check_exposure(local, false, false, false).is_ok());
+        assert!(check_exposure(public, true, true, false).is_ok());
+        assert!(check_exposure(public, false, false, true).is_ok());
+        for (tls, auth) in [(false, false), (true, false), (false, true)] {
+            let e = check_exposure(public, tls, auth, false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refusing to listen on 0.0.0.0:4317"), "{e}");
+        }
+    }
+
+    /// Sizes parse with binary units; nonsense is refused.
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+    }
 }

@@ -5,14 +5,16 @@
 //!
 //! | outcome | status |
 //! |---|---|
-//! | stored / buffered | OK, `samples_stored` = the batch's samples |
+//! | stored (in ClickHouse) | OK, `samples_stored` = the batch's samples |
 //! | already stored | OK, `duplicate: true`, nothing stored |
 //! | unknown `protocol_version` | FAILED_PRECONDITION naming the version |
-//! | malformed | INVALID_ARGUMENT saying what was wrong; nothing stored |
-//! | missing/wrong token | UNAUTHENTICATED |
-//! | ClickHouse down and buffer full | RESOURCE_EXHAUSTED "collector buffer full; ClickHouse unreachable: …; retry later" |
+//! | malformed, or past a size/expansion limit | INVALID_ARGUMENT saying what was wrong; nothing stored |
+//! | rejected by ClickHouse on its own | INVALID_ARGUMENT; kept in the dead-letter directory |
+//! | missing/wrong token, or a token of another host | UNAUTHENTICATED / PERMISSION_DENIED |
+//! | ClickHouse unreachable or hung | UNAVAILABLE "ClickHouse unreachable: …; retry later" |
+//! | memory budget used up | RESOURCE_EXHAUSTED "collector busy …; retry later" |
 //!
-//! See [`writer`] for the durability trade-off of the in-memory buffer.
+//! Acknowledged means stored: see [`writer`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,8 +31,11 @@ mod auth;
 pub mod validate;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
 
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
@@ -39,9 +44,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-pub use auth::BearerAuth;
+pub use auth::{AuthenticatedHost, BearerAuth, HostTokensError, parse_host_tokens};
 pub use validate::{Limits, ValidationError, validate};
-pub use writer::{Ack, WriteError, WriterConfig, WriterHandle, WriterStats};
+pub use writer::{Ack, Submission, WriteError, WriterConfig, WriterHandle, WriterStats};
 
 use crate::store::Store;
 
@@ -81,7 +86,7 @@ impl std::fmt::Debug for TlsFiles {
 }
 
 /// Settings of the ingest server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct IngestConfig {
     /// Batch limits (see [`Limits`]).
     pub limits: Limits,
@@ -91,6 +96,28 @@ pub struct IngestConfig {
     pub token: Option<String>,
     /// TLS certificate and key; default none (plaintext h2c).
     pub tls: Option<TlsFiles>,
+    /// Per-host tokens (`host_id` → token): a host must send its own token and may push only
+    /// batches naming its own `host_id`. Checked after `token`, which (when set) every host may
+    /// use. Default: none.
+    pub host_tokens: Option<std::sync::Arc<HashMap<String, String>>>,
+    /// Pushes handled at once, at most (more wait). Default 64.
+    pub max_concurrent_pushes: usize,
+    /// Time allowed for one push, from its arrival to its answer. Default 60 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            writer: WriterConfig::default(),
+            token: None,
+            tls: None,
+            host_tokens: None,
+            max_concurrent_pushes: 64,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The `Ingest` service implementation.
@@ -119,20 +146,30 @@ impl Ingest for IngestService {
         &self,
         request: Request<pb::ProfileBatch>,
     ) -> Result<Response<pb::PushResponse>, Status> {
+        let host = request
+            .extensions()
+            .get::<auth::AuthenticatedHost>()
+            .cloned();
         let wire = request.into_inner();
+        if let Some(auth::AuthenticatedHost(host_id)) = host {
+            let sent = wire.host.as_ref().map_or("", |h| h.host_id.as_str());
+            if sent != host_id {
+                return Err(Status::permission_denied(format!(
+                    "this token belongs to host {host_id:?}; it may not push batches of host {sent:?}"
+                )));
+            }
+        }
         let batch = validate(&wire, &self.limits, now_ns()).map_err(|e| match e {
             ValidationError::UnknownVersion(_) => Status::failed_precondition(e.to_string()),
             ValidationError::Invalid(_) => Status::invalid_argument(e.to_string()),
         })?;
-        drop(wire);
+        let wire = wire.encode_to_vec();
         let key = batch.key.clone();
-        match self.writer.submit(batch).await {
-            Ok(Ack::Stored { samples } | Ack::Buffered { samples }) => {
-                Ok(Response::new(pb::PushResponse {
-                    duplicate: false,
-                    samples_stored: samples,
-                }))
-            }
+        match self.writer.submit(Submission { batch, wire }).await {
+            Ok(Ack::Stored { samples }) => Ok(Response::new(pb::PushResponse {
+                duplicate: false,
+                samples_stored: samples,
+            })),
             Ok(Ack::Duplicate) => {
                 tracing::debug!(%key, "duplicate batch");
                 Ok(Response::new(pb::PushResponse {
@@ -140,10 +177,11 @@ impl Ingest for IngestService {
                     samples_stored: 0,
                 }))
             }
-            Err(e @ WriteError::BufferFull { .. }) => {
-                Err(Status::resource_exhausted(e.to_string()))
+            Err(e @ WriteError::Busy { .. }) => Err(Status::resource_exhausted(e.to_string())),
+            Err(e @ WriteError::Rejected { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ (WriteError::Unavailable { .. } | WriteError::Stopped)) => {
+                Err(Status::unavailable(e.to_string()))
             }
-            Err(e @ WriteError::Stopped) => Err(Status::unavailable(e.to_string())),
         }
     }
 }
@@ -175,8 +213,18 @@ impl RunningCollector {
         let (writer, writer_task) = WriterHandle::spawn(store, config.writer.clone());
         let service = IngestServer::new(IngestService::new(writer.clone(), config.limits.clone()))
             .max_decoding_message_size(config.limits.max_bytes.saturating_add(1024));
-        let service = InterceptedService::new(service, BearerAuth::new(config.token.clone()));
-        let mut builder = Server::builder();
+        let service = InterceptedService::new(
+            service,
+            BearerAuth::new(config.token.clone()).with_host_tokens(config.host_tokens.clone()),
+        );
+        // A push that cannot finish in time is answered DEADLINE_EXCEEDED (the host retries);
+        // a bounded number are handled at once, whatever hosts send.
+        let mut builder = Server::builder()
+            .timeout(config.request_timeout)
+            .concurrency_limit_per_connection(config.max_concurrent_pushes.max(1))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                config.max_concurrent_pushes.max(1),
+            ));
         if let Some(tls) = &config.tls {
             let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
             builder = builder
@@ -193,7 +241,7 @@ impl RunningCollector {
                 .await
                 .map_err(IngestError::Serve)
         });
-        tracing::info!(%local_addr, tls = config.tls.is_some(), auth = config.token.is_some(), "collector listening");
+        tracing::info!(%local_addr, tls = config.tls.is_some(), auth = config.token.is_some() || config.host_tokens.is_some(), "collector listening");
         Ok(Self {
             local_addr,
             writer,
@@ -208,9 +256,14 @@ impl RunningCollector {
         self.local_addr
     }
 
-    /// The writer's counters (stored, duplicates, buffered, refused).
+    /// The writer's counters (stored, duplicates, unavailable, dead-lettered, busy).
     pub fn stats(&self) -> &WriterStats {
         self.writer.stats()
+    }
+
+    /// A shared handle on the writer's counters (for a metrics endpoint).
+    pub fn stats_arc(&self) -> std::sync::Arc<WriterStats> {
+        self.writer.stats_arc()
     }
 
     /// Waits until the server stops by itself (an error) — for `serve`, combine with a signal.
@@ -224,7 +277,8 @@ impl RunningCollector {
         }
     }
 
-    /// Stops accepting, finishes in-flight pushes, and lets the writer flush its buffer once.
+    /// Stops accepting, lets in-flight pushes finish (each stored, or answered UNAVAILABLE), and
+    /// waits for the writer to end.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

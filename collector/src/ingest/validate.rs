@@ -32,6 +32,11 @@ pub struct Limits {
     pub max_age_ns: u64,
     /// Furthest a window may end in the future (clock skew). Default 10 min.
     pub max_future_ns: u64,
+    /// Longest string (a function name, path, service, thread name, …), in bytes. Default 16 KiB.
+    pub max_string_bytes: usize,
+    /// Most bytes the batch may expand to once decoded: each stack's function names, and each
+    /// sample row's stack as stored (frames × stacks × rows). Default 256 MiB.
+    pub max_expanded_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +51,8 @@ impl Default for Limits {
             max_window_ns: 3_600 * 1_000_000_000,
             max_age_ns: 30 * 86_400 * 1_000_000_000,
             max_future_ns: 600 * 1_000_000_000,
+            max_string_bytes: 16 << 10,
+            max_expanded_bytes: 256 << 20,
         }
     }
 }
@@ -90,6 +97,114 @@ fn function_name(frame: &pb::Frame) -> String {
         module
     };
     format!("{module}+0x{:x}", frame.module_offset)
+}
+
+/// Every string of the batch is at most `max` bytes.
+fn check_strings(batch: &pb::ProfileBatch, max: usize) -> Result<(), ValidationError> {
+    let check = |what: &dyn Fn() -> String, s: &str| {
+        if s.len() > max {
+            Err(invalid(format!(
+                "{} is {} bytes, more than the limit of {max}",
+                what(),
+                s.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(h) = &batch.host {
+        for (name, v) in [
+            ("hostname", &h.hostname),
+            ("host_id", &h.host_id),
+            ("boot_id", &h.boot_id),
+            ("kernel_release", &h.kernel_release),
+            ("agent_version", &h.agent_version),
+        ] {
+            check(&|| format!("host.{name}"), v)?;
+        }
+    }
+    for (i, p) in batch.processes.iter().enumerate() {
+        for (name, v) in [
+            ("comm", &p.comm),
+            ("exe", &p.exe),
+            ("service", &p.service),
+            ("version", &p.version),
+            ("container_id", &p.container_id),
+            ("cgroup", &p.cgroup),
+            ("build_id", &p.build_id),
+        ] {
+            check(&|| format!("processes[{i}].{name}"), v)?;
+        }
+    }
+    for (i, f) in batch.frames.iter().enumerate() {
+        for (name, v) in [
+            ("function", &f.function),
+            ("module", &f.module),
+            ("build_id", &f.build_id),
+            ("file", &f.file),
+        ] {
+            check(&|| format!("frames[{i}].{name}"), v)?;
+        }
+    }
+    for (i, smp) in batch.samples.iter().enumerate() {
+        check(&|| format!("samples[{i}].thread_name"), &smp.thread_name)?;
+    }
+    if let Some(e) = &batch.energy {
+        check(&|| "energy.source".into(), &e.source)?;
+        check(
+            &|| "energy.unavailable_reason".into(),
+            &e.unavailable_reason,
+        )?;
+        for (i, d) in e.domains.iter().enumerate() {
+            check(&|| format!("energy.domains[{i}].domain"), &d.domain)?;
+        }
+    }
+    Ok(())
+}
+
+/// The stored function name's length of `frame` (see [`function_name`]).
+fn function_name_len(frame: &pb::Frame) -> usize {
+    if frame.function.is_empty() {
+        frame.module.rsplit('/').next().map_or(0, str::len).max(9) + 19
+    } else {
+        frame.function.len()
+    }
+}
+
+/// The batch's size once decoded and expanded, computed from lengths and indexes before anything
+/// is built, so an amplifying batch is refused without the memory it would take.
+fn check_expansion(batch: &pb::ProfileBatch, limits: &Limits) -> Result<(), ValidationError> {
+    const PER_FRAME: usize = 8 + std::mem::size_of::<String>();
+    const PER_ROW: usize = 128;
+    let name_len: Vec<usize> = batch.frames.iter().map(function_name_len).collect();
+    let mut stack_bytes = Vec::with_capacity(batch.stacks.len());
+    let mut total: usize = 0;
+    for stack in &batch.stacks {
+        let bytes = stack
+            .frame_indexes
+            .iter()
+            .map(|&i| name_len.get(i as usize).copied().unwrap_or(0) + PER_FRAME)
+            .fold(0usize, usize::saturating_add);
+        stack_bytes.push(bytes);
+        total = total.saturating_add(bytes);
+    }
+    for s in &batch.samples {
+        let stack = stack_bytes
+            .get(s.stack_index as usize)
+            .copied()
+            .unwrap_or(0);
+        total = total
+            .saturating_add(stack)
+            .saturating_add(s.thread_name.len() + PER_ROW);
+    }
+    if total > limits.max_expanded_bytes {
+        return Err(invalid(format!(
+            "the batch expands to {total} bytes once decoded (function names × stack frames × \
+             sample rows), more than the limit of {}; send smaller batches",
+            limits.max_expanded_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Checks `batch` against `limits` and the clock (`now_ns`), and converts it.
@@ -148,6 +263,8 @@ pub fn validate(
     check_len("frames", batch.frames.len(), limits.max_frames)?;
     check_len("stacks", batch.stacks.len(), limits.max_stacks)?;
     check_len("samples", batch.samples.len(), limits.max_samples)?;
+    check_strings(batch, limits.max_string_bytes)?;
+    check_expansion(batch, limits)?;
 
     let frames: Vec<StoredFrame> = batch
         .frames
@@ -540,6 +657,36 @@ pub(crate) mod tests {
         );
     }
 
+    /// A string past the byte limit is refused, naming the field.
+    #[test]
+    fn long_strings_are_refused() {
+        let mut b = sample_batch();
+        b.frames[1].function = "x".repeat(20 << 10);
+        let e = err(&b);
+        assert!(e.contains("frames[1].function is 20480 bytes"), "{e}");
+        let mut b = sample_batch();
+        b.samples[0].thread_name = "t".repeat(17 << 10);
+        assert!(err(&b).contains("samples[0].thread_name"));
+    }
+
+    /// A small batch whose stacks and rows repeat long names expands past the limit and is
+    /// refused before it is expanded.
+    #[test]
+    fn amplifying_batch_is_refused() {
+        let mut b = sample_batch();
+        b.frames[0].function = "f".repeat(16 << 10);
+        b.stacks[0].frame_indexes = vec![0; 1024];
+        let one = b.samples[0].clone();
+        b.samples = vec![one; 20_000];
+        let wire = b.encoded_len();
+        let e = err(&b);
+        assert!(
+            e.contains("expands to") && e.contains("send smaller batches"),
+            "{e}"
+        );
+        assert!(wire < 2 << 20, "the wire batch is small: {wire} bytes");
+    }
+
     /// Zero counts, empty stacks and bad joules are refused.
     #[test]
     fn values_are_checked() {
@@ -575,5 +722,84 @@ pub(crate) mod tests {
         assert_eq!(batch.stacks[0].functions[2], "libfoo.so+0x1234");
         let again = validate(&b, &Limits::default(), NOW).unwrap();
         assert_eq!(batch.stacks[0].stack_id, again.stacks[0].stack_id);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::tests::sample_batch;
+    use super::*;
+
+    const NOW: u64 = 1_750_000_000_000_000_000;
+
+    fn frames() -> impl Strategy<Value = Vec<pb::Frame>> {
+        prop::collection::vec(
+            ("[a-z:<>]{0,40}", "[a-z/]{0,20}", any::<u64>()).prop_map(|(function, module, off)| {
+                pb::Frame {
+                    function,
+                    module,
+                    module_offset: off,
+                    ..Default::default()
+                }
+            }),
+            0..8,
+        )
+    }
+
+    fn stacks() -> impl Strategy<Value = Vec<pb::Stack>> {
+        prop::collection::vec(
+            prop::collection::vec(0u32..10, 0..6)
+                .prop_map(|frame_indexes| pb::Stack { frame_indexes }),
+            0..6,
+        )
+    }
+
+    fn samples() -> impl Strategy<Value = Vec<pb::Sample>> {
+        prop::collection::vec(
+            (0u32..3, 0u32..8, 0u64..5, "[a-z]{0,8}").prop_map(|(p, s, count, thread_name)| {
+                pb::Sample {
+                    process_index: p,
+                    stack_index: s,
+                    count,
+                    thread_name,
+                    ..Default::default()
+                }
+            }),
+            0..8,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever indexes, counts and strings a batch carries, validation answers (never
+        /// panics), and what it accepts is consistent: every index resolves, counts add up.
+        #[test]
+        fn validation_never_panics_and_accepts_only_consistent_batches(
+            frames in frames(), stacks in stacks(), samples in samples(),
+            max_string in 1usize..64, max_expanded in 1usize..100_000,
+        ) {
+            let mut b = sample_batch();
+            b.frames = frames;
+            b.stacks = stacks;
+            b.samples = samples;
+            let limits = Limits { max_string_bytes: max_string, max_expanded_bytes: max_expanded, ..Limits::default() };
+            if let Ok(v) = validate(&b, &limits, NOW) {
+                prop_assert_eq!(v.total_samples(), b.samples.iter().map(|s| s.count).sum::<u64>());
+                for st in &v.stacks {
+                    prop_assert_eq!(st.frame_ids.len(), st.functions.len());
+                    prop_assert!(!st.functions.is_empty());
+                    prop_assert!(st.functions.iter().all(|f| f.len() <= max_string.max(60)));
+                }
+                for s in &v.samples {
+                    prop_assert!((s.stack as usize) < v.stacks.len());
+                    prop_assert!((s.process as usize) < v.processes.len());
+                    prop_assert!(s.count > 0);
+                }
+                prop_assert!(v.approx_bytes() > 0);
+            }
+        }
     }
 }

@@ -1,43 +1,56 @@
-//! The single writer task: owns dedup state and the bounded in-memory buffer, groups concurrent
-//! pushes into large INSERTs, and retries while ClickHouse is unreachable.
+//! The single writer task: owns dedup state, groups concurrent pushes into large INSERTs, and
+//! answers each push only once its batch is in ClickHouse.
 //!
-//! Durability: a push is acknowledged once its batch is in ClickHouse, or — while ClickHouse is
-//! unreachable — once it sits in this process's bounded buffer. **A collector crash or kill
-//! loses the buffer**: those batches were acknowledged, so the hosts will not resend them. The
-//! buffer only fills while ClickHouse is down; when it is full, pushes are refused with
-//! RESOURCE_EXHAUSTED and the hosts keep the batches in their own spool (back-pressure, never
-//! a silent drop).
+//! Durability: **a push is acknowledged only after its batch is stored** (its `batches` row, the
+//! commit marker, is written last). While ClickHouse is unreachable (connection refused, a
+//! timeout), pushes are answered `UNAVAILABLE` and the hosts keep the batches in their spool, so
+//! a collector crash or kill loses nothing acknowledged: the collector holds no buffer of its own.
+//!
+//! A group of batches ClickHouse *rejects* (it answered with an error) is split: each batch is
+//! written on its own, the good ones are stored, and a batch ClickHouse rejects alone is moved to
+//! the dead-letter directory (its wire bytes and the reason) and answered `INVALID_ARGUMENT`, so
+//! one poison batch never stops the fleet.
+//!
+//! Partial writes are idempotent: before writing, the writer asks which tables already hold rows
+//! of each batch (an earlier attempt may have failed half-way, in this process or a killed one)
+//! and skips those tables for that batch.
+//!
+//! Memory: what waits for the writer is bounded in bytes ([`WriterConfig::max_pending_bytes`]);
+//! beyond it, pushes get `RESOURCE_EXHAUSTED` and the hosts retry later.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::store::{Batch, BatchKey, Store};
+use crate::store::{Batch, BatchKey, PresentParts, Store, StoreError};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Batches the in-memory buffer holds while ClickHouse is unreachable. Default 10,000.
-    pub buffer_max_batches: usize,
     /// Sample rows one INSERT gathers from concurrent pushes, at most. Default 500,000.
     pub max_group_rows: usize,
-    /// First retry delay after a failed write; doubles up to `max_retry_delay`. Default 500 ms.
-    pub retry_delay: Duration,
-    /// Longest retry delay. Default 10 s.
-    pub max_retry_delay: Duration,
+    /// Bytes of batches (as held in memory) waiting for or being written, at most; a push that
+    /// does not fit is refused with `RESOURCE_EXHAUSTED`. Default 512 MiB.
+    pub max_pending_bytes: usize,
+    /// Time allowed for each ClickHouse call (look-ups and each group's INSERTs); past it,
+    /// ClickHouse counts as unreachable. Default 30 s.
+    pub clickhouse_timeout: Duration,
+    /// Where batches ClickHouse rejects are kept (`<host_id>-<boot_id>-<sequence>.pb` with the
+    /// wire batch and `.reason` with ClickHouse's answer). Default: none (logged and counted).
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
-            buffer_max_batches: 10_000,
             max_group_rows: 500_000,
-            retry_delay: Duration::from_millis(500),
-            max_retry_delay: Duration::from_secs(10),
+            max_pending_bytes: 512 << 20,
+            clickhouse_timeout: Duration::from_secs(30),
+            dead_letter_dir: None,
         }
     }
 }
@@ -50,30 +63,41 @@ pub enum Ack {
         /// Samples in the batch.
         samples: u64,
     },
-    /// Kept in the in-memory buffer; written when ClickHouse is back.
-    Buffered {
-        /// Samples in the batch.
-        samples: u64,
-    },
-    /// Already stored (or buffered); nothing stored again.
+    /// Already stored; nothing stored again.
     Duplicate,
 }
 
 /// Why a batch was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
-    /// ClickHouse is unreachable and the buffer is full.
-    #[error("collector buffer full; ClickHouse unreachable: {reason}; retry later")]
-    BufferFull {
-        /// The last ClickHouse error.
+    /// ClickHouse could not be reached (refused, reset, timed out): retry later.
+    #[error("ClickHouse unreachable: {reason}; nothing stored, retry later")]
+    Unavailable {
+        /// The ClickHouse error.
         reason: String,
+    },
+    /// ClickHouse answered this batch, written on its own, with an error.
+    #[error("ClickHouse rejected this batch: {reason}{}", kept.as_ref().map(|p| format!(" (kept in {})", p.display())).unwrap_or_default())]
+    Rejected {
+        /// ClickHouse's answer.
+        reason: String,
+        /// The dead-letter file, when one was written.
+        kept: Option<PathBuf>,
+    },
+    /// More bytes are waiting for the writer than the memory budget allows.
+    #[error("collector busy: {pending} bytes of batches waiting, budget {budget}; retry later")]
+    Busy {
+        /// Bytes this batch needs.
+        pending: usize,
+        /// The budget.
+        budget: usize,
     },
     /// The writer task has stopped (the collector is shutting down).
     #[error("collector is shutting down")]
     Stopped,
 }
 
-/// Counters of the writer, for logs, tests and benches.
+/// Counters of the writer, for logs, metrics, tests and benches.
 #[derive(Debug, Default)]
 pub struct WriterStats {
     /// Batches written to ClickHouse.
@@ -82,19 +106,97 @@ pub struct WriterStats {
     pub samples_stored: AtomicU64,
     /// Duplicate pushes answered.
     pub duplicates: AtomicU64,
-    /// Batches currently in the buffer.
-    pub buffered: AtomicUsize,
-    /// Pushes refused because the buffer was full.
-    pub refused: AtomicU64,
+    /// Pushes answered UNAVAILABLE because ClickHouse was unreachable.
+    pub unavailable: AtomicU64,
+    /// Batches ClickHouse rejected (moved to the dead-letter directory).
+    pub dead_lettered: AtomicU64,
+    /// Pushes refused because the memory budget was used up.
+    pub refused_busy: AtomicU64,
+    /// Bytes of batches currently waiting for or being written.
+    pub pending_bytes: AtomicU64,
     /// INSERT groups written.
     pub groups: AtomicU64,
 }
 
+impl WriterStats {
+    /// The counters in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, kind, v) in [
+            (
+                "fleetprof_collector_batches_stored_total",
+                "Batches written to ClickHouse.",
+                "counter",
+                &self.batches_stored,
+            ),
+            (
+                "fleetprof_collector_samples_stored_total",
+                "Samples written to ClickHouse.",
+                "counter",
+                &self.samples_stored,
+            ),
+            (
+                "fleetprof_collector_duplicates_total",
+                "Pushes of batches already stored.",
+                "counter",
+                &self.duplicates,
+            ),
+            (
+                "fleetprof_collector_unavailable_total",
+                "Pushes answered UNAVAILABLE while ClickHouse was unreachable.",
+                "counter",
+                &self.unavailable,
+            ),
+            (
+                "fleetprof_collector_dead_lettered_total",
+                "Batches ClickHouse rejected, kept in the dead-letter directory.",
+                "counter",
+                &self.dead_lettered,
+            ),
+            (
+                "fleetprof_collector_refused_busy_total",
+                "Pushes refused because the memory budget was used up.",
+                "counter",
+                &self.refused_busy,
+            ),
+            (
+                "fleetprof_collector_pending_bytes",
+                "Bytes of batches waiting for or being written.",
+                "gauge",
+                &self.pending_bytes,
+            ),
+            (
+                "fleetprof_collector_insert_groups_total",
+                "INSERT groups written.",
+                "counter",
+                &self.groups,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
 type Reply = oneshot::Sender<Result<Ack, WriteError>>;
+
+/// A batch handed to the writer.
+#[derive(Debug)]
+pub struct Submission {
+    /// The validated batch.
+    pub batch: Batch,
+    /// The batch as it came over the wire (protobuf), kept for the dead-letter directory.
+    pub wire: Vec<u8>,
+}
 
 struct Request {
     batch: Batch,
+    wire: Vec<u8>,
     reply: Reply,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// A cheap handle to submit batches to the writer task.
@@ -102,13 +204,19 @@ struct Request {
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
     stats: Arc<WriterStats>,
+    budget: Arc<Semaphore>,
+    max_pending_bytes: usize,
 }
+
+/// The budget's unit: semaphore permits count KiB so any `usize` budget fits in `u32` permits.
+const UNIT: usize = 1024;
 
 impl WriterHandle {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(store: Store, config: WriterConfig) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let stats = Arc::new(WriterStats::default());
+        let permits = (config.max_pending_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
         let writer = Writer {
             store,
             config: config.clone(),
@@ -116,29 +224,61 @@ impl WriterHandle {
             recent: RecentKeys::default(),
             known_stacks: HashSet::new(),
             known_frames: HashSet::new(),
-            buffer: VecDeque::new(),
-            buffered_keys: HashMap::new(),
-            last_error: String::new(),
-            next_retry: Instant::now(),
-            delay: config.retry_delay,
         };
         let task = tokio::spawn(writer.run(rx));
-        (Self { tx, stats }, task)
+        (
+            Self {
+                tx,
+                stats,
+                budget: Arc::new(Semaphore::new(permits)),
+                max_pending_bytes: config.max_pending_bytes,
+            },
+            task,
+        )
     }
 
-    /// Submits a validated batch and waits until it is stored, buffered, or refused.
-    pub async fn submit(&self, batch: Batch) -> Result<Ack, WriteError> {
+    /// Submits a validated batch and waits until it is stored or refused.
+    pub async fn submit(&self, submission: Submission) -> Result<Ack, WriteError> {
+        let bytes = submission.batch.approx_bytes() + submission.wire.len();
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.budget.clone().try_acquire_many_owned(units) else {
+            self.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(WriteError::Busy {
+                pending: bytes,
+                budget: self.max_pending_bytes,
+            });
+        };
+        self.stats
+            .pending_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { batch, reply })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        rx.await.map_err(|_| WriteError::Stopped)?
+        let sent = self
+            .tx
+            .send(Request {
+                batch: submission.batch,
+                wire: submission.wire,
+                reply,
+                _permit: permit,
+            })
+            .await;
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(WriteError::Stopped)),
+            Err(_) => Err(WriteError::Stopped),
+        };
+        self.stats
+            .pending_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
+        result
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// A shared handle on the counters (for a metrics endpoint).
+    pub fn stats_arc(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 }
 
@@ -164,18 +304,49 @@ impl RecentKeys {
     }
 }
 
-/// A batch waiting in the buffer.
-struct Buffered {
-    batch: Batch,
-    /// A write including it failed, so some of its rows may have landed.
-    attempted: bool,
-}
-
 /// A batch of the current group and the pushes waiting on it (a retry may arrive while the
 /// first attempt is still in the group).
 struct Pending {
     batch: Batch,
+    wire: Vec<u8>,
     replies: Vec<Reply>,
+}
+
+/// Whether a ClickHouse error means "unreachable" (retry the same INSERT later) rather than "the
+/// server answered and refused" (the data is at fault).
+fn is_outage(e: &StoreError) -> bool {
+    match e {
+        StoreError::ClickHouse { source, .. } => !matches!(
+            source,
+            clickhouse::error::Error::BadResponse(_)
+                | clickhouse::error::Error::SchemaMismatch(_)
+                | clickhouse::error::Error::InvalidParams(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Why a group failed.
+enum Failure {
+    Outage(String),
+    Rejected(String),
+}
+
+/// Runs a store call under `timeout`; a timeout is an outage (a hung server must not stall the
+/// writer).
+async fn timed<T>(
+    timeout: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if is_outage(&e) => Err(Failure::Outage(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Rejected(e.to_string())),
+        Err(_) => Err(Failure::Outage(format!(
+            "{what}: no answer within {timeout:?}"
+        ))),
+    }
 }
 
 struct Writer {
@@ -185,51 +356,26 @@ struct Writer {
     recent: RecentKeys,
     known_stacks: HashSet<u64>,
     known_frames: HashSet<u64>,
-    buffer: VecDeque<Buffered>,
-    /// Keys in `buffer` (value unused; a map for `entry`).
-    buffered_keys: HashMap<BatchKey, ()>,
-    last_error: String,
-    next_retry: Instant,
-    delay: Duration,
 }
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        loop {
-            let retry_at = self.next_retry;
-            tokio::select! {
-                request = rx.recv() => {
-                    let Some(first) = request else { break };
-                    let mut group = vec![first];
-                    let mut rows = group[0].batch.samples.len();
-                    while rows < self.config.max_group_rows {
-                        match rx.try_recv() {
-                            Ok(r) => { rows += r.batch.samples.len(); group.push(r); }
-                            Err(_) => break,
-                        }
+        // Ends when every handle is gone and the channel is drained: shutdown answers every
+        // accepted push (stored, or UNAVAILABLE) before the task ends.
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            let mut rows = group[0].batch.samples.len();
+            while rows < self.config.max_group_rows {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        rows += r.batch.samples.len();
+                        group.push(r);
                     }
-                    self.handle_group(group).await;
-                }
-                () = tokio::time::sleep_until(retry_at), if !self.buffer.is_empty() => {
-                    self.flush_buffer().await;
+                    Err(_) => break,
                 }
             }
+            self.handle_group(group).await;
         }
-        // Shutting down: one last try to write what is buffered.
-        if !self.buffer.is_empty() {
-            self.flush_buffer().await;
-            if !self.buffer.is_empty() {
-                tracing::error!(
-                    batches = self.buffer.len(),
-                    error = %self.last_error,
-                    "collector stopping with batches still buffered; they are lost"
-                );
-            }
-        }
-    }
-
-    fn is_duplicate(&self, key: &BatchKey) -> bool {
-        self.recent.contains(key) || self.buffered_keys.contains_key(key)
     }
 
     fn reply_all(replies: Vec<Reply>, result: &Result<Ack, WriteError>) {
@@ -243,45 +389,30 @@ impl Writer {
         }
     }
 
-    fn failed(&mut self, error: String) {
-        tracing::warn!(%error, retry_in = ?self.delay, "ClickHouse write failed; buffering");
-        self.last_error = error;
-        self.next_retry = Instant::now() + self.delay;
-        self.delay = (self.delay * 2).min(self.config.max_retry_delay);
-    }
-
-    fn succeeded(&mut self) {
-        self.delay = self.config.retry_delay;
-    }
-
-    /// Puts a batch into the buffer (acked as Buffered) or refuses it when full.
-    fn buffer_or_refuse(&mut self, pending: Pending, attempted: bool) {
-        let result = if self.buffer.len() < self.config.buffer_max_batches {
-            let samples = pending.batch.total_samples();
-            self.buffered_keys.insert(pending.batch.key.clone(), ());
-            self.buffer.push_back(Buffered {
-                batch: pending.batch,
-                attempted,
-            });
+    fn unavailable(&self, pending: Vec<Pending>, reason: &str) {
+        tracing::warn!(%reason, batches = pending.len(), "ClickHouse unreachable; answering UNAVAILABLE (hosts keep the batches)");
+        for p in pending {
             self.stats
-                .buffered
-                .store(self.buffer.len(), Ordering::Relaxed);
-            Ok(Ack::Buffered { samples })
-        } else {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            Err(WriteError::BufferFull {
-                reason: self.last_error.clone(),
-            })
-        };
-        Self::reply_all(pending.replies, &result);
+                .unavailable
+                .fetch_add(p.replies.len() as u64, Ordering::Relaxed);
+            Self::reply_all(
+                p.replies,
+                &Err(WriteError::Unavailable {
+                    reason: reason.to_owned(),
+                }),
+            );
+        }
     }
 
     async fn handle_group(&mut self, group: Vec<Request>) {
         // Collapse retries within the group; answer known duplicates at once.
         let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
         let mut index: HashMap<BatchKey, usize> = HashMap::new();
-        for Request { batch, reply } in group {
-            if self.is_duplicate(&batch.key) {
+        for Request {
+            batch, wire, reply, ..
+        } in group
+        {
+            if self.recent.contains(&batch.key) {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Ok(Ack::Duplicate));
             } else if let Some(&i) = index.get(&batch.key) {
@@ -291,6 +422,7 @@ impl Writer {
                 index.insert(batch.key.clone(), pending.len());
                 pending.push(Pending {
                     batch,
+                    wire,
                     replies: vec![reply],
                 });
             }
@@ -298,164 +430,178 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        // While batches wait in the buffer, ClickHouse was down at the last try: flush first
-        // (when due), so batches are written in arrival order and nothing overtakes the buffer.
-        if !self.buffer.is_empty() {
-            if Instant::now() >= self.next_retry {
-                self.flush_buffer().await;
+        match self.write(&pending).await {
+            Ok(stored) => self.answer_stored(pending, &stored),
+            Err(Failure::Outage(reason)) => self.unavailable(pending, &reason),
+            Err(Failure::Rejected(reason)) if pending.len() == 1 => {
+                self.dead_letter(pending, &reason)
             }
-            if !self.buffer.is_empty() {
-                for p in pending {
-                    self.buffer_or_refuse(p, false);
-                }
-                return;
-            }
-        }
-        let keys: Vec<&BatchKey> = pending.iter().map(|p| &p.batch.key).collect();
-        let stored = match self.store.stored_keys(&keys).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                self.failed(e.to_string());
-                for p in pending {
-                    self.buffer_or_refuse(p, false);
-                }
-                return;
-            }
-        };
-        let (dups, fresh): (Vec<Pending>, Vec<Pending>) = pending
-            .into_iter()
-            .partition(|p| stored.contains(&p.batch.key));
-        for p in dups {
-            self.stats
-                .duplicates
-                .fetch_add(p.replies.len() as u64, Ordering::Relaxed);
-            self.recent.insert(p.batch.key.clone());
-            Self::reply_all(p.replies, &Ok(Ack::Duplicate));
-        }
-        if fresh.is_empty() {
-            return;
-        }
-        let batches: Vec<&Batch> = fresh.iter().map(|p| &p.batch).collect();
-        let result = self
-            .store
-            .write_batches(
-                &batches,
-                &HashSet::new(),
-                &mut self.known_stacks,
-                &mut self.known_frames,
-            )
-            .await;
-        match result {
-            Ok(outcome) => {
-                self.succeeded();
-                self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .batches_stored
-                    .fetch_add(outcome.batches as u64, Ordering::Relaxed);
-                self.stats
-                    .samples_stored
-                    .fetch_add(outcome.samples, Ordering::Relaxed);
-                for p in fresh {
-                    let samples = p.batch.total_samples();
-                    self.recent.insert(p.batch.key);
-                    Self::reply_all(p.replies, &Ok(Ack::Stored { samples }));
-                }
-            }
-            Err(e) => {
-                self.failed(e.to_string());
-                for p in fresh {
-                    self.buffer_or_refuse(p, true);
+            Err(Failure::Rejected(reason)) => {
+                tracing::warn!(%reason, batches = pending.len(), "ClickHouse rejected a group; writing its batches one by one");
+                let mut rest = pending.into_iter();
+                while let Some(p) = rest.next() {
+                    let one = vec![p];
+                    match self.write(&one).await {
+                        Ok(stored) => self.answer_stored(one, &stored),
+                        Err(Failure::Rejected(reason)) => self.dead_letter(one, &reason),
+                        Err(Failure::Outage(reason)) => {
+                            let mut left = one;
+                            left.extend(rest.by_ref());
+                            self.unavailable(left, &reason);
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Writes the buffer in groups, oldest first, until it is empty or a write fails.
-    async fn flush_buffer(&mut self) {
-        while !self.buffer.is_empty() {
-            let mut rows = 0;
-            let mut n = 0;
-            while n < self.buffer.len() && (n == 0 || rows < self.config.max_group_rows) {
-                rows += self.buffer[n].batch.samples.len();
-                n += 1;
-            }
-            let keys: Vec<&BatchKey> = self.buffer.iter().take(n).map(|b| &b.batch.key).collect();
-            let stored = match self.store.stored_keys(&keys).await {
-                Ok(s) => s,
-                Err(e) => return self.failed(e.to_string()),
+    /// Writes the batches of `pending` not stored yet; returns the keys that were already stored.
+    async fn write(&mut self, pending: &[Pending]) -> Result<HashSet<BatchKey>, Failure> {
+        let keys: Vec<&BatchKey> = pending.iter().map(|p| &p.batch.key).collect();
+        let t = self.config.clickhouse_timeout;
+        let stored = timed(t, "checking stored batches", self.store.stored_keys(&keys)).await?;
+        let fresh: Vec<&Batch> = pending
+            .iter()
+            .map(|p| &p.batch)
+            .filter(|b| !stored.contains(&b.key))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(stored);
+        }
+        // An earlier attempt (here, or in a collector that was killed) may have written some
+        // tables of a batch before failing: skip those tables for it.
+        let present: HashMap<BatchKey, PresentParts> = timed(
+            t,
+            "checking partly written batches",
+            self.store.present_parts(&fresh),
+        )
+        .await?;
+        let outcome = timed(
+            t,
+            "inserting",
+            self.store.write_batches(
+                &fresh,
+                &present,
+                &mut self.known_stacks,
+                &mut self.known_frames,
+            ),
+        )
+        .await?;
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .batches_stored
+            .fetch_add(outcome.batches as u64, Ordering::Relaxed);
+        self.stats
+            .samples_stored
+            .fetch_add(outcome.samples, Ordering::Relaxed);
+        Ok(stored)
+    }
+
+    fn answer_stored(&mut self, pending: Vec<Pending>, already: &HashSet<BatchKey>) {
+        for p in pending {
+            let result = if already.contains(&p.batch.key) {
+                self.stats
+                    .duplicates
+                    .fetch_add(p.replies.len() as u64, Ordering::Relaxed);
+                Ok(Ack::Duplicate)
+            } else {
+                Ok(Ack::Stored {
+                    samples: p.batch.total_samples(),
+                })
             };
-            let mut skip_samples = HashSet::new();
-            let mut error = None;
-            for b in self
-                .buffer
-                .iter()
-                .take(n)
-                .filter(|b| b.attempted && !stored.contains(&b.batch.key))
-            {
-                match self.store.samples_present(&b.batch).await {
-                    Ok(true) => {
-                        skip_samples.insert(b.batch.key.clone());
-                    }
-                    Ok(false) => {}
+            self.recent.insert(p.batch.key);
+            Self::reply_all(p.replies, &result);
+        }
+    }
+
+    fn dead_letter(&self, pending: Vec<Pending>, reason: &str) {
+        for p in pending {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let kept = self.config.dead_letter_dir.as_deref().and_then(|dir| {
+                match keep(dir, &p.batch.key, &p.wire, reason) {
+                    Ok(path) => Some(path),
                     Err(e) => {
-                        error = Some(e.to_string());
-                        break;
+                        tracing::error!(dir = %dir.display(), error = %e, "could not write the dead-letter file");
+                        None
                     }
                 }
-            }
-            if let Some(e) = error {
-                return self.failed(e);
-            }
-            let batches: Vec<&Batch> = self
-                .buffer
-                .iter()
-                .take(n)
-                .map(|b| &b.batch)
-                .filter(|b| !stored.contains(&b.key))
-                .collect();
-            if !batches.is_empty() {
-                let result = self
-                    .store
-                    .write_batches(
-                        &batches,
-                        &skip_samples,
-                        &mut self.known_stacks,
-                        &mut self.known_frames,
-                    )
-                    .await;
-                match result {
-                    Ok(outcome) => {
-                        self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .batches_stored
-                            .fetch_add(outcome.batches as u64, Ordering::Relaxed);
-                        self.stats
-                            .samples_stored
-                            .fetch_add(outcome.samples, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        for b in self.buffer.iter_mut().take(n) {
-                            b.attempted = true;
-                        }
-                        return self.failed(e.to_string());
-                    }
-                }
-            }
-            for _ in 0..n {
-                if let Some(b) = self.buffer.pop_front() {
-                    self.buffered_keys.remove(&b.batch.key);
-                    self.recent.insert(b.batch.key);
-                }
-            }
-            self.stats
-                .buffered
-                .store(self.buffer.len(), Ordering::Relaxed);
-            self.succeeded();
-            tracing::info!(
-                batches = n,
-                left = self.buffer.len(),
-                "flushed buffered batches to ClickHouse"
+            });
+            tracing::error!(key = %p.batch.key, %reason, kept = ?kept, "ClickHouse rejected a batch; dead-lettered");
+            Self::reply_all(
+                p.replies,
+                &Err(WriteError::Rejected {
+                    reason: reason.to_owned(),
+                    kept,
+                }),
             );
         }
+    }
+}
+
+/// A file name for `key`: its fields with anything but `[A-Za-z0-9_.-]` replaced, so a host id
+/// cannot name a path outside the directory.
+pub fn dead_letter_name(key: &BatchKey) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(128)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}-{}-{}",
+        clean(&key.host_id),
+        clean(&key.boot_id),
+        key.sequence
+    )
+}
+
+/// Writes the wire batch and the reason into `dir`, synced to disk; returns the batch's path.
+fn keep(dir: &Path, key: &BatchKey, wire: &[u8], reason: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let name = dead_letter_name(key);
+    let path = dir.join(format!("{name}.pb"));
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(wire)?;
+    f.sync_all()?;
+    let mut r = std::fs::File::create(dir.join(format!("{name}.reason")))?;
+    writeln!(r, "{key}: {reason}")?;
+    r.sync_all()?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever ids a host sends, the dead-letter name is one plain file name.
+        #[test]
+        fn dead_letter_names_are_plain(host in ".{0,200}", boot in ".{0,200}", seq in proptest::prelude::any::<u64>()) {
+            let name = dead_letter_name(&BatchKey { host_id: host, boot_id: boot, sequence: seq });
+            proptest::prop_assert!(!name.is_empty() && name.len() <= 300);
+            proptest::prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            let suffix = format!("-{seq}");
+            proptest::prop_assert!(name.ends_with(&suffix));
+        }
+    }
+
+    /// Dead-letter names never leave the directory, whatever the host sends.
+    #[test]
+    fn dead_letter_names_stay_in_the_directory() {
+        let key = BatchKey {
+            host_id: "../../etc/passwd".into(),
+            boot_id: "a/b\0c".into(),
+            sequence: 7,
+        };
+        let name = dead_letter_name(&key);
+        assert_eq!(name, "______etc_passwd-a_b_c-7");
+        assert!(!name.contains('/'));
     }
 }

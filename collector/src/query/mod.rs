@@ -202,6 +202,35 @@ async fn function_counts(
         .map_err(ch("reading function_minutes"))
 }
 
+/// The service's samples and per-function counts from the `samples` table itself (exact to the
+/// second, unlike the minute rollups), counted as `function_minutes_mv` counts them.
+async fn exact_counts(
+    store: &Store,
+    filter: &Filter,
+) -> Result<(u64, Vec<FunctionCounts>), QueryError> {
+    let whole = filter
+        .query(
+            store,
+            "SELECT toUInt64(sum(count)) FROM samples {where}",
+            &[],
+        )
+        .fetch_one::<u64>()
+        .await
+        .map_err(ch("counting the service's samples"))?;
+    let counts = filter
+        .query(
+            store,
+            "SELECT function, toUInt64(sum(count * (function = functions[-1]))) AS s, \
+             toUInt64(sum(count)) AS t FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
+             {where} GROUP BY function ORDER BY t DESC, function",
+            &[],
+        )
+        .fetch_all::<FunctionCounts>()
+        .await
+        .map_err(ch("reading samples"))?;
+    Ok((whole, counts))
+}
+
 /// The `limit` functions of `service` with the most self (or total) samples in `window`.
 pub async fn top(
     store: &Store,
@@ -310,14 +339,28 @@ pub async fn diff(
 ) -> Result<Vec<DiffRow>, QueryError> {
     let mut shares: HashMap<String, DiffRow> = HashMap::new();
     for (i, side) in [baseline, comparison].into_iter().enumerate() {
-        let filter = Filter::service(service).side("minute", side, versions_window, true);
-        let whole = service_samples(store, &filter).await?;
+        // A version side reads the minute rollups (the version tells the sides apart). A time
+        // window reads the samples themselves: two windows within one minute would otherwise
+        // read the same rollup rows and come back identical.
+        let (whole, counts) = match side {
+            Side::Version(_) => {
+                let filter = Filter::service(service).side("minute", side, versions_window, true);
+                (
+                    service_samples(store, &filter).await?,
+                    function_counts(store, &filter, "t", None).await?,
+                )
+            }
+            Side::Window(_) => {
+                let filter = Filter::service(service).side("time", side, versions_window, false);
+                exact_counts(store, &filter).await?
+            }
+        };
         if whole == 0 {
             return Err(QueryError::BadArgument(format!(
                 "no samples of service {service:?} for {side}"
             )));
         }
-        for r in function_counts(store, &filter, "t", None).await? {
+        for r in counts {
             let row = shares.entry(r.function.clone()).or_insert_with(|| DiffRow {
                 function: r.function.clone(),
                 baseline_self_pct: 0.0,

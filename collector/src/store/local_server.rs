@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 pub const SERVER_BINARY: &str = "/usr/sbin/clickhouse-server";
 /// The configuration it starts from.
 pub const CONFIG_DIR: &str = "/etc/clickhouse-server";
-/// The read-only user added to `users.xml` (readonly = 2: reads and session settings only).
+/// The read-only user added to `users.xml` (readonly = 1: reads only, no setting changes; its
+/// profile bounds execution time, memory and result size).
 pub const READONLY_USER: &str = "fleetprof_ro";
 
 /// Errors starting or stopping the local server.
@@ -150,8 +151,11 @@ impl LocalClickHouse {
             )
             .replacen(
                 "</profiles>",
-                "    <fleetprof_readonly>\n            <readonly>2</readonly>\n            \
+                "    <fleetprof_readonly>\n            <readonly>1</readonly>\n            \
                  <max_execution_time>60</max_execution_time>\n            \
+                 <max_result_rows>1000000</max_result_rows>\n            \
+                 <max_result_bytes>200000000</max_result_bytes>\n            \
+                 <result_overflow_mode>throw</result_overflow_mode>\n            \
                  <max_memory_usage>2000000000</max_memory_usage>\n            \
                  <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>\n        \
                  </fleetprof_readonly>\n    </profiles>",
@@ -291,6 +295,12 @@ impl LocalClickHouse {
     /// (user, password) of the read-only user.
     pub fn readonly_credentials(&self) -> (&str, &str) {
         (READONLY_USER, &self.readonly_password)
+    }
+
+    /// The server's process id while it runs (e.g. to SIGSTOP it: a server that accepts
+    /// connections and never answers).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// Whether the server process is running (started and not stopped).

@@ -33,11 +33,14 @@ pub use model::{
     Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
     StoredFrame, frame_id, stack_id,
 };
-pub use writer::WriteOutcome;
+pub use writer::{PresentParts, WriteOutcome};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
 /// `keep_alive_timeout` of 3 s, so the client never reuses a connection the server is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Time allowed to open a TCP connection to ClickHouse.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to reach ClickHouse.
 #[derive(Debug, Clone)]
@@ -159,6 +162,9 @@ impl Store {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // A server that does not accept must not stall a caller (the ingest writer also bounds
+        // every call as a whole).
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);

@@ -188,6 +188,52 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Bytes the batch holds in memory, roughly (strings and vectors; what the ingest memory
+    /// budget counts).
+    pub fn approx_bytes(&self) -> usize {
+        const STRING: usize = std::mem::size_of::<String>();
+        let strs = |v: &[&String]| v.iter().map(|s| s.len() + STRING).sum::<usize>();
+        let processes: usize = self
+            .processes
+            .iter()
+            .map(|p| {
+                std::mem::size_of::<ProcessInfo>()
+                    + strs(&[
+                        &p.comm,
+                        &p.exe,
+                        &p.service,
+                        &p.version,
+                        &p.container_id,
+                        &p.cgroup,
+                        &p.build_id,
+                    ])
+            })
+            .sum();
+        let frames: usize = self
+            .frames
+            .iter()
+            .map(|f| {
+                std::mem::size_of::<StoredFrame>()
+                    + strs(&[&f.function, &f.module, &f.build_id, &f.file])
+            })
+            .sum();
+        let stacks: usize = self
+            .stacks
+            .iter()
+            .map(|s| {
+                std::mem::size_of::<StackInfo>()
+                    + s.frame_ids.len() * 8
+                    + s.functions.iter().map(|f| f.len() + STRING).sum::<usize>()
+            })
+            .sum();
+        let samples: usize = self
+            .samples
+            .iter()
+            .map(|s| std::mem::size_of::<SampleInfo>() + s.thread.len())
+            .sum();
+        std::mem::size_of::<Self>() + processes + frames + stacks + samples
+    }
+
     /// Sum of the samples' counts.
     pub fn total_samples(&self) -> u64 {
         self.samples.iter().map(|s| s.count).sum()

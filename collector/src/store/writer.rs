@@ -1,7 +1,7 @@
 //! Batched writes: many batches in one INSERT per table, the `batches` row last as the commit
 //! marker, and the dedup look-ups the ingest writer needs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
@@ -158,6 +158,29 @@ struct LossRow<'a> {
     spool_dropped_samples: u64,
 }
 
+/// Which tables already hold rows of a batch (an earlier attempt failed part-way): those tables
+/// are skipped when the batch is written again, so every table gets the batch's rows once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresentParts {
+    /// `samples` rows.
+    pub samples: bool,
+    /// `processes` rows.
+    pub processes: bool,
+    /// `energy` rows.
+    pub energy: bool,
+    /// `process_energy` rows.
+    pub process_energy: bool,
+    /// The `losses` row.
+    pub losses: bool,
+}
+
+#[derive(Row, Deserialize)]
+struct PartRow {
+    host_id: String,
+    b: String,
+    id: u64,
+}
+
 #[derive(Row, Deserialize)]
 struct KeyRow {
     host_id: String,
@@ -225,8 +248,9 @@ fn same<T>(row: T) -> T {
 }
 
 impl Store {
-    /// Writes `batches` with one INSERT per table. `skip_samples` lists batches whose sample
-    /// rows already landed in an earlier, partly failed attempt (see [`Store::samples_present`]).
+    /// Writes `batches` with one INSERT per table. `present` says, per batch, which tables
+    /// already hold its rows from an earlier, partly failed attempt (see
+    /// [`Store::present_parts`]); those are not written again.
     /// Stacks and frames in `known_stacks` / `known_frames` are not written again; the ids
     /// written are added to them once everything succeeded.
     ///
@@ -235,7 +259,7 @@ impl Store {
     pub async fn write_batches(
         &self,
         batches: &[&Batch],
-        skip_samples: &HashSet<BatchKey>,
+        present: &HashMap<BatchKey, PresentParts>,
         known_stacks: &mut HashSet<u64>,
         known_frames: &mut HashSet<u64>,
     ) -> Result<WriteOutcome, StoreError> {
@@ -271,10 +295,12 @@ impl Store {
             })
             .collect();
 
+        let has =
+            |b: &Batch, part: fn(&PresentParts) -> bool| present.get(&b.key).is_some_and(part);
         let sample_batches: Vec<&Batch> = batches
             .iter()
             .copied()
-            .filter(|b| !skip_samples.contains(&b.key))
+            .filter(|b| !has(b, |p| p.samples))
             .collect();
         let mut samples: Vec<(&Batch, &SampleInfo)> = Vec::new();
         for b in &sample_batches {
@@ -284,6 +310,7 @@ impl Store {
         }
         let processes = batches
             .iter()
+            .filter(|b| !has(b, |p| p.processes))
             .flat_map(|b| {
                 b.processes.iter().map(move |p| ProcessRow {
                     time: b.time(),
@@ -303,7 +330,7 @@ impl Store {
             .collect::<Vec<_>>();
         let energy = batches
             .iter()
-            .filter(|b| b.energy.available)
+            .filter(|b| b.energy.available && !has(b, |p| p.energy))
             .flat_map(|b| {
                 b.energy
                     .domains
@@ -322,7 +349,7 @@ impl Store {
             .collect::<Vec<_>>();
         let process_energy = batches
             .iter()
-            .filter(|b| b.energy.available)
+            .filter(|b| b.energy.available && !has(b, |p| p.process_energy))
             .flat_map(|b| {
                 b.energy
                     .processes
@@ -353,6 +380,7 @@ impl Store {
         let host_energy = super::energy::host_energy_rows(batches);
         let losses = batches
             .iter()
+            .filter(|b| !has(b, |p| p.losses))
             .map(|b| {
                 let l = &b.losses;
                 LossRow {
@@ -463,23 +491,87 @@ impl Store {
         Ok(found)
     }
 
-    /// Whether sample rows of `batch` are already in `samples` (an earlier attempt failed after
-    /// its samples INSERT succeeded); used before re-writing a buffered batch.
-    pub async fn samples_present(&self, batch: &Batch) -> Result<bool, StoreError> {
-        let n = self
-            .client
-            .query(
-                "SELECT count() FROM samples WHERE time = toDateTime(?) \
-                 AND host_id = ? AND boot_id = ? AND sequence = ?",
-            )
-            .bind(batch.time())
-            .bind(batch.key.host_id.as_str())
-            .bind(batch.key.boot_id.as_str())
-            .bind(batch.key.sequence)
-            .fetch_one::<u64>()
-            .await
-            .map_err(StoreError::ch("checking for partly stored samples"))?;
-        Ok(n > 0)
+    /// For each of `batches`, which tables already hold its rows (an earlier attempt failed
+    /// after some INSERTs succeeded). One query per table, limited to the batches' hosts and
+    /// time range; batches with no rows anywhere are left out of the map.
+    pub async fn present_parts(
+        &self,
+        batches: &[&Batch],
+    ) -> Result<HashMap<BatchKey, PresentParts>, StoreError> {
+        let mut out: HashMap<BatchKey, PresentParts> = HashMap::new();
+        let Some(from) = batches.iter().map(|b| b.time()).min() else {
+            return Ok(out);
+        };
+        let to = batches.iter().map(|b| b.time()).max().unwrap_or(from);
+        let mut hosts: Vec<&str> = batches.iter().map(|b| b.key.host_id.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        // (table, boot id column, identifying column; how a batch names the same row).
+        type Ident = fn(&Batch) -> (String, u64);
+        type Mark = fn(&mut PresentParts);
+        let tables: [(&str, &str, &str, Ident, Mark); 5] = [
+            (
+                "samples",
+                "boot_id",
+                "sequence",
+                |b| (b.key.boot_id.clone(), b.key.sequence),
+                |p| p.samples = true,
+            ),
+            (
+                "losses",
+                "boot_id",
+                "sequence",
+                |b| (b.key.boot_id.clone(), b.key.sequence),
+                |p| p.losses = true,
+            ),
+            (
+                "processes",
+                "boot_id",
+                "toUInt64(time)",
+                |b| (b.key.boot_id.clone(), u64::from(b.time())),
+                |p| p.processes = true,
+            ),
+            (
+                "energy",
+                "''",
+                "time_ns",
+                |b| (String::new(), b.start_time_ns),
+                |p| p.energy = true,
+            ),
+            (
+                "process_energy",
+                "''",
+                "time_ns",
+                |b| (String::new(), b.start_time_ns),
+                |p| p.process_energy = true,
+            ),
+        ];
+        for (table, boot, id, ident, mark) in tables {
+            let sql = format!(
+                "SELECT DISTINCT host_id, {boot} AS b, {id} AS id FROM {table} \
+                 WHERE time >= toDateTime(?) AND time <= toDateTime(?) AND has(?, host_id)"
+            );
+            let rows = self
+                .client
+                .query(&sql)
+                .bind(from)
+                .bind(to)
+                .bind(&hosts)
+                .fetch_all::<PartRow>()
+                .await
+                .map_err(StoreError::ch(format!(
+                    "checking {table} for partly written batches"
+                )))?;
+            let found: HashSet<(String, String, u64)> =
+                rows.into_iter().map(|r| (r.host_id, r.b, r.id)).collect();
+            for b in batches {
+                let (boot_id, n) = ident(b);
+                if found.contains(&(b.key.host_id.clone(), boot_id, n)) {
+                    mark(out.entry(b.key.clone()).or_default());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Total samples stored (sum of `batches.samples`, each batch counted once).
