@@ -72,7 +72,7 @@ pub fn last_segment(symbol: &str) -> &str {
         .flat_map(|p| p.rsplit('.').next())
         .filter(|seg| !seg.is_empty() && !is_hash(seg) && !seg.starts_with('{'))
         .map(|seg| seg.trim_end_matches('>'))
-        .next_back()
+        .last()
         .unwrap_or(s)
         .trim()
 }
@@ -94,7 +94,14 @@ pub fn definitions(text: &str, language: Language, prefix: &str) -> Vec<Function
     };
     let mut defs = Vec::new();
     let mut scopes = Vec::new();
-    walk(tree.root_node(), text, language, prefix, &mut scopes, &mut defs);
+    walk(
+        tree.root_node(),
+        text,
+        language,
+        prefix,
+        &mut scopes,
+        &mut defs,
+    );
     defs
 }
 
@@ -104,7 +111,10 @@ fn text_of<'a>(n: Node<'_>, src: &'a str) -> &'a str {
 
 /// The name a scope (impl, class, namespace, module) gives the functions inside it.
 fn scope_name(n: Node<'_>, src: &str, lang: Language) -> Option<String> {
-    let field = |f: &str| n.child_by_field_name(f).map(|c| text_of(c, src).to_string());
+    let field = |f: &str| {
+        n.child_by_field_name(f)
+            .map(|c| text_of(c, src).to_string())
+    };
     match (lang, n.kind()) {
         (Language::Rust, "impl_item") => {
             let ty = n.child_by_field_name("type")?;
@@ -116,13 +126,15 @@ fn scope_name(n: Node<'_>, src: &str, lang: Language) -> Option<String> {
             Some(last_segment(text_of(ty, src)).to_string())
         }
         (Language::Rust, "trait_item" | "mod_item") => field("name"),
-        (
-            Language::Cpp,
-            "namespace_definition" | "class_specifier" | "struct_specifier",
-        ) => field("name"),
+        (Language::Cpp, "namespace_definition" | "class_specifier" | "struct_specifier") => {
+            field("name")
+        }
         (
             Language::Java,
-            "class_declaration" | "interface_declaration" | "enum_declaration" | "record_declaration",
+            "class_declaration"
+            | "interface_declaration"
+            | "enum_declaration"
+            | "record_declaration",
         ) => field("name"),
         (Language::Python, "class_definition") => field("name"),
         _ => None,
@@ -239,7 +251,9 @@ fn walk(
             .start_position()
             .row as u32
             + 1;
-        let body = n.child_by_field_name("body").map(|b| (b.start_byte(), b.end_byte()));
+        let body = n
+            .child_by_field_name("body")
+            .map(|b| (b.start_byte(), b.end_byte()));
         out.push(FunctionDef {
             qualified,
             name,

@@ -60,7 +60,10 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(to_repo_path("/build/app-1.2/src/main.c", &files), Some("src/main.c"));
+        assert_eq!(
+            to_repo_path("/build/app-1.2/src/main.c", &files),
+            Some("src/main.c")
+        );
         assert_eq!(to_repo_path("./src/main.c", &files), Some("src/main.c"));
         assert_eq!(to_repo_path("/tmp/x/main.c", &files), Some("main.c"));
         assert_eq!(
@@ -72,7 +75,10 @@ mod tests {
             None
         );
         assert_eq!(
-            to_repo_path("/root/.cargo/registry/src/index.crates.io-1/log-0.4/src/main.c", &files),
+            to_repo_path(
+                "/root/.cargo/registry/src/index.crates.io-1/log-0.4/src/main.c",
+                &files
+            ),
             None
         );
         assert_eq!(to_repo_path("/usr/include/stdio.h", &files), None);

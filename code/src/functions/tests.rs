@@ -103,7 +103,10 @@ fn go_functions() {
         names(&defs),
         vec![("main.work", 5, 9), ("main.Server.Handle", 13, 15)]
     );
-    assert_eq!(named(&defs, "main.(*Server).Handle").unwrap().name, "Handle");
+    assert_eq!(
+        named(&defs, "main.(*Server).Handle").unwrap().name,
+        "Handle"
+    );
     assert_eq!(named(&defs, "main.work").unwrap().start, 5);
 }
 
