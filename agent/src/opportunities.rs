@@ -95,6 +95,15 @@ pub async fn find_opportunities(
             root_cause: None,
             additions: Vec::new(),
             frames: Vec::new(),
+            locations: tools
+                .source()
+                .locations(&f.function)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.file, l.line))
+                .collect(),
+            located: None,
         };
         let outcome = fixer.propose(&target).await?;
         out.push(OpportunityResult {

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 
 use regex::Regex;
 
-use super::rustsrc::{FnSpan, enclosing_block_header, find_fn, indent_at, mask};
+use fleetprof_code::Language;
+
+use super::span::{FnSpan, enclosing_block_header, find_fn, indent_at, mask};
 use crate::skills::RecipeSpec;
 
 /// What can go wrong applying a recipe.
@@ -45,6 +47,8 @@ pub struct RecipeInput<'a> {
     pub source: &'a str,
     /// The function's name (last path segment), to restrict the change to its body.
     pub function: &'a str,
+    /// The file's language.
+    pub language: Language,
     /// The root-cause diff's added lines in this file (for `guard-logging`); empty when unknown.
     pub added_lines: &'a [String],
     /// The skill applying it (named in comments).
@@ -61,7 +65,7 @@ pub fn apply(spec: &RecipeSpec, input: RecipeInput<'_>) -> Result<String, Recipe
             other => Err(RecipeError::Unknown(other.to_string())),
         },
         RecipeSpec::Rewrite { rewrite } => {
-            let (start, end) = body_range(input.source, input.function);
+            let (start, end) = body_range(input.source, input.language, input.function);
             let mut region = input.source[start..end].to_string();
             for rule in rewrite {
                 let re = Regex::new(&format!("(?m){}", rule.find)).map_err(|source| {
@@ -85,6 +89,10 @@ pub fn apply(spec: &RecipeSpec, input: RecipeInput<'_>) -> Result<String, Recipe
     }
 }
 
+fn name_of<'a>(input: &RecipeInput<'a>) -> &'a str {
+    input.function
+}
+
 fn na(recipe: &str, reason: impl Into<String>) -> RecipeError {
     RecipeError::NotApplicable {
         recipe: recipe.to_string(),
@@ -93,8 +101,8 @@ fn na(recipe: &str, reason: impl Into<String>) -> RecipeError {
 }
 
 /// The function's body range, or the whole file when it is not found.
-fn body_range(src: &str, function: &str) -> (usize, usize) {
-    match find_fn(&mask(src), function) {
+fn body_range(src: &str, language: Language, function: &str) -> (usize, usize) {
+    match find_fn(src, language, function) {
         Some(f) => (f.open, f.close + 1),
         None => (0, src.len()),
     }
@@ -158,8 +166,11 @@ fn severity(level: &str) -> u8 {
 pub fn guard_logging(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     const R: &str = "guard-logging";
     let src = input.source;
-    let masked = mask(src);
-    let (start, end) = match find_fn(&masked, input.function) {
+    if input.language != Language::Rust {
+        return super::logging::guard(input);
+    }
+    let masked = mask(src, input.language);
+    let (start, end) = match find_fn(src, input.language, input.function) {
         Some(f) => (f.open + 1, f.close),
         None => {
             return Err(na(
@@ -396,10 +407,16 @@ fn split_top(s: &str) -> Vec<&str> {
 pub fn memoize(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     const R: &str = "memoize";
     let src = input.source;
-    let masked = mask(src);
+    if input.language != Language::Rust {
+        return Err(na(
+            R,
+            format!("the recipe writes Rust; {} is {}", name_of(&input), input.language),
+        ));
+    }
+    let masked = mask(src, input.language);
     let name = input.function;
     let f: FnSpan =
-        find_fn(&masked, name).ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
+        find_fn(src, input.language, name).ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
     let quals = &src[f.item_start..f.fn_kw];
     if ["const", "async", "unsafe", "extern"]
         .iter()
@@ -540,7 +557,7 @@ pub fn hoist_regex(input: RecipeInput<'_>) -> Result<String, RecipeError> {
         r##"(?m)^([ \t]*)let\s+(?:mut\s+)?(\w+)\s*(?::\s*[\w:]+\s*)?=\s*((?:regex::)?Regex)::new\(\s*(r#*"[^\n]*?"#*|"(?:[^"\\\n]|\\.)*")\s*\)\s*(\.unwrap\(\)|\.expect\([^;\n]*\))\s*;[ \t]*$"##,
     )
     .expect("static regex");
-    let (start, end) = body_range(input.source, input.function);
+    let (start, end) = body_range(input.source, input.language, input.function);
     let region = &input.source[start..end];
     if !re.is_match(region) {
         return Err(na(
@@ -590,7 +607,7 @@ mod tests {
         ];
         let out = guard_logging(RecipeInput {
             source: &before,
-            function: "checksum",
+            function: "checksum", language: Language::Rust,
             added_lines: &added,
             skill: "logging-in-hot-path",
         })
@@ -604,7 +621,7 @@ mod tests {
         let src = "use log::debug;\nfn work(v: &[u32]) -> String {\n    let mut last = String::new();\n    for x in v {\n        let s = format!(\"{x}\");\n        debug!(\n            \"x = {}\",\n            s\n        );\n        last = s;\n    }\n    last\n}\n";
         let out = guard_logging(RecipeInput {
             source: src,
-            function: "work",
+            function: "work", language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -617,7 +634,7 @@ mod tests {
         assert!(!out.contains("fleetprof_verbose_logging"));
         let none = guard_logging(RecipeInput {
             source: src,
-            function: "work",
+            function: "work", language: Language::Rust,
             added_lines: &["x".into()],
             skill: "s",
         });
@@ -630,7 +647,7 @@ mod tests {
         let (before, after) = skill_example("memoize-pure-function");
         let out = memoize(RecipeInput {
             source: &before,
-            function: "primes_below",
+            function: "primes_below", language: Language::Rust,
             added_lines: &[],
             skill: "memoize-pure-function",
         })
@@ -645,7 +662,7 @@ mod tests {
             matches!(
                 memoize(RecipeInput {
                     source: src,
-                    function: f,
+                    function: f, language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }),
@@ -656,7 +673,7 @@ mod tests {
         assert!(refuse("fn f<T>(x: T) -> u32 { 1 }", "f"));
         assert!(refuse("fn f(x: f64) -> f64 { x }", "f"));
         assert!(refuse("async fn f(x: u32) -> u32 { x }", "f"));
-        let out = memoize(RecipeInput { source: "impl A {\n    pub fn f(s: &str, n: usize) -> Vec<String> {\n        vec![s.repeat(n)]\n    }\n}\n", function: "f", added_lines: &[], skill: "s" }).unwrap();
+        let out = memoize(RecipeInput { language: Language::Rust, source: "impl A {\n    pub fn f(s: &str, n: usize) -> Vec<String> {\n        vec![s.repeat(n)]\n    }\n}\n", function: "f", added_lines: &[], skill: "s" }).unwrap();
         assert!(out.contains("let value = Self::f_uncached(s, n);"), "{out}");
         assert!(
             out.contains("HashMap<(String, usize), Vec<String>>"),
@@ -672,7 +689,7 @@ mod tests {
         let (before, after) = skill_example("regex-built-per-call");
         let out = hoist_regex(RecipeInput {
             source: &before,
-            function: "is_api",
+            function: "is_api", language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -689,7 +706,7 @@ mod tests {
             &spec,
             RecipeInput {
                 source: src,
-                function: "h",
+                function: "h", language: Language::Rust,
                 added_lines: &[],
                 skill: "s",
             },
@@ -704,7 +721,7 @@ mod tests {
                 &RecipeSpec::Builtin("nope".into()),
                 RecipeInput {
                     source: src,
-                    function: "h",
+                    function: "h", language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }

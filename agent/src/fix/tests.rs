@@ -252,6 +252,8 @@ async fn memoize_opportunity_is_proposed() {
         root_cause: None,
         additions: vec![],
         frames: vec![],
+        locations: vec![],
+        located: None,
     };
     let outcome = f.propose(&target).await.unwrap();
     let FixOutcome::Proposed(p) = outcome else {
