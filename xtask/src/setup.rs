@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 5] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 7] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -38,6 +38,8 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 5] = [
     ),
     ("git", "the demo's and tests' repositories"),
     ("gcc", "the C linker and the tests' C workloads"),
+    ("g++", "the agent tests' C++ services"),
+    ("golang-go", "the agent tests' Go services"),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath
