@@ -469,11 +469,7 @@ pub fn parse_additions(diff: &str) -> Vec<FileAdditions> {
         .filter_map(|f| {
             Some(FileAdditions {
                 path: f.new_path?,
-                lines: f
-                    .added
-                    .into_iter()
-                    .map(|(n, l)| (n as usize, l))
-                    .collect(),
+                lines: f.added.into_iter().map(|(n, l)| (n as usize, l)).collect(),
             })
         })
         .collect()

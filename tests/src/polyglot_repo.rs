@@ -91,9 +91,12 @@ fn build(lang: Lang, repo: &Path) -> anyhow::Result<PathBuf> {
     if lang == Lang::Go {
         cmd.envs(go_env());
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running `{}` (is the toolchain installed? `cargo xtask setup`)", lang.build()))?;
+    let out = cmd.output().with_context(|| {
+        format!(
+            "running `{}` (is the toolchain installed? `cargo xtask setup`)",
+            lang.build()
+        )
+    })?;
     if !out.status.success() {
         bail!(
             "`{}` failed: {}",

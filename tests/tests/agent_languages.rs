@@ -36,7 +36,11 @@ fn run_all(repos: &[PolyglotRepo], version: &str) -> Vec<Run> {
     let mut guards: Vec<_> = repos
         .iter()
         .map(|r| {
-            let bin = if version == "v1" { &r.v1_bin } else { &r.v2_bin };
+            let bin = if version == "v1" {
+                &r.v1_bin
+            } else {
+                &r.v2_bin
+            };
             run_service(
                 bin,
                 &r.lang.service(),
@@ -71,8 +75,16 @@ fn detect(fleet: &Fleet, repo: &PolyglotRepo, v1: &Run, v2: &Run) -> Value {
     for (run, commit) in [(v1, &repo.v1_commit), (v2, &repo.v2_commit)] {
         fleet
             .collector_cli(&[
-                "changes", "deploy", "--service", &service, "--version", &run.version, "--at",
-                &at(run.start), "--commit", commit,
+                "changes",
+                "deploy",
+                "--service",
+                &service,
+                "--version",
+                &run.version,
+                "--at",
+                &at(run.start),
+                "--commit",
+                commit,
             ])
             .expect("recording a deploy");
     }
@@ -88,15 +100,28 @@ fn detect(fleet: &Fleet, repo: &PolyglotRepo, v1: &Run, v2: &Run) -> Value {
         .expect("importing the repository's commits");
     let json = fleet
         .collector_cli(&[
-            "detect", "--service", &service, "--since", "15m", "--bucket", "2s", "--window", "20s",
-            "--persistence", "8s", "--format", "json",
+            "detect",
+            "--service",
+            &service,
+            "--since",
+            "15m",
+            "--bucket",
+            "2s",
+            "--window",
+            "20s",
+            "--persistence",
+            "8s",
+            "--format",
+            "json",
         ])
         .expect("running detect");
     let found: Vec<Value> = serde_json::from_str(&json).expect("detect --format json");
     found
         .into_iter()
         .find(|r| r["candidates"][0]["change_id"] == repo.v2_commit.as_str())
-        .unwrap_or_else(|| panic!("detect found no regression of {service} caused by the logging commit:\n{json}"))
+        .unwrap_or_else(|| {
+            panic!("detect found no regression of {service} caused by the logging commit:\n{json}")
+        })
 }
 
 /// `fleetprof-agent fix --llm none` for regression `id` of `repo`.
@@ -158,7 +183,10 @@ fn logging_regressions_in_c_cpp_and_go_are_fixed_by_recipe() {
         );
         let outbox = dir.path().join(format!("outbox-{service}"));
         let out = agent_fix(&fleet, &id, repo, &outbox);
-        assert!(out.status.success(), "{service}: fix --llm none proposed nothing");
+        assert!(
+            out.status.success(),
+            "{service}: fix --llm none proposed nothing"
+        );
         let branch = format!("fleetprof/fix-{id}");
         let dir = outbox.join(branch.replace('/', "-"));
         let proposal: Value = serde_json::from_str(
@@ -174,11 +202,25 @@ fn logging_regressions_in_c_cpp_and_go_are_fixed_by_recipe() {
                 .find(|c| c["step"] == step)
                 .unwrap_or_else(|| panic!("{service}: no {step} check in {proposal}"));
             assert_eq!(c["passed"], true, "{service} {step}: {c}");
-            println!("{service} {step}: {}", c["detail"].as_str().unwrap_or("").lines().last().unwrap_or(""));
+            println!(
+                "{service} {step}: {}",
+                c["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
         }
         let pr = std::fs::read_to_string(dir.join("PR.md")).expect("PR.md");
-        assert!(pr.contains(&repo.v2_commit), "{service}: PR.md names the root cause");
-        assert!(pr.contains("Dana Developer"), "{service}: PR.md names the root-cause author");
+        assert!(
+            pr.contains(&repo.v2_commit),
+            "{service}: PR.md names the root cause"
+        );
+        assert!(
+            pr.contains("Dana Developer"),
+            "{service}: PR.md names the root-cause author"
+        );
         // The commit guards the logging line in price_items, in the language's idiom.
         let fixed = fleetprof_tests::demo_repo::git(
             &repo.path,
@@ -189,12 +231,19 @@ fn logging_regressions_in_c_cpp_and_go_are_fixed_by_recipe() {
             Lang::C | Lang::Cpp => "if (fleetprof_verbose_logging()) {",
             Lang::Go => "if fleetprofVerboseLogging {",
         };
-        assert!(fixed.contains(guard), "{service}: the logging is guarded:\n{fixed}");
+        assert!(
+            fixed.contains(guard),
+            "{service}: the logging is guarded:\n{fixed}"
+        );
         let changed = fleetprof_tests::demo_repo::git(
             &repo.path,
             &["diff", "--name-only", &repo.v2_commit, &branch],
         )
         .unwrap();
-        assert_eq!(changed, repo.lang.source_file(), "{service}: only the source file changed");
+        assert_eq!(
+            changed,
+            repo.lang.source_file(),
+            "{service}: only the source file changed"
+        );
     }
 }

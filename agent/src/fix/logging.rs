@@ -48,8 +48,9 @@ fn classify(lang: Language, line: &str) -> Option<Stmt> {
     let re = |p: &str| Regex::new(p).expect("static regex");
     match lang {
         Language::C | Language::Cpp => {
-            if let Some(c) = re(r"^(?:spdlog::|SPDLOG_)(trace|debug|info|warn|TRACE|DEBUG|INFO|WARN)\s*\(")
-                .captures(line)
+            if let Some(c) =
+                re(r"^(?:spdlog::|SPDLOG_)(trace|debug|info|warn|TRACE|DEBUG|INFO|WARN)\s*\(")
+                    .captures(line)
             {
                 let l = c[1].to_lowercase();
                 return Some(Stmt::Log(Guard::Level(format!(
@@ -210,9 +211,10 @@ pub(crate) fn guard(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     // Runs of adjacent statements (blank lines allowed between).
     let mut runs: Vec<Vec<&Found>> = Vec::new();
     for fd in &found {
-        let adjacent = runs.last().and_then(|r| r.last()).is_some_and(|prev| {
-            (prev.last + 1..fd.first).all(|k| lines[k].1.trim().is_empty())
-        });
+        let adjacent = runs
+            .last()
+            .and_then(|r| r.last())
+            .is_some_and(|prev| (prev.last + 1..fd.first).all(|k| lines[k].1.trim().is_empty()));
         if adjacent {
             runs.last_mut().expect("non-empty").push(fd);
         } else {
@@ -264,7 +266,11 @@ pub(crate) fn guard(input: RecipeInput<'_>) -> Result<String, RecipeError> {
         };
         let first = lines[run[0].first];
         let indent = indent_at(src, first.0).to_string();
-        let unit = if indent.starts_with('\t') { "\t" } else { "    " };
+        let unit = if indent.starts_with('\t') {
+            "\t"
+        } else {
+            "    "
+        };
         let mut text = String::new();
         let stmt_lines =
             |fd: &Found| -> Vec<&str> { (fd.first..=fd.last).map(|k| lines[k].1).collect() };
@@ -415,7 +421,12 @@ fn last_line_starting(src: &str, prefix: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn run(lang: Language, src: &str, function: &str, added: &[&str]) -> Result<String, RecipeError> {
+    fn run(
+        lang: Language,
+        src: &str,
+        function: &str,
+        added: &[&str],
+    ) -> Result<String, RecipeError> {
         let added: Vec<String> = added.iter().map(|s| s.to_string()).collect();
         guard(RecipeInput {
             source: src,
@@ -430,9 +441,22 @@ mod tests {
     #[test]
     fn c_printf_in_loop() {
         let src = "#include <stdio.h>\n\nlong price_items(const long *v, int n)\n{\n    long total = 0;\n    for (int i = 0; i < n; i++) {\n        total += v[i];\n        fprintf(stderr, \"debug: item %d -> %ld {\\n\",\n                i, total);\n    }\n    return total;\n}\n";
-        let out = run(Language::C, src, "price_items", &["fprintf(stderr, \"debug: item %d -> %ld {\\n\",", "i, total);"]).unwrap();
+        let out = run(
+            Language::C,
+            src,
+            "price_items",
+            &[
+                "fprintf(stderr, \"debug: item %d -> %ld {\\n\",",
+                "i, total);",
+            ],
+        )
+        .unwrap();
         assert!(out.contains("        if (fleetprof_verbose_logging()) {\n            fprintf(stderr, \"debug: item %d -> %ld {\\n\",\n                    i, total);\n        }\n"), "{out}");
-        assert!(out.contains("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n") || out.contains("#include <string.h>"), "{out}");
+        assert!(
+            out.contains("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n")
+                || out.contains("#include <string.h>"),
+            "{out}"
+        );
         assert!(out.contains("static int fleetprof_verbose_logging(void)"));
         assert!(out.find("fleetprof_verbose_logging(void)") < out.find("long price_items"));
         // Nothing added by the commit: nothing to guard.
@@ -444,10 +468,16 @@ mod tests {
     fn cpp_streams_and_spdlog() {
         let src = "#include <iostream>\nint work(int n) {\n  int t = 0;\n  for (int i = 0; i < n; ++i) {\n    t += i;\n    std::cerr << \"i=\" << i << std::endl;\n    spdlog::debug(\"t={}\", t);\n  }\n  return t;\n}\n";
         let out = run(Language::Cpp, src, "work", &[]).unwrap();
-        assert!(out.contains("    if (fleetprof_verbose_logging()) {\n        std::cerr"), "{out}");
+        assert!(
+            out.contains("    if (fleetprof_verbose_logging()) {\n        std::cerr"),
+            "{out}"
+        );
         let src2 = "int work(int n) {\n  for (int i = 0; i < n; ++i) {\n    spdlog::debug(\"i={}\", i);\n  }\n  return n;\n}\n";
         let out = run(Language::Cpp, src2, "work", &[]).unwrap();
-        assert!(out.contains("if (spdlog::should_log(spdlog::level::debug)) {"), "{out}");
+        assert!(
+            out.contains("if (spdlog::should_log(spdlog::level::debug)) {"),
+            "{out}"
+        );
         assert!(!out.contains("fleetprof_verbose_logging"));
     }
 
@@ -470,7 +500,10 @@ mod tests {
         let src2 = src.replace("LOG.debug(\"x={}\", x);", "System.out.println(\"x=\" + x);");
         let out = run(Language::Java, &src2, "price", &[]).unwrap();
         assert!(out.contains("if (FLEETPROF_VERBOSE_LOGGING) {"), "{out}");
-        assert!(out.contains("    private static final boolean FLEETPROF_VERBOSE_LOGGING ="), "{out}");
+        assert!(
+            out.contains("    private static final boolean FLEETPROF_VERBOSE_LOGGING ="),
+            "{out}"
+        );
     }
 
     /// Python: logger calls get isEnabledFor, print the module flag (with `import os`).
@@ -481,7 +514,10 @@ mod tests {
         assert!(out.contains("        if log.isEnabledFor(logging.DEBUG):\n            log.debug(\"i=%s\", i)\n    return t\n"), "{out}");
         let src2 = src.replace("log.debug(\"i=%s\", i)", "print(f\"i={i}\")");
         let out = run(Language::Python, &src2, "total", &[]).unwrap();
-        assert!(out.contains("        if _FLEETPROF_VERBOSE_LOGGING:\n            print(f\"i={i}\")\n"), "{out}");
+        assert!(
+            out.contains("        if _FLEETPROF_VERBOSE_LOGGING:\n            print(f\"i={i}\")\n"),
+            "{out}"
+        );
         assert!(out.contains("import os\n"), "{out}");
     }
 }

@@ -4,11 +4,11 @@
 //!
 //! Defense ([`Fixer::fix_regression`]) and offense ([`crate::opportunities`]) share [`Fixer::propose`].
 
+mod logging;
 pub mod pr;
 pub mod recipes;
 mod span;
 pub mod validate;
-mod logging;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,9 +18,9 @@ use serde::Serialize;
 use crate::llm::{ChatModel, LlmError, LoopLimits, run_tool_loop};
 use crate::repo::{FileAdditions, Located, LocatedBy, Repo, RepoError, git, symbol_segments};
 use crate::skills::{MatchInput, RecipeSpec, SkillKind, language_of};
-use fleetprof_code::functions;
 use crate::source::{RootCauseCandidate, SourceError};
 use crate::tools::ToolBox;
+use fleetprof_code::functions;
 use validate::{Check, Reprofiler, ValidateConfig, ValidateError, Worktree};
 
 /// What can go wrong in the pipeline (a patch failing validation is not an error: it is an
@@ -271,7 +271,9 @@ impl Fixer {
             if !already {
                 let body = std::fs::read_to_string(repo.root().join(&l.path))
                     .ok()
-                    .map(|t| t[l.def.item_start.min(t.len())..l.def.item_end.min(t.len())].to_string())
+                    .map(|t| {
+                        t[l.def.item_start.min(t.len())..l.def.item_end.min(t.len())].to_string()
+                    })
                     .unwrap_or_default();
                 let callee = changed.into_iter().find(|(_, d)| {
                     frames.iter().any(|f| functions::last_segment(f) == d.name)
@@ -317,18 +319,15 @@ impl Fixer {
         // root cause touched that defines it, else a name search (said in the evidence).
         let mut located = t.located.clone();
         if located.is_none() {
-            located = t
-                .additions
-                .iter()
-                .find_map(|a| {
-                    repo.definition_in(&a.path, &t.function)
-                        .map(|(language, def)| Located {
-                            path: a.path.clone(),
-                            language,
-                            def,
-                            by: LocatedBy::Diff,
-                        })
-                });
+            located = t.additions.iter().find_map(|a| {
+                repo.definition_in(&a.path, &t.function)
+                    .map(|(language, def)| Located {
+                        path: a.path.clone(),
+                        language,
+                        def,
+                        by: LocatedBy::Diff,
+                    })
+            });
         }
         if located.is_none() {
             located = repo.locate(&t.function, &t.locations)?;
@@ -640,7 +639,11 @@ impl Fixer {
         let applied = match patch {
             Patch::Files(files) => files.iter().try_for_each(|(p, text)| {
                 let rel = repo.relative(p).map_err(|e| e.to_string())?;
-                std::fs::write(wt_path.join(rel), text).map_err(|e| e.to_string())
+                let full = wt_path.join(rel);
+                if let Some(dir) = full.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(full, text).map_err(|e| e.to_string())
             }),
             Patch::Diff(diff) => {
                 let f = wt_path.join(".fleetprof-fix.diff");
@@ -669,12 +672,38 @@ impl Fixer {
             wt.discard();
             return Ok(Err(fail(format!("the patch does not apply: {e}"), vec![])));
         }
-        if git(&wt_path, &["status", "--porcelain"])?.trim().is_empty() {
+        let status = git(
+            &wt_path,
+            &["status", "--porcelain", "--untracked-files=all"],
+        )?;
+        if status.trim().is_empty() {
             wt.discard();
             return Ok(Err(fail("the patch changes nothing".into(), vec![])));
         }
-        // Build, test, re-profile.
-        let cfg = ValidateConfig::load(&wt_path)?;
+        // Only source changes are judged: a patch that edits what judges it proves nothing.
+        let changed: Vec<String> = status
+            .lines()
+            .filter_map(|l| l.get(3..))
+            .map(|p| {
+                p.rsplit(" -> ")
+                    .next()
+                    .unwrap_or(p)
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .collect();
+        if let Some((p, why)) = changed
+            .iter()
+            .find_map(|p| validate::protected_path(p).map(|why| (p, why)))
+        {
+            wt.discard();
+            return Ok(Err(fail(
+                format!("the patch touches {p}, {why}; fixes may change source code only"),
+                vec![],
+            )));
+        }
+        // Build, test, re-profile: the commands as the base commit declares them.
+        let cfg = ValidateConfig::load_at(repo.root(), &base)?;
         let reprofiler = self.opts.reprofiler.clone();
         let function = t.function.clone();
         // A regression must come back near its baseline; an opportunity must shed most of its
@@ -757,7 +786,10 @@ impl Fixer {
             msg.push_str(&format!("Root-cause: {} ({})\n", rc.commit, rc.summary));
         }
         msg.push_str(&format!("Skill: {skill}\nProduced-by: {produced_by}\n"));
-        git(&wt_path, &["add", "-A"])?;
+        // Only the patch's own paths: build outputs and whatever the commands wrote stay out.
+        let mut add: Vec<&str> = vec!["add", "-A", "--"];
+        add.extend(changed.iter().map(String::as_str));
+        git(&wt_path, &add)?;
         let has_identity = git(&wt_path, &["config", "user.email"]).is_ok();
         let mut args: Vec<&str> = Vec::new();
         if !has_identity {
@@ -885,7 +917,9 @@ fn changed_functions(
         let defs = functions::definitions(&text, language, "");
         for (line, _) in &a.lines {
             if let Some(d) = functions::innermost_at(&defs, *line as u32)
-                && !out.iter().any(|(p, o)| *p == a.path && o.item_start == d.item_start)
+                && !out
+                    .iter()
+                    .any(|(p, o)| *p == a.path && o.item_start == d.item_start)
             {
                 out.push((a.path.clone(), d.clone()));
             }

@@ -410,13 +410,17 @@ pub fn memoize(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     if input.language != Language::Rust {
         return Err(na(
             R,
-            format!("the recipe writes Rust; {} is {}", name_of(&input), input.language),
+            format!(
+                "the recipe writes Rust; {} is {}",
+                name_of(&input),
+                input.language
+            ),
         ));
     }
     let masked = mask(src, input.language);
     let name = input.function;
-    let f: FnSpan =
-        find_fn(src, input.language, name).ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
+    let f: FnSpan = find_fn(src, input.language, name)
+        .ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
     let quals = &src[f.item_start..f.fn_kw];
     if ["const", "async", "unsafe", "extern"]
         .iter()
@@ -607,7 +611,8 @@ mod tests {
         ];
         let out = guard_logging(RecipeInput {
             source: &before,
-            function: "checksum", language: Language::Rust,
+            function: "checksum",
+            language: Language::Rust,
             added_lines: &added,
             skill: "logging-in-hot-path",
         })
@@ -621,7 +626,8 @@ mod tests {
         let src = "use log::debug;\nfn work(v: &[u32]) -> String {\n    let mut last = String::new();\n    for x in v {\n        let s = format!(\"{x}\");\n        debug!(\n            \"x = {}\",\n            s\n        );\n        last = s;\n    }\n    last\n}\n";
         let out = guard_logging(RecipeInput {
             source: src,
-            function: "work", language: Language::Rust,
+            function: "work",
+            language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -634,7 +640,8 @@ mod tests {
         assert!(!out.contains("fleetprof_verbose_logging"));
         let none = guard_logging(RecipeInput {
             source: src,
-            function: "work", language: Language::Rust,
+            function: "work",
+            language: Language::Rust,
             added_lines: &["x".into()],
             skill: "s",
         });
@@ -647,7 +654,8 @@ mod tests {
         let (before, after) = skill_example("memoize-pure-function");
         let out = memoize(RecipeInput {
             source: &before,
-            function: "primes_below", language: Language::Rust,
+            function: "primes_below",
+            language: Language::Rust,
             added_lines: &[],
             skill: "memoize-pure-function",
         })
@@ -662,7 +670,8 @@ mod tests {
             matches!(
                 memoize(RecipeInput {
                     source: src,
-                    function: f, language: Language::Rust,
+                    function: f,
+                    language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }),
@@ -689,7 +698,8 @@ mod tests {
         let (before, after) = skill_example("regex-built-per-call");
         let out = hoist_regex(RecipeInput {
             source: &before,
-            function: "is_api", language: Language::Rust,
+            function: "is_api",
+            language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -706,7 +716,8 @@ mod tests {
             &spec,
             RecipeInput {
                 source: src,
-                function: "h", language: Language::Rust,
+                function: "h",
+                language: Language::Rust,
                 added_lines: &[],
                 skill: "s",
             },
@@ -721,7 +732,8 @@ mod tests {
                 &RecipeSpec::Builtin("nope".into()),
                 RecipeInput {
                     source: src,
-                    function: "h", language: Language::Rust,
+                    function: "h",
+                    language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }
