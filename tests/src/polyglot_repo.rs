@@ -41,8 +41,12 @@ impl Lang {
     /// The build command (also the one in the template's `fleetprof.toml`).
     fn build(self) -> &'static str {
         match self {
-            Lang::C => "gcc -O2 -g -fno-omit-frame-pointer -o svc svc.c",
-            Lang::Cpp => "g++ -O2 -g -fno-omit-frame-pointer -o svc svc.cpp",
+            Lang::C => {
+                "gcc -O2 -g -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -o svc svc.c"
+            }
+            Lang::Cpp => {
+                "g++ -O2 -g -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -o svc svc.cpp"
+            }
             Lang::Go => "go build -o svc .",
         }
     }
@@ -120,11 +124,15 @@ impl PolyglotRepo {
         git(&path, &["init", "-q", "-b", "main"])?;
         copy_tree(&templates.join("v1"), &path)?;
         let v1_commit = commit_as(&path, V1_AUTHOR, "svc: price carts with volume discounts")?;
-        let v1_bin = bin.join(format!("{}-v1", lang.service()));
+        // Named after the service, so a profiler that falls back to the executable's name (it
+        // missed the environment) still files the samples under the service.
+        std::fs::create_dir_all(bin.join("v1"))?;
+        std::fs::create_dir_all(bin.join("v2"))?;
+        let v1_bin = bin.join("v1").join(lang.service());
         std::fs::copy(build(lang, &path)?, &v1_bin)?;
         copy_tree(&templates.join("v2"), &path)?;
         let v2_commit = commit_as(&path, V2_AUTHOR, "Log each priced item at debug level")?;
-        let v2_bin = bin.join(format!("{}-v2", lang.service()));
+        let v2_bin = bin.join("v2").join(lang.service());
         std::fs::copy(build(lang, &path)?, &v2_bin)?;
         Ok(Self {
             lang,

@@ -252,13 +252,27 @@ impl Fixer {
                 break;
             }
         }
-        let (mut function, baseline, current, locations, mut located) = chosen.unwrap_or((
+        let (function, baseline, current, locations, mut located) = chosen.unwrap_or((
             reg.function.clone(),
             reg.baseline_share,
             reg.current_share,
             Vec::new(),
             None,
         ));
+        // No member is the repository's (the report names only library or kernel frames, e.g.
+        // libc's printf whose callers a frame-pointer unwinder cannot see): the new cost comes
+        // from what the root-cause commit changed, so fix there and keep measuring the member.
+        if located.is_none()
+            && let Some((path, def)) = changed_functions(repo, &additions).into_iter().next()
+        {
+            tracing::info!(function = %def.name, member = %function, "no member is defined in the repository; fixing the function the root cause changed");
+            located = Some(Located {
+                language: fleetprof_code::Language::of(&path).unwrap_or(fleetprof_code::Language::C),
+                path,
+                def,
+                by: LocatedBy::Diff,
+            });
+        }
         // The root-cause commit's changes may sit one call below the located function: a call into
         // a library without frame pointers (libc's printf) hides its direct caller from the
         // stack. A function the commit changed that the located one calls (or that is on the
@@ -282,7 +296,6 @@ impl Fixer {
                 });
                 if let Some((path, def)) = callee {
                     tracing::info!(from = %l.def.name, to = %def.name, "the root cause changed a function the regressed one calls");
-                    function = def.name.clone();
                     located = Some(Located {
                         language: fleetprof_code::Language::of(&path).unwrap_or(l.language),
                         path,
