@@ -314,7 +314,7 @@ pub(crate) fn guard(input: RecipeInput<'_>) -> Result<String, RecipeError> {
         out.replace_range(from..to, &text);
     }
     if need_flag {
-        out = add_flag(&out, lang, f.line_start, input.skill);
+        out = add_flag(&out, lang, above_leading_comments(src, f.line_start), input.skill);
     }
     Ok(out)
 }
@@ -404,6 +404,26 @@ fn add_flag(src: &str, lang: Language, fn_line: usize, skill: &str) -> String {
     }
 }
 
+/// The start of the doc comments, compiler directives (`//go:noinline`) and annotations right
+/// above the item starting at `line_start`: code inserted before an item goes above them.
+fn above_leading_comments(src: &str, line_start: usize) -> usize {
+    let mut at = line_start;
+    while at > 0 {
+        let prev_start = src[..at - 1].rfind('\n').map_or(0, |p| p + 1);
+        let t = src[prev_start..at].trim();
+        let attached = t.starts_with("//")
+            || t.starts_with("/*")
+            || t.starts_with('*')
+            || t.starts_with('@')
+            || t.starts_with("#[");
+        if !attached {
+            break;
+        }
+        at = prev_start;
+    }
+    at
+}
+
 /// The offset just past the last line starting with `prefix`.
 fn last_line_starting(src: &str, prefix: &str) -> Option<usize> {
     let mut off = 0;
@@ -485,7 +505,9 @@ mod tests {
     #[test]
     fn go_log_in_loop() {
         let src = "package main\n\nimport (\n\t\"fmt\"\n\t\"log\"\n)\n\nfunc priceItems(items []int) int {\n\ttotal := 0\n\tfor i, it := range items {\n\t\ttotal += it\n\t\tline := fmt.Sprintf(\"item %d -> %d\", i, total)\n\t\tlog.Println(line)\n\t}\n\treturn total\n}\n";
+        let src = &src.replace("func priceItems", "// priceItems totals.\n//\n//go:noinline\nfunc priceItems");
         let out = run(Language::Go, src, "priceItems", &[]).unwrap();
+        assert!(out.contains("}()\n\n// priceItems totals.\n//\n//go:noinline\nfunc priceItems"), "{out}");
         assert!(out.contains("\t\tif fleetprofVerboseLogging {\n\t\t\tline := fmt.Sprintf(\"item %d -> %d\", i, total)\n\t\t\tlog.Println(line)\n\t\t}\n"), "{out}");
         assert!(out.contains("import (\n\t\"os\"\n"), "{out}");
         assert!(out.contains("var fleetprofVerboseLogging = func() bool {"));

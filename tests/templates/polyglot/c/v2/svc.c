@@ -24,7 +24,7 @@ __attribute__((noinline)) void parse_request(unsigned long long n, struct item *
 {
     unsigned long long seed = mix(n + 1);
     for (int i = 0; i < 8; i++) {
-        for (int k = 0; k < 360; k++)
+        for (int k = 0; k < 40; k++)
             seed = mix(seed);
         items[i].sku = (unsigned)(seed % 10000);
         items[i].qty = 1 + (unsigned)(seed % 5);
@@ -58,7 +58,7 @@ __attribute__((noinline)) unsigned long long price_items(const struct item *item
 __attribute__((noinline)) unsigned long long compute_tax(unsigned long long total)
 {
     unsigned long long t = total;
-    for (int i = 0; i < 1800; i++)
+    for (int i = 0; i < 200; i++)
         t = mix(t);
     return total / 12 + (t & 3);
 }

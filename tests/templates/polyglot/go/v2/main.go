@@ -29,7 +29,7 @@ func mix(x uint64) uint64 {
 func parseRequest(n uint64, items []item) {
 	seed := mix(n + 1)
 	for i := range items {
-		for k := 0; k < 360; k++ {
+		for k := 0; k < 40; k++ {
 			seed = mix(seed)
 		}
 		items[i] = item{sku: uint32(seed % 10000), qty: 1 + uint32(seed%5), unitCents: 100 + seed%9900}
@@ -65,7 +65,7 @@ func priceItems(items []item) uint64 {
 //go:noinline
 func computeTax(total uint64) uint64 {
 	t := total
-	for i := 0; i < 1800; i++ {
+	for i := 0; i < 200; i++ {
 		t = mix(t)
 	}
 	return total/12 + (t & 3)
