@@ -314,7 +314,12 @@ pub(crate) fn guard(input: RecipeInput<'_>) -> Result<String, RecipeError> {
         out.replace_range(from..to, &text);
     }
     if need_flag {
-        out = add_flag(&out, lang, above_leading_comments(src, f.line_start), input.skill);
+        out = add_flag(
+            &out,
+            lang,
+            above_leading_comments(src, f.line_start),
+            input.skill,
+        );
     }
     Ok(out)
 }
@@ -505,9 +510,15 @@ mod tests {
     #[test]
     fn go_log_in_loop() {
         let src = "package main\n\nimport (\n\t\"fmt\"\n\t\"log\"\n)\n\nfunc priceItems(items []int) int {\n\ttotal := 0\n\tfor i, it := range items {\n\t\ttotal += it\n\t\tline := fmt.Sprintf(\"item %d -> %d\", i, total)\n\t\tlog.Println(line)\n\t}\n\treturn total\n}\n";
-        let src = &src.replace("func priceItems", "// priceItems totals.\n//\n//go:noinline\nfunc priceItems");
+        let src = &src.replace(
+            "func priceItems",
+            "// priceItems totals.\n//\n//go:noinline\nfunc priceItems",
+        );
         let out = run(Language::Go, src, "priceItems", &[]).unwrap();
-        assert!(out.contains("}()\n\n// priceItems totals.\n//\n//go:noinline\nfunc priceItems"), "{out}");
+        assert!(
+            out.contains("}()\n\n// priceItems totals.\n//\n//go:noinline\nfunc priceItems"),
+            "{out}"
+        );
         assert!(out.contains("\t\tif fleetprofVerboseLogging {\n\t\t\tline := fmt.Sprintf(\"item %d -> %d\", i, total)\n\t\t\tlog.Println(line)\n\t\t}\n"), "{out}");
         assert!(out.contains("import (\n\t\"os\"\n"), "{out}");
         assert!(out.contains("var fleetprofVerboseLogging = func() bool {"));

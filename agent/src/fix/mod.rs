@@ -267,7 +267,8 @@ impl Fixer {
         {
             tracing::info!(function = %def.name, member = %function, "no member is defined in the repository; fixing the function the root cause changed");
             located = Some(Located {
-                language: fleetprof_code::Language::of(&path).unwrap_or(fleetprof_code::Language::C),
+                language: fleetprof_code::Language::of(&path)
+                    .unwrap_or(fleetprof_code::Language::C),
                 path,
                 def,
                 by: LocatedBy::Diff,
