@@ -4,6 +4,7 @@
 //!
 //! Defense ([`Fixer::fix_regression`]) and offense ([`crate::opportunities`]) share [`Fixer::propose`].
 
+mod hoist;
 mod logging;
 pub mod pr;
 pub mod recipes;

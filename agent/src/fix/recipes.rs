@@ -557,6 +557,18 @@ pub fn memoize(input: RecipeInput<'_>) -> Result<String, RecipeError> {
 /// `hoist-regex`: `let re = Regex::new(LITERAL).unwrap();` in the function becomes a block-local
 /// `static RE_RE: LazyLock<Regex>` and `let re = &*RE_RE;`.
 pub fn hoist_regex(input: RecipeInput<'_>) -> Result<String, RecipeError> {
+    if matches!(
+        input.language,
+        Language::Go | Language::Java | Language::Python
+    ) {
+        return super::hoist::hoist(input);
+    }
+    if input.language != Language::Rust {
+        return Err(na(
+            "hoist-regex",
+            format!("no regex idiom known for {}", input.language),
+        ));
+    }
     let re = Regex::new(
         r##"(?m)^([ \t]*)let\s+(?:mut\s+)?(\w+)\s*(?::\s*[\w:]+\s*)?=\s*((?:regex::)?Regex)::new\(\s*(r#*"[^\n]*?"#*|"(?:[^"\\\n]|\\.)*")\s*\)\s*(\.unwrap\(\)|\.expect\([^;\n]*\))\s*;[ \t]*$"##,
     )
