@@ -20,9 +20,15 @@ fn na(reason: impl Into<String>) -> RecipeError {
 /// The compile statement, per language: (indent, variable, arguments) are groups 1–3.
 fn statement(lang: Language) -> Regex {
     let p = match lang {
-        Language::Go => r#"(?m)^([ \t]*)(\w+)\s*:=\s*regexp\.MustCompile\(\s*(`[^`]*`|"(?:[^"\\\n]|\\.)*")\s*\)[ \t]*$"#,
-        Language::Java => r#"(?m)^([ \t]*)(?:final\s+)?Pattern\s+(\w+)\s*=\s*Pattern\.compile\(\s*("(?:[^"\\\n]|\\.)*"(?:\s*,\s*Pattern\.\w+(?:\s*\|\s*Pattern\.\w+)*)?)\s*\)\s*;[ \t]*$"#,
-        _ => r#"(?m)^([ \t]*)(\w+)\s*=\s*re\.compile\(\s*([rbu]*"(?:[^"\\\n]|\\.)*"|[rbu]*'(?:[^'\\\n]|\\.)*')(\s*,\s*re\.\w+(?:\s*\|\s*re\.\w+)*)?\s*\)[ \t]*$"#,
+        Language::Go => {
+            r#"(?m)^([ \t]*)(\w+)\s*:=\s*regexp\.MustCompile\(\s*(`[^`]*`|"(?:[^"\\\n]|\\.)*")\s*\)[ \t]*$"#
+        }
+        Language::Java => {
+            r#"(?m)^([ \t]*)(?:final\s+)?Pattern\s+(\w+)\s*=\s*Pattern\.compile\(\s*("(?:[^"\\\n]|\\.)*"(?:\s*,\s*Pattern\.\w+(?:\s*\|\s*Pattern\.\w+)*)?)\s*\)\s*;[ \t]*$"#
+        }
+        _ => {
+            r#"(?m)^([ \t]*)(\w+)\s*=\s*re\.compile\(\s*([rbu]*"(?:[^"\\\n]|\\.)*"|[rbu]*'(?:[^'\\\n]|\\.)*')(\s*,\s*re\.\w+(?:\s*\|\s*re\.\w+)*)?\s*\)[ \t]*$"#
+        }
     };
     Regex::new(p).expect("static regex")
 }
@@ -146,7 +152,11 @@ fn top_level_start(src: &str, line_start: usize) -> usize {
     loop {
         let line = &src[at..src[at..].find('\n').map_or(src.len(), |e| at + e)];
         let top = !line.starts_with([' ', '\t']) && !line.trim().is_empty();
-        if top && (line.starts_with("def ") || line.starts_with("async def ") || line.starts_with("class ")) {
+        if top
+            && (line.starts_with("def ")
+                || line.starts_with("async def ")
+                || line.starts_with("class "))
+        {
             break;
         }
         if at == 0 {
@@ -183,8 +193,16 @@ mod tests {
     fn go_hoists_must_compile() {
         let src = "package main\n\nimport \"regexp\"\n\n// isAPI says.\nfunc isAPI(p string) bool {\n\tre := regexp.MustCompile(`^/api/v[0-9]+/`)\n\treturn re.MatchString(p)\n}\n";
         let out = run(Language::Go, src, "isAPI").unwrap();
-        assert!(out.contains("var isAPIReRe = regexp.MustCompile(`^/api/v[0-9]+/`)\n\n// isAPI says.\nfunc isAPI"), "{out}");
-        assert!(out.contains("\tre := isAPIReRe\n\treturn re.MatchString(p)"), "{out}");
+        assert!(
+            out.contains(
+                "var isAPIReRe = regexp.MustCompile(`^/api/v[0-9]+/`)\n\n// isAPI says.\nfunc isAPI"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("\tre := isAPIReRe\n\treturn re.MatchString(p)"),
+            "{out}"
+        );
         let dynamic = "package main\n\nfunc m(p, pat string) bool {\n\tre := regexp.MustCompile(pat)\n\treturn re.MatchString(p)\n}\n";
         let err = run(Language::Go, dynamic, "m").unwrap_err().to_string();
         assert!(err.contains("not a literal"), "{err}");
@@ -204,7 +222,10 @@ mod tests {
     fn python_hoists_compile() {
         let src = "import re\n\n\nclass Router:\n    def is_api(self, p):\n        pat = re.compile(r\"^/api/v[0-9]+/\", re.I)\n        return pat.match(p) is not None\n";
         let out = run(Language::Python, src, "is_api").unwrap();
-        assert!(out.contains("_IS_API_PAT = re.compile(r\"^/api/v[0-9]+/\", re.I)\n\nclass Router:"), "{out}");
+        assert!(
+            out.contains("_IS_API_PAT = re.compile(r\"^/api/v[0-9]+/\", re.I)\n\nclass Router:"),
+            "{out}"
+        );
         assert!(out.contains("        pat = _IS_API_PAT\n"), "{out}");
     }
 }
