@@ -93,7 +93,15 @@ pub fn share_in_json_profile_of(
             name == function || name.ends_with(&suffix) || function.ends_with(&format!("::{name}"))
         })
         .collect();
-    let (mut total, mut through) = (0u64, 0u64);
+    let named: Vec<bool> = frames
+        .iter()
+        .map(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && !n.starts_with("[unknown]"))
+        })
+        .collect();
+    let (mut total, mut through, mut symbolized) = (0u64, 0u64, 0u64);
     for s in samples {
         if cgroup.is_some() {
             let p = s["process"].as_u64().unwrap_or(u64::MAX) as usize;
@@ -103,6 +111,16 @@ pub fn share_in_json_profile_of(
         }
         let count = s["count"].as_u64().unwrap_or(0);
         total += count;
+        if s["stack"].as_array().is_some_and(|st| {
+            st.iter().any(|id| {
+                id.as_u64()
+                    .and_then(|i| named.get(i as usize))
+                    .copied()
+                    .unwrap_or(false)
+            })
+        }) {
+            symbolized += count;
+        }
         let hit = s["stack"].as_array().is_some_and(|st| {
             st.iter().any(|id| {
                 id.as_u64()
@@ -117,6 +135,10 @@ pub fn share_in_json_profile_of(
     }
     if total == 0 {
         return Err("the workload was not sampled (did it exit at once?)".into());
+    }
+    // A share of zero must mean "not on the stacks", not "no names": unnamed stacks prove nothing.
+    if symbolized == 0 {
+        return Err("none of the workload's samples could be symbolized".into());
     }
     Ok(through as f64 / total as f64)
 }
