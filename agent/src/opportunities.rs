@@ -96,6 +96,15 @@ pub async fn find_opportunities(
             additions: Vec::new(),
             frames: Vec::new(),
             cost: None,
+            locations: tools
+                .source()
+                .locations(&f.function)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.file, l.line))
+                .collect(),
+            located: None,
         };
         let outcome = fixer.propose(&target).await?;
         out.push(OpportunityResult {

@@ -2,9 +2,10 @@
 //! added lines of a diff. Everything goes through the `git` CLI and never writes to the user's tree.
 
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
-use regex::Regex;
+use fleetprof_code::Language;
+use fleetprof_code::functions::{self, FunctionDef};
+use fleetprof_code::git::GitError;
 use serde::Serialize;
 
 /// What can go wrong reading the repository.
@@ -107,24 +108,37 @@ pub struct FileAdditions {
     pub lines: Vec<(usize, String)>,
 }
 
-/// Runs git in `dir` and returns its stdout.
+/// Runs git in `dir` and returns its stdout (through the workspace's one git wrapper).
 pub fn git(dir: &Path, args: &[&str]) -> Result<String, RepoError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|source| RepoError::Spawn {
-            args: args.join(" "),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(RepoError::Git {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    fleetprof_code::git::git(dir, args).map_err(|e| match e {
+        GitError::Spawn { args, source } => RepoError::Spawn { args, source },
+        GitError::Failed { args, stderr, .. } => RepoError::Git { args, stderr },
+    })
+}
+
+/// How a function was located in the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocatedBy {
+    /// The profile's DWARF `file:line` mapped to a repository file, the span from its parser.
+    DebugInfo,
+    /// The root-cause commit's changed lines, the span from the parser.
+    Diff,
+    /// A search of the repository for a definition of that name (no line information).
+    NameSearch,
+}
+
+/// A function found in the repository.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// Repository-relative path.
+    pub path: String,
+    /// Its language.
+    pub language: Language,
+    /// The definition (name, lines, byte spans).
+    pub def: FunctionDef,
+    /// How it was found.
+    pub by: LocatedBy,
 }
 
 fn check_rev(rev: &str) -> Result<(), RepoError> {
@@ -388,24 +402,99 @@ impl Repo {
         Ok(out)
     }
 
-    /// Where `function` (a symbol like `crate::module::name` or `Type::name`) is defined: `(path, line)`.
-    ///
-    /// Looks for `fn <last path segment>` in the repository's files; prefers files whose path mentions
-    /// another segment of the symbol.
+    /// Where `function` (a symbol like `crate::module::name`, `Class::method`, `main.work`) is
+    /// defined: `(path, line)`, by a name search over the parsed files (see [`Repo::locate`]).
     pub fn find_function(&self, function: &str) -> Result<Option<(String, usize)>, RepoError> {
-        let segments = symbol_segments(function);
-        let Some(name) = segments.last() else {
+        Ok(self
+            .locate(function, &[])?
+            .map(|l| (l.path, l.def.start as usize)))
+    }
+
+    /// The definition of `function` in the file `path` (repository-relative), if the file parses
+    /// and defines it.
+    pub fn definition_in(&self, path: &str, function: &str) -> Option<(Language, FunctionDef)> {
+        let language = Language::of(path)?;
+        let text = std::fs::read_to_string(self.root.join(self.relative(path).ok()?)).ok()?;
+        let defs = functions::definitions(&text, language, "");
+        functions::named(&defs, function).map(|d| (language, d.clone()))
+    }
+
+    /// Finds `function` in the repository. First from `locations` (the profile's DWARF
+    /// `file:line`s): each file is mapped to a repository path (build prefixes stripped) and the
+    /// innermost function around the line, as the file's parser sees it, is taken when its name
+    /// fits the symbol. Without line information (or none that maps), a search for a definition of
+    /// that name in the repository's parsed files, preferring paths that mention the symbol's other
+    /// segments; [`Located::by`] says which.
+    pub fn locate(
+        &self,
+        function: &str,
+        locations: &[(String, u32)],
+    ) -> Result<Option<Located>, RepoError> {
+        let files = self.files()?;
+        let bare = functions::last_segment(function).to_string();
+        if bare.is_empty() {
             return Ok(None);
-        };
-        let pattern = format!(r"\bfn\s+{}\s*[<(]", regex::escape(name));
-        let hits = self.search(&pattern, None, 50)?;
-        let best = hits.into_iter().max_by_key(|h| {
-            segments[..segments.len() - 1]
+        }
+        for (file, line) in locations {
+            let Some(path) = fleetprof_code::paths::to_repo_path(file, &files) else {
+                continue;
+            };
+            let Some(language) = Language::of(path) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(self.root.join(path)) else {
+                continue;
+            };
+            let defs = functions::definitions(&text, language, "");
+            if let Some(def) = functions::innermost_at(&defs, *line)
+                && def.name == bare
+            {
+                return Ok(Some(Located {
+                    path: path.to_string(),
+                    language,
+                    def: def.clone(),
+                    by: LocatedBy::DebugInfo,
+                }));
+            }
+        }
+        let segments = symbol_segments(function);
+        let mut best: Option<(usize, Located)> = None;
+        for f in files {
+            let Some(language) = Language::of(&f) else {
+                continue;
+            };
+            let full = self.root.join(&f);
+            if std::fs::metadata(&full).map_or(true, |m| !m.is_file() || m.len() > 2 << 20) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&full) else {
+                continue;
+            };
+            // Parse only files that mention the name at all.
+            if !text.contains(bare.as_str()) {
+                continue;
+            }
+            let defs = functions::definitions(&text, language, "");
+            let Some(def) = functions::named(&defs, function) else {
+                continue;
+            };
+            let score = segments
                 .iter()
-                .filter(|s| h.path.contains(s.as_str()))
-                .count()
-        });
-        Ok(best.map(|h| (h.path, h.line)))
+                .filter(|s| f.contains(s.as_str()) || def.qualified.contains(s.as_str()))
+                .count();
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((
+                    score,
+                    Located {
+                        path: f.clone(),
+                        language,
+                        def: def.clone(),
+                        by: LocatedBy::NameSearch,
+                    },
+                ));
+            }
+        }
+        Ok(best.map(|(_, l)| l))
     }
 }
 
@@ -436,31 +525,15 @@ pub fn symbol_segments(function: &str) -> Vec<String> {
 
 /// Parses a unified diff (with `--unified=0` or any context) into the added lines per file.
 pub fn parse_additions(diff: &str) -> Vec<FileAdditions> {
-    let hunk = Regex::new(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@").expect("static regex");
-    let mut files: Vec<FileAdditions> = Vec::new();
-    let mut line_no = 0usize;
-    for line in diff.lines() {
-        if let Some(path) = line.strip_prefix("+++ ") {
-            let path = path.strip_prefix("b/").unwrap_or(path);
-            files.push(FileAdditions {
-                path: path.to_string(),
-                lines: Vec::new(),
-            });
-        } else if let Some(c) = hunk.captures(line) {
-            line_no = c[1].parse().unwrap_or(0);
-        } else if line.starts_with("--- ") || line.starts_with("diff --git") {
-            continue;
-        } else if let Some(added) = line.strip_prefix('+') {
-            if let Some(f) = files.last_mut() {
-                f.lines.push((line_no, added.to_string()));
-            }
-            line_no += 1;
-        } else if line.starts_with(' ') {
-            line_no += 1;
-        }
-    }
-    files.retain(|f| f.path != "/dev/null");
-    files
+    fleetprof_code::git::parse_diff(diff)
+        .into_iter()
+        .filter_map(|f| {
+            Some(FileAdditions {
+                path: f.new_path?,
+                lines: f.added.into_iter().map(|(n, l)| (n as usize, l)).collect(),
+            })
+        })
+        .collect()
 }
 
 /// Cuts `s` to at most `max` bytes on a char boundary, noting the cut.

@@ -1,6 +1,9 @@
-//! Re-profiling a fix with the real eBPF profiler: the workload runs in the worktree while
-//! `fleetprof-profiler record --pid` samples it, and the regressed function's share of the
-//! workload's samples is read from the JSON profile.
+//! Re-profiling a fix with the real eBPF profiler: the workload runs in the worktree in a cgroup
+//! of its own (so the processes it spawns are part of it) while `fleetprof-profiler record`
+//! samples the processes in that cgroup once the workload has started (its pre-forked workers
+//! included; workers forked later are not yet followed), and the regressed function's share of
+//! their samples is read from the JSON profile. Without a writable cgroup v2 hierarchy it falls back to `record --pid` of the
+//! workload's own process (its children are then missed, and the check says so in the logs).
 
 use std::{
     path::{Path, PathBuf},
@@ -44,12 +47,45 @@ impl ProfilerReprofiler {
 /// The share of a JSON profile's samples whose stack contains `function` (by exact name or a
 /// `::function` suffix, so `price_items` finds `checkout::price_items`).
 pub fn share_in_json_profile(profile: &serde_json::Value, function: &str) -> Result<f64, String> {
+    share_in_json_profile_of(profile, function, None)
+}
+
+/// The processes a re-profiled workload consists of: its cgroup, and the pids seen in it while
+/// recording (the profiler may not have read a short-lived process's cgroup).
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    /// The cgroup v2 path (`/name`).
+    pub cgroup: String,
+    /// Pids seen in the cgroup.
+    pub pids: std::collections::HashSet<u64>,
+}
+
+/// Like [`share_in_json_profile`], counting only the samples of the workload's processes, when
+/// given.
+pub fn share_in_json_profile_of(
+    profile: &serde_json::Value,
+    function: &str,
+    cgroup: Option<&Members>,
+) -> Result<f64, String> {
     let frames = profile["frames"]
         .as_array()
         .ok_or("profile has no frames")?;
     let samples = profile["samples"]
         .as_array()
         .ok_or("profile has no samples")?;
+    let in_cgroup: Vec<bool> = profile["processes"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    cgroup.is_none_or(|m| {
+                        p["cgroup"].as_str() == Some(m.cgroup.as_str())
+                            || p["pid"].as_u64().is_some_and(|pid| m.pids.contains(&pid))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let suffix = format!("::{function}");
     let matches: Vec<bool> = frames
         .iter()
@@ -58,10 +94,34 @@ pub fn share_in_json_profile(profile: &serde_json::Value, function: &str) -> Res
             name == function || name.ends_with(&suffix) || function.ends_with(&format!("::{name}"))
         })
         .collect();
-    let (mut total, mut through) = (0u64, 0u64);
+    let named: Vec<bool> = frames
+        .iter()
+        .map(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && !n.starts_with("[unknown]"))
+        })
+        .collect();
+    let (mut total, mut through, mut symbolized) = (0u64, 0u64, 0u64);
     for s in samples {
+        if cgroup.is_some() {
+            let p = s["process"].as_u64().unwrap_or(u64::MAX) as usize;
+            if !in_cgroup.get(p).copied().unwrap_or(false) {
+                continue;
+            }
+        }
         let count = s["count"].as_u64().unwrap_or(0);
         total += count;
+        if s["stack"].as_array().is_some_and(|st| {
+            st.iter().any(|id| {
+                id.as_u64()
+                    .and_then(|i| named.get(i as usize))
+                    .copied()
+                    .unwrap_or(false)
+            })
+        }) {
+            symbolized += count;
+        }
         let hit = s["stack"].as_array().is_some_and(|st| {
             st.iter().any(|id| {
                 id.as_u64()
@@ -77,16 +137,107 @@ pub fn share_in_json_profile(profile: &serde_json::Value, function: &str) -> Res
     if total == 0 {
         return Err("the workload was not sampled (did it exit at once?)".into());
     }
+    // A share of zero must mean "not on the stacks", not "no names": unnamed stacks prove nothing.
+    if symbolized == 0 {
+        return Err("none of the workload's samples could be symbolized".into());
+    }
     Ok(through as f64 / total as f64)
+}
+
+/// A cgroup v2 directory made for one workload, removed (its processes killed) on drop.
+struct WorkloadCgroup {
+    dir: PathBuf,
+    /// The path processes in it show in `/proc/PID/cgroup` (`0::/name`).
+    path: String,
+}
+
+impl WorkloadCgroup {
+    /// Creates `fleetprof-reprofile-PID-N` under the cgroup v2 hierarchy, if one is writable.
+    fn create() -> Option<WorkloadCgroup> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.controllers").exists())?;
+        // Our own place in the hierarchy: the new group is a sibling of nothing we depend on.
+        let name = format!(
+            "fleetprof-reprofile-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir).ok()?;
+        Some(WorkloadCgroup {
+            dir,
+            path: format!("/{name}"),
+        })
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// Kills every process in the group (`cgroup.kill` where the kernel has it).
+    fn kill_all(&self) {
+        if std::fs::write(self.dir.join("cgroup.kill"), "1").is_err()
+            && let Ok(pids) = std::fs::read_to_string(self.procs())
+        {
+            for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a pid read from our own cgroup; no memory is shared.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WorkloadCgroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        // The group can be removed once its processes are gone (exit is asynchronous).
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(dir = %self.dir.display(), "could not remove the workload's cgroup");
+    }
 }
 
 impl Reprofiler for ProfilerReprofiler {
     fn share(&self, worktree: &Path, workload: &str, function: &str) -> Result<f64, String> {
+        let (profile, members) = self.profile(worktree, workload)?;
+        share_in_json_profile_of(&profile, function, members.as_ref())
+    }
+}
+
+impl ProfilerReprofiler {
+    /// Runs `workload` in `worktree` (in its own cgroup when possible) under the profiler and
+    /// returns the JSON profile of the host and who the workload's processes were (`None` when
+    /// only its own pid was recorded).
+    pub fn profile(
+        &self,
+        worktree: &Path,
+        workload: &str,
+    ) -> Result<(serde_json::Value, Option<Members>), String> {
         let out = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
-        // `exec` so the pid we filter on is the workload's, not the shell's.
+        let cgroup = WorkloadCgroup::create();
+        // The shell joins the cgroup before it becomes the workload (`exec`), so every process
+        // the workload starts is born inside it.
+        let script = match &cgroup {
+            Some(cg) => format!("echo $$ > '{}' && exec {workload}", cg.procs().display()),
+            None => {
+                tracing::warn!(
+                    "no writable cgroup v2 hierarchy: re-profiling only the workload's own process, not its children"
+                );
+                format!("exec {workload}")
+            }
+        };
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("exec {workload}"))
+            .arg(script)
             .current_dir(worktree)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -94,14 +245,45 @@ impl Reprofiler for ProfilerReprofiler {
             .spawn()
             .map_err(|e| format!("starting the workload `{workload}`: {e}"))?;
         std::thread::sleep(self.warmup);
-        let recorded = Command::new(&self.profiler)
-            .args([
-                "record",
-                "--format",
-                "json",
-                "--pid",
-                &child.id().to_string(),
-            ])
+        // Who is in the workload, polled while recording.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = cgroup.as_ref().map(|cg| {
+            let procs = cg.procs();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut pids = std::collections::HashSet::new();
+                loop {
+                    if let Ok(text) = std::fs::read_to_string(&procs) {
+                        pids.extend(text.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
+                    }
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        return pids;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        });
+        let mut record = Command::new(&self.profiler);
+        record.args(["record", "--format", "json"]);
+        // Record the workload's processes only (recording the whole host under load overflows
+        // the kernel's stack tables and blurs the shares): every process in its cgroup once it
+        // has started, which includes the workers it forks at start-up.
+        let mut pids = vec![child.id().to_string()];
+        if let Some(cg) = &cgroup
+            && let Ok(text) = std::fs::read_to_string(cg.procs())
+        {
+            pids.extend(
+                text.lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+            pids.sort();
+            pids.dedup();
+        }
+        for pid in &pids {
+            record.args(["--pid", pid]);
+        }
+        let recorded = record
             .arg("--duration")
             .arg(format!("{}ms", self.duration.as_millis()))
             .arg("--frequency")
@@ -110,6 +292,14 @@ impl Reprofiler for ProfilerReprofiler {
             .arg(out.path())
             .stdout(Stdio::null())
             .output();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let members = cgroup.as_ref().map(|cg| Members {
+            cgroup: cg.path.clone(),
+            pids: poller.and_then(|p| p.join().ok()).unwrap_or_default(),
+        });
+        if let Some(cg) = &cgroup {
+            cg.kill_all();
+        }
         let _ = child.kill();
         let _ = child.wait();
         let recorded = recorded.map_err(|e| format!("running {}: {e}", self.profiler.display()))?;
@@ -124,8 +314,27 @@ impl Reprofiler for ProfilerReprofiler {
             std::fs::read_to_string(out.path()).map_err(|e| format!("reading the profile: {e}"))?;
         let profile: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("parsing the profile: {e}"))?;
-        share_in_json_profile(&profile, function)
+        Ok((profile, members))
     }
+}
+
+/// Samples per pid of the workload's processes in a JSON profile.
+pub fn samples_per_pid(
+    profile: &serde_json::Value,
+    members: &Members,
+) -> std::collections::BTreeMap<u64, u64> {
+    let procs = profile["processes"].as_array().cloned().unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for s in profile["samples"].as_array().into_iter().flatten() {
+        let Some(p) = procs.get(s["process"].as_u64().unwrap_or(u64::MAX) as usize) else {
+            continue;
+        };
+        let pid = p["pid"].as_u64().unwrap_or(0);
+        if p["cgroup"].as_str() == Some(members.cgroup.as_str()) || members.pids.contains(&pid) {
+            *out.entry(pid).or_insert(0) += s["count"].as_u64().unwrap_or(0);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

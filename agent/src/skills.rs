@@ -463,20 +463,10 @@ fn match_skill<'a>(skill: &'a Skill, input: &MatchInput) -> Option<SkillMatch<'a
     })
 }
 
-/// The language of a file, from its extension (`rust`, `go`, `python`, …), if known.
+/// The language of a file, from its extension (`rust`, `c`, `cpp`, `go`, `java`, `python`), if
+/// fleetprof can parse it (the workspace's one language table, [`fleetprof_code::Language`]).
 pub fn language_of(path: &Path) -> Option<&'static str> {
-    Some(match path.extension()?.to_str()? {
-        "rs" => "rust",
-        "go" => "go",
-        "py" => "python",
-        "java" => "java",
-        "kt" => "kotlin",
-        "c" | "h" => "c",
-        "cc" | "cpp" | "cxx" | "hpp" | "hh" => "cpp",
-        "js" | "mjs" => "javascript",
-        "ts" => "typescript",
-        _ => return None,
-    })
+    fleetprof_code::Language::of(path.to_str()?).map(fleetprof_code::Language::name)
 }
 
 #[cfg(test)]

@@ -175,6 +175,17 @@ impl Regression {
     }
 }
 
+/// Where a profiled function's code is, as the profile's debug info (DWARF line tables) says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SourceLocation {
+    /// The file as the compiler saw it (often an absolute build path).
+    pub file: String,
+    /// 1-based line inside the function (a sampled instruction's or a call site's line).
+    pub line: u32,
+    /// How many distinct frames point there (more means more confidence).
+    pub frames: u64,
+}
+
 /// The profile data the agent's tools need. Implemented over the collector's store by an adapter.
 pub trait ProfileSource: Send + Sync {
     /// The services with profiles in `range`.
@@ -215,6 +226,12 @@ pub trait ProfileSource: Send + Sync {
     -> SourceFuture<'_, Vec<Regression>>;
     /// One regression with its root-cause candidates.
     fn regression(&self, id: &str) -> SourceFuture<'_, Regression>;
+    /// The `file:line`s the profile's frames of `function` carry, most frequent first. Sources
+    /// without debug info answer empty (the agent then falls back to a name search and says so).
+    fn locations(&self, function: &str) -> SourceFuture<'_, Vec<SourceLocation>> {
+        let _ = function;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// A source with no store behind it: every call says so.
@@ -285,6 +302,9 @@ pub struct StaticSource {
     /// Stacks per (service, function).
     #[serde(default)]
     pub stacks: Vec<(String, String, Vec<StackCount>)>,
+    /// Debug-info locations per function.
+    #[serde(default)]
+    pub locations: Vec<(String, Vec<SourceLocation>)>,
 }
 
 fn ready<'a, T: Send + 'a>(v: Result<T, SourceError>) -> SourceFuture<'a, T> {
@@ -368,5 +388,13 @@ impl ProfileSource for StaticSource {
                 .cloned()
                 .ok_or_else(|| SourceError::NoSuchRegression(id.to_string())),
         )
+    }
+    fn locations(&self, function: &str) -> SourceFuture<'_, Vec<SourceLocation>> {
+        ready(Ok(self
+            .locations
+            .iter()
+            .find(|(f, _)| f == function)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()))
     }
 }

@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use crate::source::{
     FunctionDelta, FunctionShare, HistoryPoint, ProfileSource, Regression, RegressionMember,
-    RootCauseCandidate, SourceError, SourceFuture, StackCount, TimeRange,
+    RootCauseCandidate, SourceError, SourceFuture, SourceLocation, StackCount, TimeRange,
 };
 
 /// A [`ProfileSource`] over fleetprof's ClickHouse database.
@@ -269,7 +269,43 @@ impl ClickHouseSource {
     }
 }
 
+/// One `file:line` of a function's frames.
+#[derive(Debug, Row, Deserialize)]
+struct LocationRow {
+    file: String,
+    line: u32,
+    frames: u64,
+}
+
 impl ProfileSource for ClickHouseSource {
+    fn locations(&self, function: &str) -> SourceFuture<'_, Vec<SourceLocation>> {
+        let function = function.to_string();
+        Box::pin(async move {
+            // `frames` holds what the symbolizer read from DWARF for every frame it saw; inlined
+            // frames carry the inlined function's own lines, so they locate it as well.
+            let rows = self
+                .store
+                .client()
+                .query(
+                    "SELECT file, line, count() AS frames FROM frames \
+                     WHERE function = ? AND file != '' AND line > 0 \
+                     GROUP BY file, line ORDER BY frames DESC, file, line LIMIT 50",
+                )
+                .bind(&function)
+                .fetch_all::<LocationRow>()
+                .await
+                .map_err(store_err("reading frame locations"))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| SourceLocation {
+                    file: r.file,
+                    line: r.line,
+                    frames: r.frames,
+                })
+                .collect())
+        })
+    }
+
     fn services(&self, range: TimeRange) -> SourceFuture<'_, Vec<String>> {
         Box::pin(async move {
             let rows = query::services(&self.store, Some(window(range)))

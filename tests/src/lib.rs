@@ -7,6 +7,7 @@
 pub mod catalog_repo;
 pub mod demo_repo;
 pub mod fleet;
+pub mod polyglot_repo;
 pub mod profiled;
 
 use std::{

@@ -4,9 +4,11 @@
 //!
 //! Defense ([`Fixer::fix_regression`]) and offense ([`crate::opportunities`]) share [`Fixer::propose`].
 
+mod hoist;
+mod logging;
 pub mod pr;
 pub mod recipes;
-mod rustsrc;
+mod span;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -15,10 +17,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::llm::{ChatModel, LlmError, LoopLimits, run_tool_loop};
-use crate::repo::{FileAdditions, Repo, RepoError, git, symbol_segments};
+use crate::repo::{FileAdditions, Located, LocatedBy, Repo, RepoError, git, symbol_segments};
 use crate::skills::{MatchInput, RecipeSpec, SkillKind, language_of};
 use crate::source::{RootCauseCandidate, SourceError};
 use crate::tools::ToolBox;
+use fleetprof_code::functions;
 use validate::{Check, Reprofiler, ValidateConfig, ValidateError, Worktree};
 
 /// What can go wrong in the pipeline (a patch failing validation is not an error: it is an
@@ -98,6 +101,10 @@ pub struct Target {
     pub frames: Vec<String>,
     /// What the regression costs (cores, and watts where measured); `None` for opportunities.
     pub cost: Option<crate::source::RegressionCost>,
+    /// The profile's debug-info locations of the function (`file`, `line`), most frequent first.
+    pub locations: Vec<(String, u32)>,
+    /// Where the function is in the repository, when already known.
+    pub located: Option<Located>,
 }
 
 /// A validated, committed proposal.
@@ -221,13 +228,87 @@ impl Fixer {
             None => (None, Vec::new()),
         };
         // Fix the most significant member this repository defines: a report often groups the
-        // service's function with the library or kernel frames it now calls.
-        let (function, baseline, current) = reg
+        // service's function with the library or kernel frames it now calls. Each member is
+        // located from the profile's own debug info first (DWARF file:line → repository file →
+        // the parser's span), by name only without line information.
+        let mut members: Vec<(String, f64, f64)> = reg
             .members
             .iter()
-            .find(|m| matches!(repo.find_function(&m.function), Ok(Some(_))))
             .map(|m| (m.function.clone(), m.baseline_share, m.current_share))
-            .unwrap_or((reg.function.clone(), reg.baseline_share, reg.current_share));
+            .collect();
+        if members.is_empty() {
+            members.push((reg.function.clone(), reg.baseline_share, reg.current_share));
+        }
+        let mut chosen = None;
+        for (function, b, c) in &members {
+            let locations: Vec<(String, u32)> = self
+                .tools
+                .source()
+                .locations(function)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.file, l.line))
+                .collect();
+            if let Some(located) = repo.locate(function, &locations)? {
+                chosen = Some((function.clone(), *b, *c, locations, Some(located)));
+                break;
+            }
+        }
+        let (function, baseline, current, locations, mut located) = chosen.unwrap_or((
+            reg.function.clone(),
+            reg.baseline_share,
+            reg.current_share,
+            Vec::new(),
+            None,
+        ));
+        // No member is the repository's (the report names only library or kernel frames, e.g.
+        // libc's printf whose callers a frame-pointer unwinder cannot see): the new cost comes
+        // from what the root-cause commit changed, so fix there and keep measuring the member.
+        if located.is_none()
+            && let Some((path, def)) = changed_functions(repo, &additions).into_iter().next()
+        {
+            tracing::info!(function = %def.name, member = %function, "no member is defined in the repository; fixing the function the root cause changed");
+            located = Some(Located {
+                language: fleetprof_code::Language::of(&path)
+                    .unwrap_or(fleetprof_code::Language::C),
+                path,
+                def,
+                by: LocatedBy::Diff,
+            });
+        }
+        // The root-cause commit's changes may sit one call below the located function: a call into
+        // a library without frame pointers (libc's printf) hides its direct caller from the
+        // stack. A function the commit changed that the located one calls (or that is on the
+        // stacks) is where the new cost is.
+        if let Some(l) = &located {
+            let changed = changed_functions(repo, &additions);
+            let already = changed
+                .iter()
+                .any(|(p, d)| *p == l.path && d.name == l.def.name);
+            if !already {
+                let body = std::fs::read_to_string(repo.root().join(&l.path))
+                    .ok()
+                    .map(|t| {
+                        t[l.def.item_start.min(t.len())..l.def.item_end.min(t.len())].to_string()
+                    })
+                    .unwrap_or_default();
+                let callee = changed.into_iter().find(|(_, d)| {
+                    frames.iter().any(|f| functions::last_segment(f) == d.name)
+                        || regex::Regex::new(&format!(r"\b{}\s*\(", regex::escape(&d.name)))
+                            .is_ok_and(|re| re.is_match(&body))
+                });
+                if let Some((path, def)) = callee {
+                    tracing::info!(from = %l.def.name, to = %def.name, "the root cause changed a function the regressed one calls");
+                    located = Some(Located {
+                        language: fleetprof_code::Language::of(&path).unwrap_or(l.language),
+                        path,
+                        def,
+                        by: LocatedBy::Diff,
+                    });
+                }
+            }
+        }
         let target = Target {
             id: reg.id.clone(),
             kind: SkillKind::Regression,
@@ -238,6 +319,8 @@ impl Fixer {
             additions,
             frames,
             cost: Some(reg.cost),
+            locations,
+            located,
         };
         self.propose(&target).await
     }
@@ -250,19 +333,50 @@ impl Fixer {
             .last()
             .cloned()
             .unwrap_or_else(|| t.function.clone());
-        let fn_re = regex::Regex::new(&format!(r"\bfn\s+{}\s*[<(]", regex::escape(&name)))
-            .expect("escaped");
-        // The file holding the function: one the root cause touched, else a search.
-        let mut file = t
-            .additions
-            .iter()
-            .find(|a| {
-                std::fs::read_to_string(repo.root().join(&a.path)).is_ok_and(|s| fn_re.is_match(&s))
-            })
-            .map(|a| a.path.clone());
-        if file.is_none() {
-            file = repo.find_function(&t.function)?.map(|(p, _)| p);
+        // The file holding the function: where the profile's debug info points, else one the
+        // root cause touched that defines it, else a name search (said in the evidence).
+        let mut located = t.located.clone();
+        if located.is_none() {
+            located = t.additions.iter().find_map(|a| {
+                repo.definition_in(&a.path, &t.function)
+                    .map(|(language, def)| Located {
+                        path: a.path.clone(),
+                        language,
+                        def,
+                        by: LocatedBy::Diff,
+                    })
+            });
         }
+        if located.is_none() {
+            located = repo.locate(&t.function, &t.locations)?;
+        }
+        let file = located.as_ref().map(|l| l.path.clone());
+        let how_located = match &located {
+            Some(l) => match l.by {
+                LocatedBy::DebugInfo => format!(
+                    "located `{}` from the profile's debug info: {}:{}-{}",
+                    l.def.name, l.path, l.def.start, l.def.end
+                ),
+                LocatedBy::Diff => format!(
+                    "located `{}` in the root-cause commit's changes: {}:{}-{}",
+                    l.def.name, l.path, l.def.start, l.def.end
+                ),
+                LocatedBy::NameSearch => format!(
+                    "the profile has no line information for `{}`: located by a name search at {}:{}",
+                    t.function, l.path, l.def.start
+                ),
+            },
+            None => format!(
+                "`{}` is not defined in the repository ({})",
+                t.function,
+                if t.locations.is_empty() {
+                    "the profile has no line information for it, and a name search found nothing"
+                } else {
+                    "its debug-info files map to no repository file, and a name search found nothing"
+                }
+            ),
+        };
+        tracing::info!(id = %t.id, "{how_located}");
         let added_in = |path: &str| -> Vec<String> {
             t.additions
                 .iter()
@@ -279,9 +393,14 @@ impl Fixer {
             .as_ref()
             .and_then(|f| std::fs::read_to_string(repo.root().join(f)).ok());
         if t.kind == SkillKind::Opportunity
-            && let (Some(text), Some(_)) = (&file_text, &file)
+            && let (Some(text), Some(l)) = (&file_text, &located)
         {
-            code_lines = function_lines(text, &name);
+            code_lines = text
+                .get(l.def.item_start..l.def.item_end)
+                .unwrap_or("")
+                .lines()
+                .map(str::to_string)
+                .collect();
         }
         let mut languages: Vec<String> = t
             .additions
@@ -308,13 +427,8 @@ impl Fixer {
             let Some(spec) = &m.skill.recipe else {
                 continue;
             };
-            let (Some(path), Some(text)) = (&file, &file_text) else {
-                attempts.push(attempt(
-                    &m.skill.name,
-                    spec,
-                    format!("fn {name} not found in the repository"),
-                    vec![],
-                ));
+            let (Some(path), Some(text), Some(loc)) = (&file, &file_text, &located) else {
+                attempts.push(attempt(&m.skill.name, spec, how_located.clone(), vec![]));
                 continue;
             };
             let added = added_in(path);
@@ -322,7 +436,8 @@ impl Fixer {
                 spec,
                 recipes::RecipeInput {
                     source: text,
-                    function: &name,
+                    function: &loc.def.name,
+                    language: loc.language,
                     added_lines: &added,
                     skill: &m.skill.name,
                 },
@@ -337,6 +452,7 @@ impl Fixer {
             let produced_by = format!("recipe {}", recipe_name(spec));
             let what = recipe_what(spec, &name);
             let mut evidence = m.reasons.clone();
+            evidence.push(how_located.clone());
             if let Some(rc) = &t.root_cause {
                 evidence.push(format!(
                     "root-cause candidate {} ranked first that exists in the repository",
@@ -541,7 +657,11 @@ impl Fixer {
         let applied = match patch {
             Patch::Files(files) => files.iter().try_for_each(|(p, text)| {
                 let rel = repo.relative(p).map_err(|e| e.to_string())?;
-                std::fs::write(wt_path.join(rel), text).map_err(|e| e.to_string())
+                let full = wt_path.join(rel);
+                if let Some(dir) = full.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(full, text).map_err(|e| e.to_string())
             }),
             Patch::Diff(diff) => {
                 let f = wt_path.join(".fleetprof-fix.diff");
@@ -570,12 +690,38 @@ impl Fixer {
             wt.discard();
             return Ok(Err(fail(format!("the patch does not apply: {e}"), vec![])));
         }
-        if git(&wt_path, &["status", "--porcelain"])?.trim().is_empty() {
+        let status = git(
+            &wt_path,
+            &["status", "--porcelain", "--untracked-files=all"],
+        )?;
+        if status.trim().is_empty() {
             wt.discard();
             return Ok(Err(fail("the patch changes nothing".into(), vec![])));
         }
-        // Build, test, re-profile.
-        let cfg = ValidateConfig::load(&wt_path)?;
+        // Only source changes are judged: a patch that edits what judges it proves nothing.
+        let changed: Vec<String> = status
+            .lines()
+            .filter_map(|l| l.get(3..))
+            .map(|p| {
+                p.rsplit(" -> ")
+                    .next()
+                    .unwrap_or(p)
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .collect();
+        if let Some((p, why)) = changed
+            .iter()
+            .find_map(|p| validate::protected_path(p).map(|why| (p, why)))
+        {
+            wt.discard();
+            return Ok(Err(fail(
+                format!("the patch touches {p}, {why}; fixes may change source code only"),
+                vec![],
+            )));
+        }
+        // Build, test, re-profile: the commands as the base commit declares them.
+        let cfg = ValidateConfig::load_at(repo.root(), &base)?;
         let reprofiler = self.opts.reprofiler.clone();
         let function = t.function.clone();
         // A regression must come back near its baseline; an opportunity must shed most of its
@@ -658,7 +804,10 @@ impl Fixer {
             msg.push_str(&format!("Root-cause: {} ({})\n", rc.commit, rc.summary));
         }
         msg.push_str(&format!("Skill: {skill}\nProduced-by: {produced_by}\n"));
-        git(&wt_path, &["add", "-A"])?;
+        // Only the patch's own paths: build outputs and whatever the commands wrote stay out.
+        let mut add: Vec<&str> = vec!["add", "-A", "--"];
+        add.extend(changed.iter().map(String::as_str));
+        git(&wt_path, &add)?;
         let has_identity = git(&wt_path, &["config", "user.email"]).is_ok();
         let mut args: Vec<&str> = Vec::new();
         if !has_identity {
@@ -770,16 +919,32 @@ fn attempt(skill: &str, spec: &RecipeSpec, reason: String, checks: Vec<Check>) -
     }
 }
 
-/// The lines of fn `name` (signature and body) in `text`, or none.
-fn function_lines(text: &str, name: &str) -> Vec<String> {
-    let masked = rustsrc::mask(text);
-    match rustsrc::find_fn(&masked, name) {
-        Some(f) => text[f.line_start..=f.close]
-            .lines()
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
+/// The functions (as the parser sees them) that the root-cause commit's added lines fall in,
+/// read from the repository's current files.
+fn changed_functions(
+    repo: &Repo,
+    additions: &[FileAdditions],
+) -> Vec<(String, functions::FunctionDef)> {
+    let mut out: Vec<(String, functions::FunctionDef)> = Vec::new();
+    for a in additions {
+        let Some(language) = fleetprof_code::Language::of(&a.path) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(repo.root().join(&a.path)) else {
+            continue;
+        };
+        let defs = functions::definitions(&text, language, "");
+        for (line, _) in &a.lines {
+            if let Some(d) = functions::innermost_at(&defs, *line as u32)
+                && !out
+                    .iter()
+                    .any(|(p, o)| *p == a.path && o.item_start == d.item_start)
+            {
+                out.push((a.path.clone(), d.clone()));
+            }
+        }
     }
+    out
 }
 
 /// The first ```diff (or ```patch) block of a model's answer.

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 
 use regex::Regex;
 
-use super::rustsrc::{FnSpan, enclosing_block_header, find_fn, indent_at, mask};
+use fleetprof_code::Language;
+
+use super::span::{FnSpan, enclosing_block_header, find_fn, indent_at, mask};
 use crate::skills::RecipeSpec;
 
 /// What can go wrong applying a recipe.
@@ -45,6 +47,8 @@ pub struct RecipeInput<'a> {
     pub source: &'a str,
     /// The function's name (last path segment), to restrict the change to its body.
     pub function: &'a str,
+    /// The file's language.
+    pub language: Language,
     /// The root-cause diff's added lines in this file (for `guard-logging`); empty when unknown.
     pub added_lines: &'a [String],
     /// The skill applying it (named in comments).
@@ -61,7 +65,7 @@ pub fn apply(spec: &RecipeSpec, input: RecipeInput<'_>) -> Result<String, Recipe
             other => Err(RecipeError::Unknown(other.to_string())),
         },
         RecipeSpec::Rewrite { rewrite } => {
-            let (start, end) = body_range(input.source, input.function);
+            let (start, end) = body_range(input.source, input.language, input.function);
             let mut region = input.source[start..end].to_string();
             for rule in rewrite {
                 let re = Regex::new(&format!("(?m){}", rule.find)).map_err(|source| {
@@ -85,6 +89,10 @@ pub fn apply(spec: &RecipeSpec, input: RecipeInput<'_>) -> Result<String, Recipe
     }
 }
 
+fn name_of<'a>(input: &RecipeInput<'a>) -> &'a str {
+    input.function
+}
+
 fn na(recipe: &str, reason: impl Into<String>) -> RecipeError {
     RecipeError::NotApplicable {
         recipe: recipe.to_string(),
@@ -93,8 +101,8 @@ fn na(recipe: &str, reason: impl Into<String>) -> RecipeError {
 }
 
 /// The function's body range, or the whole file when it is not found.
-fn body_range(src: &str, function: &str) -> (usize, usize) {
-    match find_fn(&mask(src), function) {
+fn body_range(src: &str, language: Language, function: &str) -> (usize, usize) {
+    match find_fn(src, language, function) {
         Some(f) => (f.open, f.close + 1),
         None => (0, src.len()),
     }
@@ -158,8 +166,11 @@ fn severity(level: &str) -> u8 {
 pub fn guard_logging(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     const R: &str = "guard-logging";
     let src = input.source;
-    let masked = mask(src);
-    let (start, end) = match find_fn(&masked, input.function) {
+    if input.language != Language::Rust {
+        return super::logging::guard(input);
+    }
+    let masked = mask(src, input.language);
+    let (start, end) = match find_fn(src, input.language, input.function) {
         Some(f) => (f.open + 1, f.close),
         None => {
             return Err(na(
@@ -396,10 +407,28 @@ fn split_top(s: &str) -> Vec<&str> {
 pub fn memoize(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     const R: &str = "memoize";
     let src = input.source;
-    let masked = mask(src);
+    if input.language != Language::Rust {
+        return Err(na(
+            R,
+            format!(
+                "the recipe writes Rust; {} is {}",
+                name_of(&input),
+                input.language
+            ),
+        ));
+    }
+    let masked = mask(src, input.language);
     let name = input.function;
-    let f: FnSpan =
-        find_fn(&masked, name).ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
+    let f: FnSpan = find_fn(src, input.language, name)
+        .ok_or_else(|| na(R, format!("fn {name} not found in the file")))?;
+    if let Some(why) = impurity(src, &masked, name, 0) {
+        return Err(na(
+            R,
+            format!(
+                "fn {name} is not shown to be pure: {why}; caching it could change what it does"
+            ),
+        ));
+    }
     let quals = &src[f.item_start..f.fn_kw];
     if ["const", "async", "unsafe", "extern"]
         .iter()
@@ -533,14 +562,160 @@ pub fn memoize(input: RecipeInput<'_>) -> Result<String, RecipeError> {
     ))
 }
 
+/// Macros a pure function may use: they format, build or assert, without I/O.
+const PURE_MACROS: &[&str] = &[
+    "vec",
+    "format",
+    "assert",
+    "assert_eq",
+    "assert_ne",
+    "debug_assert",
+    "debug_assert_eq",
+    "debug_assert_ne",
+    "matches",
+    "unreachable",
+    "panic",
+    "concat",
+    "stringify",
+    "todo",
+];
+
+/// Names whose presence means state or effects beyond the arguments.
+const IMPURE_NAMES: &[(&str, &str)] = &[
+    ("static", "declares or reads a static"),
+    ("unsafe", "uses unsafe code"),
+    ("thread_local", "uses thread-local state"),
+    ("Cell", "uses interior mutability (Cell)"),
+    ("RefCell", "uses interior mutability (RefCell)"),
+    ("UnsafeCell", "uses interior mutability (UnsafeCell)"),
+    ("Mutex", "uses shared mutable state (Mutex)"),
+    ("RwLock", "uses shared mutable state (RwLock)"),
+    ("OnceLock", "uses global state (OnceLock)"),
+    ("LazyLock", "uses global state (LazyLock)"),
+    ("SystemTime", "reads the clock"),
+    ("Instant", "reads the clock"),
+    ("thread_rng", "uses randomness"),
+    ("rand", "uses randomness"),
+    ("env", "reads the environment"),
+    ("io", "does I/O"),
+    ("fs", "does file I/O"),
+    ("net", "does network I/O"),
+    ("process", "runs processes"),
+    ("File", "does file I/O"),
+];
+
+/// Types whose associated functions (`Type::f(..)`) are pure constructors or conversions.
+const PURE_TYPES: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+    "f64", "bool", "char", "str", "String", "Vec", "VecDeque", "HashMap", "HashSet", "BTreeMap",
+    "BTreeSet", "Option", "Some", "Box", "Self", "cmp", "mem", "iter", "Ok", "Err",
+];
+
+/// Why fn `name` (in `src`, `masked` its masked text) may not be pure, if it may not be: I/O,
+/// globals, interior mutability, clocks, randomness, or a call to a function whose purity cannot
+/// be seen (functions of the same file are checked in turn).
+fn impurity(src: &str, masked: &str, name: &str, depth: usize) -> Option<String> {
+    let f = find_fn(src, Language::Rust, name)?;
+    let body = &masked[f.open..=f.close];
+    if depth > 4 {
+        return Some(format!("its calls through {name} go too deep to check"));
+    }
+    let word = Regex::new(r"\b[A-Za-z_][A-Za-z0-9_]*\b").expect("static regex");
+    for m in word.find_iter(body) {
+        if let Some((_, why)) = IMPURE_NAMES.iter().find(|(n, _)| *n == m.as_str()) {
+            return Some(format!("it {why} (`{}`)", m.as_str()));
+        }
+    }
+    let mac = Regex::new(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*!\s*[(\[{]").expect("static regex");
+    for c in mac.captures_iter(body) {
+        if !PURE_MACROS.contains(&&c[1]) {
+            return Some(format!(
+                "it calls the macro `{}!` (output or side effects)",
+                &c[1]
+            ));
+        }
+    }
+    // Statics of the file read by name.
+    let statics =
+        Regex::new(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?static\s+(?:mut\s+)?([A-Z_][A-Z0-9_]*)")
+            .expect("static regex");
+    for c in statics.captures_iter(masked) {
+        if Regex::new(&format!(r"\b{}\b", regex::escape(&c[1])))
+            .expect("escaped")
+            .is_match(body)
+        {
+            return Some(format!("it reads the global static `{}`", &c[1]));
+        }
+    }
+    // Calls: free functions must be this file's (and pure themselves); `Type::f` must be a
+    // known-pure type's; methods are on values derived from the arguments.
+    let call = Regex::new(r"(\.|::)?\s*\b([A-Za-z_][A-Za-z0-9_]*)\s*(?:::<[^>]*>)?\s*\(")
+        .expect("static regex");
+    let path = Regex::new(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*::\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
+        .expect("static regex");
+    for c in path.captures_iter(body) {
+        if !PURE_TYPES.contains(&&c[1]) {
+            return Some(format!(
+                "it calls `{}::…`, whose purity fleetprof cannot see",
+                &c[1]
+            ));
+        }
+    }
+    const KEYWORDS: &[&str] = &[
+        "if", "while", "for", "match", "return", "loop", "in", "as", "move", "Some", "Ok", "Err",
+        "fn",
+    ];
+    for c in call.captures_iter(body) {
+        if c.get(1).is_some() || KEYWORDS.contains(&&c[2]) || &c[2] == name {
+            continue;
+        }
+        let callee = &c[2];
+        // A closure bound in the body is the function's own code.
+        if Regex::new(&format!(
+            r"let\s+(?:mut\s+)?{}\s*=\s*(?:move\s*)?\|",
+            regex::escape(callee)
+        ))
+        .expect("escaped")
+        .is_match(body)
+        {
+            continue;
+        }
+        if find_fn(src, Language::Rust, callee).is_some() {
+            if let Some(why) = impurity(src, masked, callee, depth + 1) {
+                return Some(format!("it calls `{callee}`, and {why}"));
+            }
+        } else if callee.chars().next().is_some_and(char::is_uppercase) {
+            // A tuple struct or enum variant constructor.
+            continue;
+        } else {
+            return Some(format!(
+                "it calls `{callee}`, whose purity fleetprof cannot see"
+            ));
+        }
+    }
+    None
+}
+
 /// `hoist-regex`: `let re = Regex::new(LITERAL).unwrap();` in the function becomes a block-local
 /// `static RE_RE: LazyLock<Regex>` and `let re = &*RE_RE;`.
 pub fn hoist_regex(input: RecipeInput<'_>) -> Result<String, RecipeError> {
+    if matches!(
+        input.language,
+        Language::Go | Language::Java | Language::Python
+    ) {
+        return super::hoist::hoist(input);
+    }
+    if input.language != Language::Rust {
+        return Err(na(
+            "hoist-regex",
+            format!("no regex idiom known for {}", input.language),
+        ));
+    }
     let re = Regex::new(
         r##"(?m)^([ \t]*)let\s+(?:mut\s+)?(\w+)\s*(?::\s*[\w:]+\s*)?=\s*((?:regex::)?Regex)::new\(\s*(r#*"[^\n]*?"#*|"(?:[^"\\\n]|\\.)*")\s*\)\s*(\.unwrap\(\)|\.expect\([^;\n]*\))\s*;[ \t]*$"##,
     )
     .expect("static regex");
-    let (start, end) = body_range(input.source, input.function);
+    let (start, end) = body_range(input.source, input.language, input.function);
     let region = &input.source[start..end];
     if !re.is_match(region) {
         return Err(na(
@@ -591,6 +766,7 @@ mod tests {
         let out = guard_logging(RecipeInput {
             source: &before,
             function: "checksum",
+            language: Language::Rust,
             added_lines: &added,
             skill: "logging-in-hot-path",
         })
@@ -605,6 +781,7 @@ mod tests {
         let out = guard_logging(RecipeInput {
             source: src,
             function: "work",
+            language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -618,6 +795,7 @@ mod tests {
         let none = guard_logging(RecipeInput {
             source: src,
             function: "work",
+            language: Language::Rust,
             added_lines: &["x".into()],
             skill: "s",
         });
@@ -631,6 +809,7 @@ mod tests {
         let out = memoize(RecipeInput {
             source: &before,
             function: "primes_below",
+            language: Language::Rust,
             added_lines: &[],
             skill: "memoize-pure-function",
         })
@@ -646,6 +825,7 @@ mod tests {
                 memoize(RecipeInput {
                     source: src,
                     function: f,
+                    language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }),
@@ -656,7 +836,27 @@ mod tests {
         assert!(refuse("fn f<T>(x: T) -> u32 { 1 }", "f"));
         assert!(refuse("fn f(x: f64) -> f64 { x }", "f"));
         assert!(refuse("async fn f(x: u32) -> u32 { x }", "f"));
-        let out = memoize(RecipeInput { source: "impl A {\n    pub fn f(s: &str, n: usize) -> Vec<String> {\n        vec![s.repeat(n)]\n    }\n}\n", function: "f", added_lines: &[], skill: "s" }).unwrap();
+        // Not pure: I/O, globals, interior mutability, clocks, unknown callees — with the reason.
+        let why = |src: &str| match memoize(RecipeInput {
+            language: Language::Rust,
+            source: src,
+            function: "f",
+            added_lines: &[],
+            skill: "s",
+        }) {
+            Err(RecipeError::NotApplicable { reason, .. }) => reason,
+            other => panic!("memoized: {other:?}"),
+        };
+        assert!(
+            why("fn f(x: u32) -> u32 {\n    println!(\"{x}\");\n    x\n}\n").contains("`println!`")
+        );
+        assert!(why("static LIMIT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);\nfn f(x: u32) -> u32 {\n    x.min(LIMIT.load(std::sync::atomic::Ordering::Relaxed))\n}\n").contains("LIMIT"));
+        assert!(why("fn f(x: u64) -> u64 {\n    let t = std::time::Instant::now();\n    x + t.elapsed().as_secs()\n}\n").contains("clock"));
+        assert!(why("fn f(x: u64) -> u64 {\n    helper(x) + 1\n}\nfn helper(x: u64) -> u64 {\n    let c = std::cell::Cell::new(x);\n    c.get()\n}\n").contains("calls `helper`, and it uses interior mutability"));
+        assert!(
+            why("fn f(x: u64) -> u64 {\n    lookup(x)\n}\n").contains("`lookup`, whose purity")
+        );
+        let out = memoize(RecipeInput { language: Language::Rust, source: "impl A {\n    pub fn f(s: &str, n: usize) -> Vec<String> {\n        vec![s.repeat(n)]\n    }\n}\n", function: "f", added_lines: &[], skill: "s" }).unwrap();
         assert!(out.contains("let value = Self::f_uncached(s, n);"), "{out}");
         assert!(
             out.contains("HashMap<(String, usize), Vec<String>>"),
@@ -673,6 +873,7 @@ mod tests {
         let out = hoist_regex(RecipeInput {
             source: &before,
             function: "is_api",
+            language: Language::Rust,
             added_lines: &[],
             skill: "s",
         })
@@ -690,6 +891,7 @@ mod tests {
             RecipeInput {
                 source: src,
                 function: "h",
+                language: Language::Rust,
                 added_lines: &[],
                 skill: "s",
             },
@@ -705,6 +907,7 @@ mod tests {
                 RecipeInput {
                     source: src,
                     function: "h",
+                    language: Language::Rust,
                     added_lines: &[],
                     skill: "s"
                 }

@@ -258,6 +258,8 @@ async fn memoize_opportunity_is_proposed() {
         additions: vec![],
         frames: vec![],
         cost: None,
+        locations: vec![],
+        located: None,
     };
     let outcome = f.propose(&target).await.unwrap();
     let FixOutcome::Proposed(p) = outcome else {
@@ -291,4 +293,78 @@ fn diff_extraction() {
     );
     assert!(extract_diff("no diff").is_none());
     assert_eq!(sanitize_id("r/1 2"), "r-1-2");
+}
+
+/// A patch that edits the validation commands, the tests or a build script is refused before
+/// anything runs, and the commands always come from the base commit's `fleetprof.toml`.
+#[tokio::test]
+async fn patches_to_what_judges_them_are_refused() {
+    let (repo, commit) = demo_repo("echo base-test-command");
+    let outbox = tempfile::tempdir().unwrap();
+    let f = fixer(repo.path(), outbox.path(), &commit);
+    let target = Target {
+        id: "r-guard".into(),
+        kind: SkillKind::Regression,
+        service: "demo".into(),
+        function: "demo::checksum".into(),
+        shares: (Some(0.05), 0.4),
+        root_cause: None,
+        additions: vec![],
+        frames: vec![],
+        cost: None,
+        locations: vec![],
+        located: None,
+    };
+    let toml = std::fs::read_to_string(repo.path().join("fleetprof.toml")).unwrap();
+    let cases = [
+        (
+            "fleetprof.toml",
+            toml.replace("echo base-test-command", "true"),
+            "fleetprof.toml",
+        ),
+        (
+            "tests/it.rs",
+            "#[test]\nfn always() {}\n".to_string(),
+            "the tests",
+        ),
+        ("build.rs", "fn main() {}\n".to_string(), "a build script"),
+    ];
+    for (path, text, why) in cases {
+        let patch = Patch::Files(vec![(path.to_string(), text)]);
+        let out = f
+            .try_patch(&target, &patch, "s", "model test", "what", vec![], &[])
+            .await
+            .unwrap();
+        let Err(attempt) = out else {
+            panic!("a patch to {path} was proposed")
+        };
+        assert!(
+            attempt.reason.contains(path) && attempt.reason.contains(why),
+            "{path}: {}",
+            attempt.reason
+        );
+        assert!(attempt.checks.is_empty(), "nothing ran for {path}");
+    }
+    // A source patch runs the base commit's test command (the patched tree's file is not read).
+    let lib = std::fs::read_to_string(repo.path().join("src/lib.rs")).unwrap();
+    let patch = Patch::Files(vec![(
+        "src/lib.rs".into(),
+        lib.replace("Mixes", "Mixes (fixed)"),
+    )]);
+    let Ok(p) = f
+        .try_patch(&target, &patch, "s", "model test", "what", vec![], &[])
+        .await
+        .unwrap()
+    else {
+        panic!("a source patch was refused")
+    };
+    let test = p.checks.iter().find(|c| c.step == "test").unwrap();
+    assert_eq!(test.command, "echo base-test-command");
+    assert!(test.detail.contains("base-test-command"));
+    // Only the patch's path was committed (not the build's outputs).
+    let files = sh(
+        repo.path(),
+        &["diff", "--name-only", &format!("{}~1", p.branch), &p.branch],
+    );
+    assert_eq!(files.trim(), "src/lib.rs");
 }

@@ -89,6 +89,78 @@ impl ValidateConfig {
     }
 }
 
+impl ValidateConfig {
+    /// Reads `fleetprof.toml` as committed at `rev` (the base the patch applies to), never from a
+    /// patched tree: a patch cannot change the commands that judge it. A missing file gives the
+    /// defaults.
+    pub fn load_at(repo: &Path, rev: &str) -> Result<ValidateConfig, ValidateError> {
+        let Ok(text) = git(repo, &["show", &format!("{rev}:fleetprof.toml")]) else {
+            return Ok(ValidateConfig::default());
+        };
+        let f: RepoConfigFile = toml::from_str(&text).map_err(|source| ValidateError::Config {
+            path: PathBuf::from(format!("{rev}:fleetprof.toml")),
+            source: Box::new(source),
+        })?;
+        Ok(f.validate)
+    }
+}
+
+/// Why a patch may not touch `path` (repository-relative), if it may not: the validation config,
+/// CI workflows, build scripts and tests decide whether a fix is good, so a fix that changes them
+/// proves nothing.
+pub fn protected_path(path: &str) -> Option<&'static str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let dirs: Vec<&str> = path.split('/').collect();
+    let in_dir = |d: &[&str]| {
+        dirs[..dirs.len().saturating_sub(1)]
+            .iter()
+            .any(|x| d.contains(x))
+    };
+    if name == "fleetprof.toml" {
+        Some("the validation commands (fleetprof.toml)")
+    } else if path.starts_with(".github/")
+        || path.starts_with(".gitlab")
+        || path.starts_with(".circleci/")
+        || name == ".gitlab-ci.yml"
+        || name == "Jenkinsfile"
+        || name == ".travis.yml"
+    {
+        Some("CI configuration")
+    } else if matches!(
+        name,
+        "build.rs"
+            | "Makefile"
+            | "makefile"
+            | "GNUmakefile"
+            | "CMakeLists.txt"
+            | "configure"
+            | "meson.build"
+            | "build.gradle"
+            | "build.gradle.kts"
+            | "pom.xml"
+            | "setup.py"
+            | "Cargo.toml"
+            | "go.mod"
+            | "package.json"
+    ) || name.ends_with(".mk")
+        || name.ends_with(".cmake")
+    {
+        Some("a build script")
+    } else if in_dir(&["tests", "test", "testdata", "__tests__", "spec"])
+        || name.ends_with("_test.go")
+        || name.ends_with("_test.py")
+        || (name.starts_with("test_") && name.ends_with(".py"))
+        || name.ends_with("Test.java")
+        || name.ends_with("_test.c")
+        || name.ends_with("_test.cc")
+        || name.ends_with("_test.cpp")
+    {
+        Some("the tests")
+    } else {
+        None
+    }
+}
+
 /// Re-profiles a workload in a worktree and returns the function's share of its CPU (0..=1).
 ///
 /// The caller provides it (the CLI wires it to the real profiler); validation calls it only when the
@@ -194,16 +266,86 @@ impl Drop for Worktree {
     }
 }
 
-/// Runs `cmd` with `sh -c` in `dir`, killing it after `timeout`.
+/// Environment variables a repository's commands may see: what toolchains need to find
+/// themselves and a writable cache. Everything else — tokens, model keys, cloud credentials — is
+/// dropped.
+pub const ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "CC",
+    "CXX",
+    "GOCACHE",
+    "GOPATH",
+    "GOFLAGS",
+    "GOTOOLCHAIN",
+    "GOPROXY",
+    "JAVA_HOME",
+];
+
+/// How much of a command's output is kept (its tail is reported); the rest is read and dropped.
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// Whether commands can get a fresh network namespace here (root, and `unshare` works).
+fn netns_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("unshare")
+            .args(["--net", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The command line a step runs: `sh -c CMD`, inside a fresh network namespace (no network but
+/// loopback, which is down) when available.
+fn sandboxed(cmd: &str) -> (Command, bool) {
+    let isolated = netns_available();
+    let mut c = if isolated {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--", "sh", "-c"]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c");
+        c
+    };
+    c.arg(format!("{cmd} 2>&1"));
+    (c, isolated)
+}
+
+/// Runs `cmd` with `sh -c` in `dir` the way repository code must run: a scrubbed environment
+/// ([`ENV_ALLOW`]), its own process group (killed as a whole on timeout, and after it exits, so
+/// nothing it started is left behind), output capped at [`OUTPUT_CAP`], and no network (a fresh
+/// network namespace) where the host allows it.
 pub fn run_command(step: &str, cmd: &str, dir: &Path, timeout: Duration) -> Check {
+    use std::os::unix::process::CommandExt as _;
     let started = Instant::now();
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{cmd} 2>&1"))
+    let (mut command, isolated) = sandboxed(cmd);
+    command.env_clear();
+    for k in ENV_ALLOW {
+        if let Some(v) = std::env::var_os(k) {
+            command.env(k, v);
+        }
+    }
+    let child = command
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn();
     let mut child = match child {
         Ok(c) => c,
@@ -217,28 +359,66 @@ pub fn run_command(step: &str, cmd: &str, dir: &Path, timeout: Duration) -> Chec
             };
         }
     };
+    let pgid = child.id() as i32;
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
         if let Some(out) = stdout.as_mut() {
-            let _ = out.read_to_end(&mut s);
-        }
-        s
-    });
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        kept.extend_from_slice(&buf[..n]);
+                        // Keep the tail: the end of a build log says what failed.
+                        if kept.len() > OUTPUT_CAP {
+                            kept.drain(..kept.len() - OUTPUT_CAP);
+                        }
+                    }
+                }
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(_) => break None,
+        }
+        kept
+    });
+    let kill_group = || {
+        // SAFETY: kill(2) with a negative pid signals the process group we created; no memory is
+        // shared.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
         }
     };
+    // Wait for the leader to exit without reaping it (WNOWAIT), so its pid — the group's id —
+    // cannot be reused before the rest of the group is killed.
+    let exited = loop {
+        // SAFETY: waitid writes only into `info`, a zeroed siginfo_t we own.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pgid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid to read for SIGCHLD-style siginfo filled by waitid.
+        if r == 0 && unsafe { info.si_pid() } != 0 {
+            break true;
+        }
+        if r != 0 {
+            break false;
+        }
+        if started.elapsed() > timeout {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Whatever the command started goes with it (also after a normal exit: a daemonized child
+    // must not outlive validation, nor hold the output pipe open).
+    kill_group();
+    let status = child.wait().ok().filter(|_| exited);
     let out = reader.join().unwrap_or_default();
     let out = String::from_utf8_lossy(&out);
+    let _ = isolated;
     let tail: String = {
         let lines: Vec<&str> = out.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")

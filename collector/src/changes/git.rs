@@ -3,10 +3,24 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
+
+use fleetprof_code::Language;
+use fleetprof_code::functions;
+pub use fleetprof_code::git::{FileDiff, parse_diff};
+use fleetprof_code::git::{GitError, show_file};
 
 use super::ChangesError;
-use super::functions::{self, Language};
+
+fn git(repo: &Path, args: &[&str]) -> Result<String, ChangesError> {
+    fleetprof_code::git::git(repo, args).map_err(|e| match e {
+        GitError::Spawn { source, .. } => ChangesError::GitNotRunnable { source },
+        GitError::Failed { repo, args, stderr } => ChangesError::Git {
+            repo,
+            command: args,
+            stderr,
+        },
+    })
+}
 
 /// One commit as read from a repository.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,116 +38,6 @@ pub struct GitCommit {
     /// Functions whose definitions the diff touched, qualified (`checkout::discounted_price`)
     /// and bare (`discounted_price`); sorted.
     pub functions: Vec<String>,
-}
-
-/// Changed line ranges of one file in a `-U0` diff.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileDiff {
-    /// Path before (`None` for an added file).
-    pub old_path: Option<String>,
-    /// Path after (`None` for a deleted file).
-    pub new_path: Option<String>,
-    /// `(start, count)` of each hunk in the old file (1-based; count 0 = pure insertion).
-    pub old_ranges: Vec<(u32, u32)>,
-    /// `(start, count)` of each hunk in the new file (count 0 = pure deletion after `start`).
-    pub new_ranges: Vec<(u32, u32)>,
-}
-
-impl FileDiff {
-    /// The path the file has after the commit, or had before it if deleted.
-    pub fn path(&self) -> Option<&str> {
-        self.new_path.as_deref().or(self.old_path.as_deref())
-    }
-}
-
-/// Lines a set of hunk ranges touches: every changed line, and for a pure insertion or deletion
-/// the lines on both sides of it (a deletion inside a body touches that body).
-fn lines(ranges: &[(u32, u32)]) -> impl Iterator<Item = u32> + '_ {
-    ranges.iter().flat_map(|&(start, count)| {
-        if count == 0 {
-            start.max(1)..start + 2
-        } else {
-            start..start + count
-        }
-    })
-}
-
-fn git(repo: &Path, args: &[&str]) -> Result<String, ChangesError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "core.quotepath=off"])
-        .args(args)
-        .output()
-        .map_err(|source| ChangesError::GitNotRunnable { source })?;
-    if !out.status.success() {
-        return Err(ChangesError::Git {
-            repo: repo.to_owned(),
-            command: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A file's text at a commit, or `None` if it does not exist there (or is not text).
-fn show_file(repo: &Path, rev: &str, path: &str) -> Option<String> {
-    git(repo, &["show", &format!("{rev}:{path}")]).ok()
-}
-
-/// Parses `git show --format= -U0` output into per-file changed ranges.
-pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
-    let mut files: Vec<FileDiff> = Vec::new();
-    for line in diff.lines() {
-        if let Some(rest) = line.strip_prefix("diff --git ") {
-            // With --no-renames both sides name one path: `a/P b/P`, so P is half of the rest.
-            let mut f = FileDiff::default();
-            if !rest.starts_with('"') && rest.len() >= 7 && rest.len() % 2 == 1 {
-                let half = (rest.len() - 3) / 2;
-                if let Some(p) = rest.get(2..2 + half) {
-                    f.old_path = Some(p.to_owned());
-                    f.new_path = Some(p.to_owned());
-                }
-            }
-            files.push(f);
-            continue;
-        }
-        let Some(f) = files.last_mut() else { continue };
-        if let Some(p) = line.strip_prefix("--- ") {
-            f.old_path = unquote(p).strip_prefix("a/").map(str::to_owned);
-        } else if let Some(p) = line.strip_prefix("+++ ") {
-            f.new_path = unquote(p).strip_prefix("b/").map(str::to_owned);
-        } else if line.starts_with("new file mode") {
-            f.old_path = None;
-        } else if line.starts_with("deleted file mode") {
-            f.new_path = None;
-        } else if let Some(rest) = line.strip_prefix("@@ ") {
-            // `@@ -a[,b] +c[,d] @@ context`
-            let mut parts = rest.split_whitespace();
-            let (Some(old), Some(new)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if let Some(r) = old.strip_prefix('-').and_then(range) {
-                f.old_ranges.push(r);
-            }
-            if let Some(r) = new.strip_prefix('+').and_then(range) {
-                f.new_ranges.push(r);
-            }
-        }
-    }
-    files
-}
-
-fn unquote(p: &str) -> &str {
-    p.trim_end_matches('\t').trim_matches('"')
-}
-
-/// `a,b` → `(a, b)`; `a` → `(a, 1)`.
-fn range(s: &str) -> Option<(u32, u32)> {
-    match s.split_once(',') {
-        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-        None => Some((s.parse().ok()?, 1)),
-    }
 }
 
 /// Finds the crate a Rust file belongs to: the nearest `Cargo.toml` with a `[package]` above it.
@@ -200,7 +104,8 @@ impl<'a> CrateNames<'a> {
     }
 }
 
-/// The symbol prefix of a file: `crate::module::` for Rust, `pkg.module.` for Python.
+/// The symbol prefix of a file as profiles show it: `crate::module::` for Rust, `pkg.module.`
+/// for Python, the package for Go (`main.` is what Go binaries' symbols carry for package main).
 fn prefix(crates: &mut CrateNames<'_>, rev: &str, path: &str, lang: Language) -> String {
     match lang {
         Language::Rust => crates.prefix(rev, path).unwrap_or_default(),
@@ -209,7 +114,7 @@ fn prefix(crates: &mut CrateNames<'_>, rev: &str, path: &str, lang: Language) ->
             let module = module.strip_suffix("/__init__").unwrap_or(module);
             format!("{}.", module.replace('/', "."))
         }
-        Language::C => String::new(),
+        Language::C | Language::Cpp | Language::Go | Language::Java => String::new(),
     }
 }
 
@@ -287,7 +192,7 @@ pub fn touched(repo: &Path, sha: &str) -> Result<(Vec<String>, Vec<String>), Cha
             && let Some(text) = show_file(repo, sha, new)
         {
             let defs = functions::definitions(&text, lang, &prefix(&mut crates, sha, new, lang));
-            fns.extend(functions::touched(&defs, lines(&f.new_ranges)));
+            fns.extend(functions::touched(&defs, f.new_lines()));
         }
         // Removed lines name functions as they were, which catches deleted functions too.
         if has_parent
@@ -300,9 +205,11 @@ pub fn touched(repo: &Path, sha: &str) -> Result<(Vec<String>, Vec<String>), Cha
                 lang,
                 &prefix(&mut parent_crates, &parent, old, lang),
             );
-            let removed: Vec<(u32, u32)> =
-                f.old_ranges.iter().copied().filter(|r| r.1 > 0).collect();
-            fns.extend(functions::touched(&defs, lines(&removed)));
+            let removed = FileDiff {
+                old_ranges: f.old_ranges.iter().copied().filter(|r| r.1 > 0).collect(),
+                ..FileDiff::default()
+            };
+            fns.extend(functions::touched(&defs, removed.old_lines()));
         }
     }
     Ok((files.into_iter().collect(), fns.into_iter().collect()))
@@ -331,9 +238,10 @@ mod tests {
         assert_eq!(files[1].new_ranges, vec![(1, 3)]);
         assert_eq!(files[2].new_path, None);
         assert_eq!(files[2].path(), Some("gone.c"));
-        assert_eq!(
-            lines(&[(5, 0), (9, 2)]).collect::<Vec<_>>(),
-            vec![5, 6, 9, 10]
-        );
+        let f = FileDiff {
+            new_ranges: vec![(5, 0), (9, 2)],
+            ..FileDiff::default()
+        };
+        assert_eq!(f.new_lines().collect::<Vec<_>>(), vec![5, 6, 9, 10]);
     }
 }

@@ -3,8 +3,8 @@
 //! [`import_git`] walks a repository's history with the `git` CLI and stores each commit in the
 //! `changes` table: SHA, author, commit time, title, the files it touched, and the functions whose
 //! definitions its diff touched (from `git show -U0` hunks mapped onto the function definitions of
-//! the file after — and, for removed lines, before — the commit; Rust `fn`, C `name(...) {`, Python
-//! `def`). Rust functions are recorded as profiles name them, `crate::module::Type::name`, plus
+//! the file after — and, for removed lines, before — the commit, parsed by [`fleetprof_code`]'s
+//! tree-sitter grammars for Rust, C, C++, Go, Java and Python). Rust functions are recorded as profiles name them, `crate::module::Type::name`, plus
 //! the bare name. [`record_deploy`] stores in `deploys` when a version of a service went out and
 //! from which commit. [`change_records`] reads both back as the ranking's
 //! [`ChangeRecord`](crate::detect::ChangeRecord)s.
@@ -18,8 +18,10 @@
 //! # Ok(()) }
 //! ```
 
-pub mod functions;
 mod git;
+
+/// Function definitions and spans: the workspace's one code-intelligence module.
+pub use fleetprof_code::functions;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,205 @@
+//! Running `git` and reading its diffs: one wrapper and one diff parser for the workspace.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What can go wrong running git.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// `git` could not be started.
+    #[error("running git {args}: {source}")]
+    Spawn {
+        /// The arguments.
+        args: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `git` exited with an error.
+    #[error("git {args} failed in {repo}: {stderr}")]
+    Failed {
+        /// The repository.
+        repo: PathBuf,
+        /// The arguments.
+        args: String,
+        /// Its standard error.
+        stderr: String,
+    },
+}
+
+/// Runs `git -C dir ARGS` (paths unquoted, no pager, no colour) and returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "core.quotepath=off", "--no-pager"])
+        .args(args)
+        .output()
+        .map_err(|source| GitError::Spawn {
+            args: args.join(" "),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            repo: dir.to_path_buf(),
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A file's text at a revision, or `None` if it does not exist there (or is not text).
+pub fn show_file(repo: &Path, rev: &str, path: &str) -> Option<String> {
+    git(repo, &["show", &format!("{rev}:{path}")]).ok()
+}
+
+/// What a diff changed in one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileDiff {
+    /// Path before (`None` for an added file).
+    pub old_path: Option<String>,
+    /// Path after (`None` for a deleted file).
+    pub new_path: Option<String>,
+    /// `(start, count)` of each hunk in the old file (1-based; count 0 = pure insertion).
+    pub old_ranges: Vec<(u32, u32)>,
+    /// `(start, count)` of each hunk in the new file (count 0 = pure deletion after `start`).
+    pub new_ranges: Vec<(u32, u32)>,
+    /// `(line in the new file, text)` of every added line.
+    pub added: Vec<(u32, String)>,
+}
+
+impl FileDiff {
+    /// The path the file has after the change, or had before it if deleted.
+    pub fn path(&self) -> Option<&str> {
+        self.new_path.as_deref().or(self.old_path.as_deref())
+    }
+
+    /// Lines of the new file the hunks touch: every changed line, and for a pure deletion the
+    /// lines on both sides of it (a deletion inside a body touches that body).
+    pub fn new_lines(&self) -> impl Iterator<Item = u32> + '_ {
+        touched_lines(&self.new_ranges)
+    }
+
+    /// Lines of the old file the hunks touch (see [`FileDiff::new_lines`]).
+    pub fn old_lines(&self) -> impl Iterator<Item = u32> + '_ {
+        touched_lines(&self.old_ranges)
+    }
+}
+
+fn touched_lines(ranges: &[(u32, u32)]) -> impl Iterator<Item = u32> + '_ {
+    ranges.iter().flat_map(|&(start, count)| {
+        if count == 0 {
+            start.max(1)..start + 2
+        } else {
+            start..start + count
+        }
+    })
+}
+
+/// Parses a unified diff (`git show`/`git diff`, any context, with `--no-renames`) into per-file
+/// changed ranges and added lines.
+pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
+    let mut files: Vec<FileDiff> = Vec::new();
+    let mut new_line = 0u32;
+    let mut in_hunk = false;
+    for line in diff.lines() {
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            // With --no-renames both sides name one path: `a/P b/P`, so P is half of the rest.
+            let mut f = FileDiff::default();
+            if !rest.starts_with('"') && rest.len() >= 7 && rest.len() % 2 == 1 {
+                let half = (rest.len() - 3) / 2;
+                if let Some(p) = rest.get(2..2 + half) {
+                    f.old_path = Some(p.to_owned());
+                    f.new_path = Some(p.to_owned());
+                }
+            }
+            files.push(f);
+            in_hunk = false;
+            continue;
+        }
+        if !in_hunk && let Some(p) = line.strip_prefix("--- ") {
+            if files.is_empty() {
+                files.push(FileDiff::default());
+            }
+            let f = files.last_mut().expect("pushed");
+            f.old_path = unquote(p).strip_prefix("a/").map(str::to_owned);
+            continue;
+        }
+        let Some(f) = files.last_mut() else { continue };
+        if !in_hunk && let Some(p) = line.strip_prefix("+++ ") {
+            f.new_path = unquote(p).strip_prefix("b/").map(str::to_owned);
+        } else if !in_hunk && line.starts_with("new file mode") {
+            f.old_path = None;
+        } else if !in_hunk && line.starts_with("deleted file mode") {
+            f.new_path = None;
+        } else if let Some(rest) = line.strip_prefix("@@ ") {
+            // `@@ -a[,b] +c[,d] @@ context`
+            in_hunk = true;
+            let mut parts = rest.split_whitespace();
+            let (Some(old), Some(new)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Some(r) = old.strip_prefix('-').and_then(range) {
+                f.old_ranges.push(r);
+            }
+            if let Some(r) = new.strip_prefix('+').and_then(range) {
+                f.new_ranges.push(r);
+                new_line = r.0;
+            }
+        } else if in_hunk {
+            if let Some(added) = line.strip_prefix('+') {
+                f.added.push((new_line, added.to_string()));
+                new_line += 1;
+            } else if line.starts_with(' ') || line.is_empty() {
+                new_line += 1;
+            }
+        }
+    }
+    files
+}
+
+fn unquote(p: &str) -> &str {
+    p.trim_end_matches('\t').trim_matches('"')
+}
+
+/// `a,b` → `(a, b)`; `a` → `(a, 1)`.
+fn range(s: &str) -> Option<(u32, u32)> {
+    match s.split_once(',') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+        None => Some((s.parse().ok()?, 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ranges, added lines with new-file numbers, added and deleted files.
+    #[test]
+    fn parses_diffs() {
+        let diff = "diff --git a/src/a.rs b/src/a.rs\nindex 1..2 100644\n--- a/src/a.rs\n+++ b/src/a.rs\n\
+                    @@ -3,0 +4,2 @@ fn x\n+    println!(\"a\");\n+    let y = 1;\n@@ -10 +12 @@\n-old\n+new\n\
+                    diff --git a/new.c b/new.c\nnew file mode 100644\n--- /dev/null\n+++ b/new.c\n@@ -0,0 +1 @@\n+int x;\n\
+                    diff --git a/gone.py b/gone.py\ndeleted file mode 100644\n--- a/gone.py\n+++ /dev/null\n@@ -1 +0,0 @@\n--- a comment\n";
+        let f = parse_diff(diff);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].path(), Some("src/a.rs"));
+        assert_eq!(f[0].new_ranges, vec![(4, 2), (12, 1)]);
+        assert_eq!(f[0].old_ranges, vec![(3, 0), (10, 1)]);
+        assert_eq!(
+            f[0].added,
+            vec![
+                (4, "    println!(\"a\");".to_string()),
+                (5, "    let y = 1;".to_string()),
+                (12, "new".to_string())
+            ]
+        );
+        assert_eq!(f[1].old_path, None);
+        assert_eq!(f[1].added, vec![(1, "int x;".to_string())]);
+        assert_eq!(f[2].new_path, None);
+        assert_eq!(f[2].path(), Some("gone.py"));
+        assert!(f[2].added.is_empty());
+        assert_eq!(f[0].new_lines().collect::<Vec<_>>(), vec![4, 5, 12]);
+    }
+}
