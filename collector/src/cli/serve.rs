@@ -44,6 +44,8 @@ pub(crate) struct ServeArgs {
     ui_listen: Option<SocketAddr>,
     #[command(flatten)]
     ui_sources: super::ui::UiSources,
+    #[command(flatten)]
+    symbols: super::symbols::ServeSymbolsArgs,
 }
 
 /// Runs detection every `every` until the process ends; failures are logged, not fatal (the
@@ -129,6 +131,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .detect_every
         .filter(|d| !d.is_zero())
         .map(|every| spawn_detection(store.clone(), every));
+    let symbolizer = args.symbols.spawn(store.clone());
     let mut collector = RunningCollector::start(store, config, args.listen).await?;
     eprintln!(
         "fleetprof-collector listening on {}",
@@ -143,6 +146,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = detection {
         d.abort();
+    }
+    if let Some(s) = symbolizer {
+        s.abort();
     }
     if let Some(ui) = ui {
         ui.shutdown().await;

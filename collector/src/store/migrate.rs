@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration this collector knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../schema/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../schema/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_symbols.sql",
+        sql: include_str!("../../schema/0002_symbols.sql"),
+    },
+];
 
 #[derive(Row, Serialize, Deserialize)]
 struct MigrationRow {

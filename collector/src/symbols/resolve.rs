@@ -1,0 +1,368 @@
+//! Naming stored frames from the symbol store, and writing the names back.
+//!
+//! A frame the host could not name is stored as `module+0xOFFSET` with its build-id and file
+//! offset. [`resolve_stored`] finds such frames whose build-id has a stored debug file (fetching
+//! it from debuginfod when configured), resolves each (build-id, offset) once per file quality
+//! with blazesym, records the answer in `symbolized_frames`, and rewrites the names in place
+//! with mutations (`ALTER TABLE ... UPDATE`, which ClickHouse 18.16 has): `frames` by frame id,
+//! `stacks` by frame id position, `samples` by name within the affected stacks. Every existing
+//! query (top, flame graphs, detection, the agent, the UI) reads `samples.functions`, so they
+//! all see the names without a change, and no batch is re-sent.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::debuginfod::Debuginfod;
+use super::store::{Quality, SymbolStore};
+use super::SymbolsError;
+use crate::store::Store;
+
+/// Frames renamed per mutation: keeps each `ALTER` well under ClickHouse's 256 KiB query size.
+const FRAMES_PER_MUTATION: usize = 500;
+/// Stack ids per `samples` mutation, for the same reason.
+const STACKS_PER_MUTATION: usize = 4000;
+
+/// What one [`resolve_stored`] pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResolveReport {
+    /// Build-ids of unnamed frames that had a debug file.
+    pub build_ids_with_symbols: usize,
+    /// Build-ids of unnamed frames without one (not stored, not found on debuginfod).
+    pub build_ids_without_symbols: usize,
+    /// (build-id, offset) pairs resolved with blazesym in this pass.
+    pub addresses_resolved: usize,
+    /// Of those, how many no symbol covered.
+    pub addresses_unknown: usize,
+    /// Stored frames renamed.
+    pub frames_renamed: usize,
+}
+
+#[derive(Row, Deserialize)]
+struct CandidateRow {
+    frame_id: u64,
+    function: String,
+    build_id: String,
+    module_offset: u64,
+    file: String,
+    line: u32,
+}
+
+#[derive(Row, Serialize, Deserialize, Clone)]
+struct SymbolizedRow {
+    build_id: String,
+    module_offset: u64,
+    quality: u8,
+    function: String,
+    file: String,
+    line: u32,
+    inlined: Vec<String>,
+    resolved: u32,
+}
+
+fn is_offset_name(row: &CandidateRow) -> bool {
+    row.file.is_empty() && row.function.ends_with(&format!("+{:#x}", row.module_offset))
+}
+
+/// Names stored frames from the symbol store (and debuginfod, when given), as described in the
+/// module documentation. Safe to run repeatedly and concurrently with ingest: what is already
+/// resolved at the stored file's quality is not resolved again, and frames the host named are
+/// never touched.
+pub async fn resolve_stored(
+    store: &Store,
+    symbols: &SymbolStore,
+    debuginfod: Option<&Debuginfod>,
+) -> Result<ResolveReport, SymbolsError> {
+    let mut report = ResolveReport::default();
+    // Frames still named by offset, and frames this resolver renamed before (which a better
+    // file may rename again).
+    let rows: Vec<CandidateRow> = store
+        .client()
+        .query(
+            "SELECT DISTINCT frame_id, function, build_id, module_offset, file, line FROM frames \
+             WHERE kernel = 0 AND build_id != '' AND ((file = '' AND position(function, '+0x') > 0) \
+             OR (build_id, module_offset) IN (SELECT build_id, module_offset FROM symbolized_frames))",
+        )
+        .fetch_all()
+        .await
+        .map_err(SymbolsError::ch("reading unnamed frames"))?;
+    if rows.is_empty() {
+        return Ok(report);
+    }
+    let build_ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.build_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let known: Vec<SymbolizedRow> = store
+        .client()
+        .query(
+            "SELECT build_id, module_offset, toUInt8(max(quality)) AS quality, \
+             argMax(function, quality) AS function, argMax(file, quality) AS file, \
+             argMax(line, quality) AS line, argMax(inlined, quality) AS inlined, \
+             toUInt32(max(resolved)) AS resolved \
+             FROM symbolized_frames WHERE has(?, build_id) GROUP BY build_id, module_offset",
+        )
+        .bind(&build_ids)
+        .fetch_all()
+        .await
+        .map_err(SymbolsError::ch("reading symbolized_frames"))?;
+    let mut known: HashMap<(String, u64), SymbolizedRow> = known
+        .into_iter()
+        .map(|r| ((r.build_id.clone(), r.module_offset), r))
+        .collect();
+
+    let mut by_build: HashMap<&str, Vec<&CandidateRow>> = HashMap::new();
+    for row in &rows {
+        if is_offset_name(row) || known.contains_key(&(row.build_id.clone(), row.module_offset)) {
+            by_build.entry(&row.build_id).or_default().push(row);
+        }
+    }
+    let mut fresh: Vec<SymbolizedRow> = Vec::new();
+    for (build_id, frames) in &by_build {
+        let mut file = symbols.get(build_id)?;
+        if file.is_none()
+            && let Some(d) = debuginfod
+        {
+            file = d.fetch(symbols, build_id).await?;
+        }
+        let Some(file) = file else {
+            report.build_ids_without_symbols += 1;
+            continue;
+        };
+        report.build_ids_with_symbols += 1;
+        let quality = file.quality;
+        let mut offsets: Vec<u64> = frames
+            .iter()
+            .map(|f| f.module_offset)
+            .filter(|&o| {
+                known
+                    .get(&(build_id.to_string(), o))
+                    .is_none_or(|k| k.quality < quality as u8)
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if offsets.is_empty() {
+            continue;
+        }
+        offsets.sort_unstable();
+        let path = file.path.clone();
+        let build = build_id.to_string();
+        let resolved = tokio::task::spawn_blocking(move || symbolize(&path, &build, &offsets, quality))
+            .await
+            .map_err(|e| SymbolsError::Symbolize {
+                file: file.path.display().to_string(),
+                reason: e.to_string(),
+            })??;
+        for row in resolved {
+            report.addresses_resolved += 1;
+            if row.function.is_empty() {
+                report.addresses_unknown += 1;
+            }
+            known.insert((row.build_id.clone(), row.module_offset), row.clone());
+            fresh.push(row);
+        }
+    }
+    if !fresh.is_empty() {
+        let mut insert = store
+            .client()
+            .insert::<SymbolizedRow>("symbolized_frames")
+            .await
+            .map_err(SymbolsError::ch("recording resolved frames"))?;
+        for row in &fresh {
+            insert
+                .write(row)
+                .await
+                .map_err(SymbolsError::ch("recording resolved frames"))?;
+        }
+        insert
+            .end()
+            .await
+            .map_err(SymbolsError::ch("recording resolved frames"))?;
+    }
+
+    let renames: Vec<Rename> = by_build
+        .values()
+        .flatten()
+        .filter_map(|row| {
+            let k = known.get(&(row.build_id.clone(), row.module_offset))?;
+            if k.function.is_empty()
+                || (k.function == row.function && k.file == row.file && k.line == row.line)
+            {
+                return None;
+            }
+            Some(Rename {
+                frame_id: row.frame_id,
+                old: row.function.clone(),
+                function: k.function.clone(),
+                file: k.file.clone(),
+                line: k.line,
+            })
+        })
+        .collect();
+    report.frames_renamed = renames.len();
+    for chunk in renames.chunks(FRAMES_PER_MUTATION) {
+        write_back(store, chunk).await?;
+    }
+    Ok(report)
+}
+
+struct Rename {
+    frame_id: u64,
+    old: String,
+    function: String,
+    file: String,
+    line: u32,
+}
+
+/// Resolves `offsets` (file offsets, sorted) of `build_id` from the debug file at `path`.
+fn symbolize(
+    path: &PathBuf,
+    build_id: &str,
+    offsets: &[u64],
+    quality: Quality,
+) -> Result<Vec<SymbolizedRow>, SymbolsError> {
+    let symbolizer = Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build();
+    let src = Source::Elf(Elf::new(path));
+    let syms = symbolizer
+        .symbolize(&src, Input::FileOffset(offsets))
+        .map_err(|e| SymbolsError::Symbolize {
+            file: path.display().to_string(),
+            reason: format!("{e:#}"),
+        })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    Ok(offsets
+        .iter()
+        .zip(syms.iter())
+        .map(|(&offset, sym)| {
+            let mut row = SymbolizedRow {
+                build_id: build_id.to_owned(),
+                module_offset: offset,
+                quality: quality as u8,
+                function: String::new(),
+                file: String::new(),
+                line: 0,
+                inlined: Vec::new(),
+                resolved: now,
+            };
+            if let Symbolized::Sym(sym) = sym {
+                // One stored frame per address: it carries the innermost function (the code
+                // that was running), with the outer chain kept in `inlined`.
+                row.inlined = sym.inlined.iter().map(|i| i.name.to_string()).collect();
+                let (name, code) = match sym.inlined.last() {
+                    Some(inner) => (inner.name.to_string(), inner.code_info.as_ref()),
+                    None => (sym.name.to_string(), sym.code_info.as_deref()),
+                };
+                row.function = name;
+                if let Some(code) = code {
+                    row.file = code.to_path().to_string_lossy().into_owned();
+                    row.line = code.line.unwrap_or(0);
+                }
+            }
+            row
+        })
+        .collect())
+}
+
+#[derive(Row, Deserialize)]
+struct StackIdRow {
+    stack_id: u64,
+}
+
+/// Rewrites the names of `renames` in `frames`, `stacks` and `samples` with mutations.
+async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsError> {
+    let ids: Vec<u64> = renames.iter().map(|r| r.frame_id).collect();
+    let functions: Vec<&str> = renames.iter().map(|r| r.function.as_str()).collect();
+    let files: Vec<&str> = renames.iter().map(|r| r.file.as_str()).collect();
+    let lines: Vec<u32> = renames.iter().map(|r| r.line).collect();
+    let olds: Vec<&str> = renames.iter().map(|r| r.old.as_str()).collect();
+    let client = store.client();
+    client
+        .query(
+            "ALTER TABLE frames UPDATE function = transform(frame_id, ?, ?, function), \
+             file = transform(frame_id, ?, ?, file), \
+             line = toUInt32(transform(frame_id, ?, arrayMap(x -> toUInt64(x), ?), toUInt64(line))) \
+             WHERE has(?, frame_id)",
+        )
+        .bind(&ids)
+        .bind(&functions)
+        .bind(&ids)
+        .bind(&files)
+        .bind(&ids)
+        .bind(&lines)
+        .bind(&ids)
+        .execute()
+        .await
+        .map_err(SymbolsError::ch("renaming frames"))?;
+    let stacks: Vec<StackIdRow> = client
+        .query("SELECT DISTINCT stack_id FROM stacks WHERE hasAny(frame_ids, ?)")
+        .bind(&ids)
+        .fetch_all()
+        .await
+        .map_err(SymbolsError::ch("reading the stacks of renamed frames"))?;
+    let stacks: Vec<u64> = stacks.into_iter().map(|s| s.stack_id).collect();
+    for chunk in stacks.chunks(STACKS_PER_MUTATION) {
+        // In `stacks` the frame ids say exactly which position to rename.
+        client
+            .query(
+                "ALTER TABLE stacks UPDATE functions = \
+                 arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
+                 WHERE has(?, stack_id)",
+            )
+            .bind(&ids)
+            .bind(&functions)
+            .bind(chunk)
+            .execute()
+            .await
+            .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+        client
+            .query(
+                "ALTER TABLE samples UPDATE functions = arrayMap(f -> transform(f, ?, ?, f), functions) \
+                 WHERE has(?, stack_id)",
+            )
+            .bind(&olds)
+            .bind(&functions)
+            .bind(chunk)
+            .execute()
+            .await
+            .map_err(SymbolsError::ch("renaming frames in samples"))?;
+    }
+    Ok(())
+}
+
+/// Waits until ClickHouse has applied every mutation of the database (so a query right after
+/// `symbols upload` sees the names), up to `timeout`; returns whether they all finished.
+pub async fn wait_for_mutations(
+    store: &Store,
+    timeout: std::time::Duration,
+) -> Result<bool, SymbolsError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pending: u64 = store
+            .client()
+            .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
+            .bind(store.database())
+            .fetch_one()
+            .await
+            .map_err(SymbolsError::ch("reading system.mutations"))?;
+        if pending == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
