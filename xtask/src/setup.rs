@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 12] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 13] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -51,6 +51,10 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 12] = [
     ("util-linux", "unshare and mount, for the mount-namespace test"),
     ("chromium", "the headless browser the web UI's tests drive"),
     ("chromium-driver", "chromedriver, WebDriver for those tests"),
+    (
+        "debuginfod",
+        "a real debuginfod server for the symbol store's tests",
+    ),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath

@@ -60,6 +60,9 @@ pub enum SymbolsError {
         /// blazesym's error.
         reason: String,
     },
+    /// ClickHouse has not finished earlier renames; the next pass retries.
+    #[error("ClickHouse is still applying earlier renames (system.mutations); try again later")]
+    MutationsPending,
     /// ClickHouse answered with an error or could not be reached.
     #[error("ClickHouse {what}: {source}")]
     ClickHouse {

@@ -26,6 +26,8 @@ use crate::store::Store;
 const FRAMES_PER_MUTATION: usize = 500;
 /// Stack ids per `samples` mutation, for the same reason.
 const STACKS_PER_MUTATION: usize = 4000;
+/// How long a pass waits for ClickHouse to apply its renames before giving up.
+const MUTATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What one [`resolve_stored`] pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -78,6 +80,12 @@ pub async fn resolve_stored(
     debuginfod: Option<&Debuginfod>,
 ) -> Result<ResolveReport, SymbolsError> {
     let mut report = ResolveReport::default();
+    // One pass at a time per store (`serve` and `symbols upload` may both run one): two passes
+    // renaming the same rows would count them twice in `function_minutes`.
+    let _lock = symbols.lock().await?;
+    if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+        return Err(SymbolsError::MutationsPending);
+    }
     // Frames still named by offset, and frames this resolver renamed before (which a better
     // file may rename again).
     let rows: Vec<CandidateRow> = store
@@ -102,10 +110,10 @@ pub async fn resolve_stored(
     let known: Vec<SymbolizedRow> = store
         .client()
         .query(
-            "SELECT build_id, module_offset, toUInt8(max(quality)) AS quality, \
+            "SELECT build_id, module_offset, toUInt8(max(quality)) AS best_quality, \
              argMax(function, quality) AS function, argMax(file, quality) AS file, \
              argMax(line, quality) AS line, argMax(inlined, quality) AS inlined, \
-             toUInt32(max(resolved)) AS resolved \
+             toUInt32(max(resolved)) AS last_resolved \
              FROM symbolized_frames WHERE has(?, build_id) GROUP BY build_id, module_offset",
         )
         .bind(&build_ids)
@@ -233,9 +241,19 @@ fn symbolize(
         .enable_inlined_fns(true)
         .enable_demangling(true)
         .build();
+    let data = std::fs::read(path).map_err(SymbolsError::io(path))?;
+    let layout = load_layout(&data).map_err(|reason| SymbolsError::Symbolize {
+        file: path.display().to_string(),
+        reason,
+    })?;
+    // Offsets outside every segment get an address no symbol covers (reported as unknown).
+    let virt: Vec<u64> = offsets
+        .iter()
+        .map(|&o| file_offset_to_virt(&layout, o).unwrap_or(u64::MAX))
+        .collect();
     let src = Source::Elf(Elf::new(path));
     let syms = symbolizer
-        .symbolize(&src, Input::FileOffset(offsets))
+        .symbolize(&src, Input::VirtOffset(&virt))
         .map_err(|e| SymbolsError::Symbolize {
             file: path.display().to_string(),
             reason: format!("{e:#}"),
@@ -276,6 +294,53 @@ fn symbolize(
         .collect())
 }
 
+/// A loadable segment as laid out in the original binary: (file offset, virtual address, size).
+type Segment = (u64, u64, u64);
+
+/// The loadable segments of an ELF file as the original binary laid them out.
+///
+/// Frames carry file offsets in the binary the host ran. In an unstripped binary the program
+/// headers say where each segment was in the file. A debug file (`objcopy --only-keep-debug`)
+/// keeps the program headers' addresses, sizes and alignment but zeroes the file sizes and
+/// rewrites the offsets, so the offsets are reconstructed the way linkers lay segments out:
+/// one after another, each at the first offset past the previous one that is congruent to its
+/// address modulo its alignment (which the ELF specification requires). That is exact for
+/// binaries linked by GNU ld, gold and lld, whose segments have no gaps beyond that alignment.
+fn load_layout(data: &[u8]) -> Result<Vec<Segment>, String> {
+    use object::{Object, ObjectSegment};
+    let file = object::File::parse(data).map_err(|e| format!("not an ELF file ({e})"))?;
+    let segments: Vec<_> = file.segments().collect();
+    let stripped_contents = segments
+        .iter()
+        .any(|s| s.size() > 0 && s.file_range().1 == 0);
+    let mut layout = Vec::new();
+    let mut end = 0u64;
+    for s in &segments {
+        let (offset, size) = if stripped_contents {
+            let align = s.align().max(1);
+            let want = s.address() % align;
+            let mut offset = end - end % align + want;
+            if offset < end {
+                offset += align;
+            }
+            (offset, s.size())
+        } else {
+            let (offset, filesz) = s.file_range();
+            (offset, filesz)
+        };
+        end = offset + size;
+        layout.push((offset, s.address(), size));
+    }
+    Ok(layout)
+}
+
+fn file_offset_to_virt(layout: &[Segment], offset: u64) -> Option<u64> {
+    layout
+        .iter()
+        .find(|&&(start, _, size)| offset >= start && offset < start + size)
+        .map(|&(start, addr, _)| offset - start + addr)
+}
+
 #[derive(Row, Deserialize)]
 struct StackIdRow {
     stack_id: u64,
@@ -293,7 +358,7 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
         .query(
             "ALTER TABLE frames UPDATE function = transform(frame_id, ?, ?, function), \
              file = transform(frame_id, ?, ?, file), \
-             line = toUInt32(transform(frame_id, ?, arrayMap(x -> toUInt64(x), ?), toUInt64(line))) \
+             line = toUInt32(if(has(?, frame_id), arrayElement(?, indexOf(?, frame_id)), line)) \
              WHERE has(?, frame_id)",
         )
         .bind(&ids)
@@ -302,6 +367,7 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
         .bind(&files)
         .bind(&ids)
         .bind(&lines)
+        .bind(&ids)
         .bind(&ids)
         .execute()
         .await
@@ -327,17 +393,52 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
             .execute()
             .await
             .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+        // `function_minutes` (a SummingMergeTree that `query top` and detection read) has the
+        // name in its key, which a mutation cannot change: add the renamed rows' counts under
+        // the new names, computed from the sample rows that still carry the old names, then
+        // drop the old names' rows below.
         client
             .query(
-                "ALTER TABLE samples UPDATE functions = arrayMap(f -> transform(f, ?, ?, f), functions) \
-                 WHERE has(?, stack_id)",
+                "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
+                 SELECT service, function, minute, version, self_samples, total_samples FROM ( \
+                 SELECT service, function, toStartOfMinute(time) AS minute, version, \
+                 sum(count * (function = renamed[-1])) AS self_samples, sum(count) AS total_samples \
+                 FROM (SELECT service, time, version, count, \
+                 arrayMap(f -> transform(f, ?, ?, f), functions) AS renamed FROM samples \
+                 WHERE has(?, stack_id) AND hasAny(functions, ?)) \
+                 ARRAY JOIN arrayDistinct(renamed) AS function \
+                 GROUP BY service, function, minute, version) WHERE has(?, function)",
             )
             .bind(&olds)
             .bind(&functions)
             .bind(chunk)
+            .bind(&olds)
+            .bind(&functions)
+            .execute()
+            .await
+            .map_err(SymbolsError::ch("adding renamed frames to function_minutes"))?;
+        client
+            .query(
+                "ALTER TABLE samples UPDATE functions = arrayMap(f -> transform(f, ?, ?, f), functions) \
+                 WHERE has(?, stack_id) AND hasAny(functions, ?)",
+            )
+            .bind(&olds)
+            .bind(&functions)
+            .bind(chunk)
+            .bind(&olds)
             .execute()
             .await
             .map_err(SymbolsError::ch("renaming frames in samples"))?;
+    }
+    client
+        .query("ALTER TABLE function_minutes DELETE WHERE has(?, function)")
+        .bind(&olds)
+        .execute()
+        .await
+        .map_err(SymbolsError::ch("removing old names from function_minutes"))?;
+    // The next pass must see these rows renamed, or it would count them again.
+    if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+        return Err(SymbolsError::MutationsPending);
     }
     Ok(())
 }

@@ -201,6 +201,31 @@ impl SymbolStore {
         Ok(Some(file))
     }
 
+    /// Takes the store's resolver lock (`<dir>/.resolve.lock`, an advisory `flock`), waiting
+    /// for another process's pass to end. Released when the returned file is dropped.
+    pub async fn lock(&self) -> Result<std::fs::File, SymbolsError> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.dir).map_err(SymbolsError::io(&self.dir))?;
+        let path = self.dir.join(".resolve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(SymbolsError::io(&path))?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(file);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(SymbolsError::io(&path)(err));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every stored file, by build-id.
     pub fn list(&self) -> Result<Vec<StoredFile>, SymbolsError> {
         let entries = match std::fs::read_dir(&self.dir) {
@@ -212,6 +237,9 @@ impl SymbolStore {
         for entry in entries {
             let entry = entry.map_err(SymbolsError::io(&self.dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
             if let Some(file) = self.get(&name)? {
                 files.push(file);
             }
