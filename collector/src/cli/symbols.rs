@@ -40,7 +40,12 @@ pub(crate) struct DebuginfodArgs {
     /// debuginfod server to ask for build-ids the store lacks (repeatable; tried in order;
     /// fetched files are kept in the symbol store, misses remembered for 10 minutes).
     /// [default: the space-separated list in DEBUGINFOD_URLS, or none]
-    #[arg(long = "debuginfod-url", value_name = "URL", env = "DEBUGINFOD_URLS", value_delimiter = ' ')]
+    #[arg(
+        long = "debuginfod-url",
+        value_name = "URL",
+        env = "DEBUGINFOD_URLS",
+        value_delimiter = ' '
+    )]
     urls: Vec<String>,
 }
 
@@ -82,7 +87,9 @@ impl ServeSymbolsArgs {
                         tracing::info!(?r, "named stored frames from the symbol store")
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "symbolization pass failed; retrying next period"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "symbolization pass failed; retrying next period")
+                    }
                 }
             }
         }))
@@ -111,10 +118,13 @@ enum SymbolsCommand {
         #[command(flatten)]
         clickhouse: ClickHouseArgs,
     },
-    /// List the stored debug files: build-id, quality, size, where each came from.
+    /// List the stored debug files: build-id, quality, size, where each came from, and how
+    /// many stored frames have that build-id (`?` when ClickHouse cannot be asked).
     List {
         #[command(flatten)]
         dir: SymbolsDirArgs,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
     },
     /// Name stored frames from the store now (and from debuginfod), as `serve` does periodically.
     Resolve {
@@ -145,8 +155,9 @@ async fn resolve_and_report(
         .context("naming stored frames (the files are stored; `serve` will retry)")?;
     let done = wait_for_mutations(&store, Duration::from_secs(120)).await?;
     println!(
-        "named {} stored frames ({} addresses resolved, {} without a symbol; build-ids with symbols: {}, without: {}){}",
+        "named {} stored frames and {} sample rows ({} addresses resolved, {} without a symbol; build-ids with symbols: {}, without: {}){}",
         report.frames_renamed,
+        report.sample_rows_renamed,
         report.addresses_resolved,
         report.addresses_unknown,
         report.build_ids_with_symbols,
@@ -195,7 +206,10 @@ pub(crate) async fn run(args: SymbolsArgs) -> anyhow::Result<()> {
                     AddOutcome::Added => "stored".to_owned(),
                     AddOutcome::Upgraded(old) => format!("stored, replacing a {} file", old.name()),
                     AddOutcome::KeptExisting(old) => {
-                        format!("not stored: the stored {} file is at least as good", old.name())
+                        format!(
+                            "not stored: the stored {} file is at least as good",
+                            old.name()
+                        )
                     }
                 };
                 let frames: u64 = store
@@ -228,24 +242,35 @@ pub(crate) async fn run(args: SymbolsArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SymbolsCommand::List { dir } => {
+        SymbolsCommand::List { dir, clickhouse } => {
             let files = dir.store().list()?;
             if files.is_empty() {
                 println!("no debug files in {}", dir.symbols_dir.display());
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = files
-                .iter()
-                .map(|f| {
-                    vec![
-                        f.build_id.clone(),
-                        f.quality.name().to_owned(),
-                        f.size.to_string(),
-                        f.source.clone(),
-                    ]
-                })
-                .collect();
-            super::table::print(&["BUILD-ID", "QUALITY", "BYTES", "SOURCE"], &rows, &[2])?;
+            let store = clickhouse.store()?;
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for f in &files {
+                let frames = store
+                    .client()
+                    .query("SELECT count() FROM frames WHERE build_id = ?")
+                    .bind(&f.build_id)
+                    .fetch_one::<u64>()
+                    .await
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                rows.push(vec![
+                    f.build_id.clone(),
+                    f.quality.name().to_owned(),
+                    f.size.to_string(),
+                    frames,
+                    f.source.clone(),
+                ]);
+            }
+            super::table::print(
+                &["BUILD-ID", "QUALITY", "BYTES", "FRAMES", "SOURCE"],
+                &rows,
+                &[2, 3],
+            )?;
             Ok(())
         }
         SymbolsCommand::Resolve {

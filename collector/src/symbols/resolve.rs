@@ -17,9 +17,9 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::SymbolsError;
 use super::debuginfod::Debuginfod;
 use super::store::{Quality, SymbolStore};
-use super::SymbolsError;
 use crate::store::Store;
 
 /// Frames renamed per mutation: keeps each `ALTER` well under ClickHouse's 256 KiB query size.
@@ -42,12 +42,15 @@ pub struct ResolveReport {
     pub addresses_unknown: usize,
     /// Stored frames renamed.
     pub frames_renamed: usize,
+    /// Sample rows renamed (including rows of batches that arrived after their frame was named).
+    pub sample_rows_renamed: u64,
 }
 
 #[derive(Row, Deserialize)]
 struct CandidateRow {
     frame_id: u64,
     function: String,
+    module: String,
     build_id: String,
     module_offset: u64,
     file: String,
@@ -67,7 +70,10 @@ struct SymbolizedRow {
 }
 
 fn is_offset_name(row: &CandidateRow) -> bool {
-    row.file.is_empty() && row.function.ends_with(&format!("+{:#x}", row.module_offset))
+    row.file.is_empty()
+        && row
+            .function
+            .ends_with(&format!("+{:#x}", row.module_offset))
 }
 
 /// Names stored frames from the symbol store (and debuginfod, when given), as described in the
@@ -91,7 +97,7 @@ pub async fn resolve_stored(
     let rows: Vec<CandidateRow> = store
         .client()
         .query(
-            "SELECT DISTINCT frame_id, function, build_id, module_offset, file, line FROM frames \
+            "SELECT DISTINCT frame_id, function, module, build_id, module_offset, file, line FROM frames \
              WHERE kernel = 0 AND build_id != '' AND ((file = '' AND position(function, '+0x') > 0) \
              OR (build_id, module_offset) IN (SELECT build_id, module_offset FROM symbolized_frames))",
         )
@@ -162,12 +168,13 @@ pub async fn resolve_stored(
         offsets.sort_unstable();
         let path = file.path.clone();
         let build = build_id.to_string();
-        let resolved = tokio::task::spawn_blocking(move || symbolize(&path, &build, &offsets, quality))
-            .await
-            .map_err(|e| SymbolsError::Symbolize {
-                file: file.path.display().to_string(),
-                reason: e.to_string(),
-            })??;
+        let resolved =
+            tokio::task::spawn_blocking(move || symbolize(&path, &build, &offsets, quality))
+                .await
+                .map_err(|e| SymbolsError::Symbolize {
+                    file: file.path.display().to_string(),
+                    reason: e.to_string(),
+                })??;
         for row in resolved {
             report.addresses_resolved += 1;
             if row.function.is_empty() {
@@ -195,35 +202,54 @@ pub async fn resolve_stored(
             .map_err(SymbolsError::ch("recording resolved frames"))?;
     }
 
-    let renames: Vec<Rename> = by_build
-        .values()
-        .flatten()
-        .filter_map(|row| {
-            let k = known.get(&(row.build_id.clone(), row.module_offset))?;
-            if k.function.is_empty()
-                || (k.function == row.function && k.file == row.file && k.line == row.line)
-            {
-                return None;
-            }
-            Some(Rename {
-                frame_id: row.frame_id,
-                old: row.function.clone(),
-                function: k.function.clone(),
-                file: k.file.clone(),
-                line: k.line,
+    for (build_id, frames) in &by_build {
+        let renames: Vec<Rename> = frames
+            .iter()
+            .filter_map(|row| {
+                let k = known.get(&(row.build_id.clone(), row.module_offset))?;
+                if k.function.is_empty() {
+                    return None;
+                }
+                // Samples of batches ingested after an earlier rename still carry the name the
+                // host sent (the frame and stack rows are written once, the samples each time).
+                let mut olds = vec![offset_name(&row.module, row.module_offset)];
+                if row.function != k.function && !olds.contains(&row.function) {
+                    olds.push(row.function.clone());
+                }
+                Some(Rename {
+                    frame_id: row.frame_id,
+                    olds,
+                    frame_changed: k.function != row.function
+                        || k.file != row.file
+                        || k.line != row.line,
+                    function: k.function.clone(),
+                    file: k.file.clone(),
+                    line: k.line,
+                })
             })
-        })
-        .collect();
-    report.frames_renamed = renames.len();
-    for chunk in renames.chunks(FRAMES_PER_MUTATION) {
-        write_back(store, chunk).await?;
+            .collect();
+        report.frames_renamed += renames.iter().filter(|r| r.frame_changed).count();
+        for chunk in renames.chunks(FRAMES_PER_MUTATION) {
+            report.sample_rows_renamed += write_back(store, build_id, chunk).await?;
+        }
     }
     Ok(report)
 }
 
+/// The name ingest gives a frame the host could not name (see `ingest::validate`).
+fn offset_name(module: &str, offset: u64) -> String {
+    let base = module.rsplit('/').next().unwrap_or("");
+    let base = if base.is_empty() { "[unknown]" } else { base };
+    format!("{base}+{offset:#x}")
+}
+
 struct Rename {
     frame_id: u64,
-    old: String,
+    /// Names the frame may carry in `samples`: the host's `module+0x…`, and an earlier,
+    /// worse name.
+    olds: Vec<String>,
+    /// The `frames` row itself needs the new name.
+    frame_changed: bool,
     function: String,
     file: String,
     line: u32,
@@ -346,32 +372,55 @@ struct StackIdRow {
     stack_id: u64,
 }
 
-/// Rewrites the names of `renames` in `frames`, `stacks` and `samples` with mutations.
-async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsError> {
+#[derive(Row, Deserialize)]
+struct CountRow {
+    n: u64,
+}
+
+/// Rewrites the names of `renames` (frames of `build_id`) in `frames`, `stacks`, `samples` and
+/// `function_minutes`; returns the sample rows renamed.
+async fn write_back(
+    store: &Store,
+    build_id: &str,
+    renames: &[Rename],
+) -> Result<u64, SymbolsError> {
+    let client = store.client();
+    let changed: Vec<&Rename> = renames.iter().filter(|r| r.frame_changed).collect();
+    if !changed.is_empty() {
+        let ids: Vec<u64> = changed.iter().map(|r| r.frame_id).collect();
+        let functions: Vec<&str> = changed.iter().map(|r| r.function.as_str()).collect();
+        let files: Vec<&str> = changed.iter().map(|r| r.file.as_str()).collect();
+        let lines: Vec<u32> = changed.iter().map(|r| r.line).collect();
+        client
+            .query(
+                "ALTER TABLE frames UPDATE function = transform(frame_id, ?, ?, function), \
+                 file = transform(frame_id, ?, ?, file), \
+                 line = toUInt32(if(has(?, frame_id), arrayElement(?, indexOf(?, frame_id)), line)) \
+                 WHERE has(?, frame_id)",
+            )
+            .bind(&ids)
+            .bind(&functions)
+            .bind(&ids)
+            .bind(&files)
+            .bind(&ids)
+            .bind(&lines)
+            .bind(&ids)
+            .bind(&ids)
+            .execute()
+            .await
+            .map_err(SymbolsError::ch("renaming frames"))?;
+    }
     let ids: Vec<u64> = renames.iter().map(|r| r.frame_id).collect();
     let functions: Vec<&str> = renames.iter().map(|r| r.function.as_str()).collect();
-    let files: Vec<&str> = renames.iter().map(|r| r.file.as_str()).collect();
-    let lines: Vec<u32> = renames.iter().map(|r| r.line).collect();
-    let olds: Vec<&str> = renames.iter().map(|r| r.old.as_str()).collect();
-    let client = store.client();
-    client
-        .query(
-            "ALTER TABLE frames UPDATE function = transform(frame_id, ?, ?, function), \
-             file = transform(frame_id, ?, ?, file), \
-             line = toUInt32(if(has(?, frame_id), arrayElement(?, indexOf(?, frame_id)), line)) \
-             WHERE has(?, frame_id)",
-        )
-        .bind(&ids)
-        .bind(&functions)
-        .bind(&ids)
-        .bind(&files)
-        .bind(&ids)
-        .bind(&lines)
-        .bind(&ids)
-        .bind(&ids)
-        .execute()
-        .await
-        .map_err(SymbolsError::ch("renaming frames"))?;
+    // Old name -> new name; unambiguous within one build-id.
+    let mut olds: Vec<&str> = Vec::new();
+    let mut news: Vec<&str> = Vec::new();
+    for r in renames {
+        for old in &r.olds {
+            olds.push(old);
+            news.push(&r.function);
+        }
+    }
     let stacks: Vec<StackIdRow> = client
         .query("SELECT DISTINCT stack_id FROM stacks WHERE hasAny(frame_ids, ?)")
         .bind(&ids)
@@ -379,20 +428,48 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
         .await
         .map_err(SymbolsError::ch("reading the stacks of renamed frames"))?;
     let stacks: Vec<u64> = stacks.into_iter().map(|s| s.stack_id).collect();
+    let mut renamed_rows = 0;
     for chunk in stacks.chunks(STACKS_PER_MUTATION) {
-        // In `stacks` the frame ids say exactly which position to rename.
-        client
+        // Only the stacks through these very frames (frame ids include the build-id): another
+        // build of a binary with the same file name has the same `name+0x…` names.
+        let pending_stacks: CountRow = client
             .query(
-                "ALTER TABLE stacks UPDATE functions = \
-                 arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
-                 WHERE has(?, stack_id)",
+                "SELECT count() AS n FROM stacks WHERE has(?, stack_id) AND hasAny(functions, ?)",
             )
-            .bind(&ids)
-            .bind(&functions)
             .bind(chunk)
-            .execute()
+            .bind(&olds)
+            .fetch_one()
             .await
-            .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+            .map_err(SymbolsError::ch("counting stacks to rename"))?;
+        if pending_stacks.n > 0 {
+            // In `stacks` the frame ids say exactly which position to rename.
+            client
+                .query(
+                    "ALTER TABLE stacks UPDATE functions = \
+                     arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
+                     WHERE has(?, stack_id) AND hasAny(functions, ?)",
+                )
+                .bind(&ids)
+                .bind(&functions)
+                .bind(chunk)
+                .bind(&olds)
+                .execute()
+                .await
+                .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+        }
+        let pending: CountRow = client
+            .query(
+                "SELECT count() AS n FROM samples WHERE has(?, stack_id) AND hasAny(functions, ?)",
+            )
+            .bind(chunk)
+            .bind(&olds)
+            .fetch_one()
+            .await
+            .map_err(SymbolsError::ch("counting samples to rename"))?;
+        if pending.n == 0 {
+            continue;
+        }
+        renamed_rows += pending.n;
         // `function_minutes` (a SummingMergeTree that `query top` and detection read) has the
         // name in its key, which a mutation cannot change: add the renamed rows' counts under
         // the new names, computed from the sample rows that still carry the old names, then
@@ -410,10 +487,10 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
                  GROUP BY service, function, minute, version) WHERE has(?, function)",
             )
             .bind(&olds)
-            .bind(&functions)
+            .bind(&news)
             .bind(chunk)
             .bind(&olds)
-            .bind(&functions)
+            .bind(&news)
             .execute()
             .await
             .map_err(SymbolsError::ch("adding renamed frames to function_minutes"))?;
@@ -423,24 +500,54 @@ async fn write_back(store: &Store, renames: &[Rename]) -> Result<(), SymbolsErro
                  WHERE has(?, stack_id) AND hasAny(functions, ?)",
             )
             .bind(&olds)
-            .bind(&functions)
+            .bind(&news)
             .bind(chunk)
             .bind(&olds)
             .execute()
             .await
             .map_err(SymbolsError::ch("renaming frames in samples"))?;
     }
-    client
-        .query("ALTER TABLE function_minutes DELETE WHERE has(?, function)")
-        .bind(&olds)
-        .execute()
-        .await
-        .map_err(SymbolsError::ch("removing old names from function_minutes"))?;
-    // The next pass must see these rows renamed, or it would count them again.
-    if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
-        return Err(SymbolsError::MutationsPending);
+    if renamed_rows > 0 {
+        // The next pass (and the recount below) must see these rows renamed.
+        if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+            return Err(SymbolsError::MutationsPending);
+        }
+        client
+            .query("ALTER TABLE function_minutes DELETE WHERE has(?, function)")
+            .bind(&olds)
+            .execute()
+            .await
+            .map_err(SymbolsError::ch("removing old names from function_minutes"))?;
+        if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+            return Err(SymbolsError::MutationsPending);
+        }
+        // Another build with the same file name may have samples under the same old names:
+        // count those again.
+        let others: CountRow = client
+            .query("SELECT count() AS n FROM frames WHERE has(?, function) AND build_id != ?")
+            .bind(&olds)
+            .bind(build_id)
+            .fetch_one()
+            .await
+            .map_err(SymbolsError::ch("checking other builds' names"))?;
+        if others.n > 0 {
+            client
+                .query(
+                    "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
+                     SELECT service, function, toStartOfMinute(time) AS minute, version, \
+                     sum(count * (function = functions[-1])) AS self_samples, sum(count) AS total_samples \
+                     FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
+                     WHERE hasAny(functions, ?) AND has(?, function) \
+                     GROUP BY service, function, minute, version",
+                )
+                .bind(&olds)
+                .bind(&olds)
+                .execute()
+                .await
+                .map_err(SymbolsError::ch("recounting other builds' names"))?;
+        }
     }
-    Ok(())
+    Ok(renamed_rows)
 }
 
 /// Waits until ClickHouse has applied every mutation of the database (so a query right after

@@ -51,8 +51,7 @@ pub fn inspect(data: &[u8], what: &str) -> Result<ElfInfo, SymbolsError> {
         file: what.to_owned(),
         reason,
     };
-    let file = object::File::parse(data)
-        .map_err(|e| invalid(format!("not an ELF file ({e})")))?;
+    let file = object::File::parse(data).map_err(|e| invalid(format!("not an ELF file ({e})")))?;
     if file.format() != object::BinaryFormat::Elf {
         return Err(invalid(format!(
             "a {:?} file, not ELF; upload ELF binaries or debug files",
@@ -68,7 +67,8 @@ pub fn inspect(data: &[u8], what: &str) -> Result<ElfInfo, SymbolsError> {
         })?;
     let has = |name: &str| {
         file.section_by_name(name).is_some_and(|s| {
-            s.size() > 0 && s.kind() != object::SectionKind::UninitializedData
+            s.size() > 0
+                && s.kind() != object::SectionKind::UninitializedData
                 && s.file_range().is_some_and(|(_, len)| len > 0)
         })
     };
@@ -264,7 +264,10 @@ mod tests {
     fn refuses_non_elf() {
         let err = inspect(b"this is not an ELF file at all", "junk.bin").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("junk.bin") && msg.contains("not an ELF"), "{msg}");
+        assert!(
+            msg.contains("junk.bin") && msg.contains("not an ELF"),
+            "{msg}"
+        );
     }
 
     /// The running test binary is ELF with a build-id; storing it twice keeps the first, and
