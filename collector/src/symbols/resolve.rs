@@ -86,6 +86,10 @@ pub async fn resolve_stored(
     debuginfod: Option<&Debuginfod>,
 ) -> Result<ResolveReport, SymbolsError> {
     let mut report = ResolveReport::default();
+    if debuginfod.is_none() && !symbols.dir().exists() {
+        // Nothing uploaded and nowhere to fetch from: nothing to name.
+        return Ok(report);
+    }
     // One pass at a time per store (`serve` and `symbols upload` may both run one): two passes
     // renaming the same rows would count them twice in `function_minutes`.
     let _lock = symbols.lock().await?;
