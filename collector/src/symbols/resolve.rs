@@ -578,3 +578,42 @@ pub async fn wait_for_mutations(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resolver recognises exactly the names ingest gives frames the host could not name.
+    #[test]
+    fn offset_names_match_ingest() {
+        assert_eq!(offset_name("/usr/bin/app", 0x11d5), "app+0x11d5");
+        assert_eq!(offset_name("", 0x10), "[unknown]+0x10");
+        let row = CandidateRow {
+            frame_id: 1,
+            function: "app+0x11d5".into(),
+            module: "/usr/bin/app".into(),
+            build_id: "ab".into(),
+            module_offset: 0x11d5,
+            file: String::new(),
+            line: 0,
+        };
+        assert!(is_offset_name(&row));
+        assert!(!is_offset_name(&CandidateRow {
+            function: "main".into(),
+            ..row
+        }));
+    }
+
+    /// Offsets map to addresses through the segment holding them; others map to nothing.
+    #[test]
+    fn file_offsets_map_through_segments() {
+        let layout = vec![
+            (0, 0, 0x720),
+            (0x1000, 0x1000, 0x375),
+            (0x2dd0, 0x3dd0, 0x278),
+        ];
+        assert_eq!(file_offset_to_virt(&layout, 0x11d5), Some(0x11d5));
+        assert_eq!(file_offset_to_virt(&layout, 0x2de0), Some(0x3de0));
+        assert_eq!(file_offset_to_virt(&layout, 0x1800), None);
+    }
+}
