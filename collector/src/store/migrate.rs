@@ -24,9 +24,10 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0001_init.sql"),
     },
     Migration {
-        version: 2,
-        name: "0002_symbols.sql",
-        sql: include_str!("../../schema/0002_symbols.sql"),
+        // 2 is main's 0002_energy_split.sql (issue 15), merged after this branch was made.
+        version: 3,
+        name: "0003_symbols.sql",
+        sql: include_str!("../../schema/0003_symbols.sql"),
     },
 ];
 

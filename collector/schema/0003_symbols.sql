@@ -1,4 +1,4 @@
--- fleetprof schema, version 2: names resolved by the collector's symbol store.
+-- fleetprof schema, version 3: names resolved by the collector's symbol store.
 
 -- symbolized_frames: what the symbol store resolved for a (build_id, module_offset) the host
 -- could not name, from a debug file of quality `quality` (1 dynsym only, 2 .symtab, 3 DWARF).
