@@ -23,6 +23,8 @@
 //! - [`regressions`]: detection over the stored profiles — reads the series, runs [`detect`],
 //!   ranks [`changes`], stores reports in the `regressions` table; the method and the
 //!   threshold are summarised there.
+//! - [`symbols`]: the symbol store keyed by build-id, debuginfod, and the resolver that names
+//!   frames hosts could not name (stripped binaries) in the stored profiles.
 //! - [`ui`]: the web UI and its JSON API (`fleetprof-collector ui`, `serve --ui-listen`), read
 //!   through the modules above.
 //!
@@ -47,4 +49,5 @@ pub mod ingest;
 pub mod query;
 pub mod regressions;
 pub mod store;
+pub mod symbols;
 pub mod ui;

@@ -166,7 +166,13 @@ async fn clickhouse_roundtrip() {
     let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("fleetprof_test"))
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        fleetprof_collector::store::MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>()
+    );
     assert!(
         store.migrate().await.unwrap().is_empty(),
         "migrations are applied once"

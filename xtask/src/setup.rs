@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 14] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -53,6 +53,7 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 14] = [
     ("chromium-driver", "chromedriver, WebDriver for those tests"),
     ("g++", "the agent tests' C++ services"),
     ("golang-go", "the agent tests' Go services"),
+    ("debuginfod", "a real debuginfod server for the symbol store's tests"),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath

@@ -7,6 +7,7 @@ mod migrate;
 mod query;
 mod regressions;
 mod serve;
+mod symbols;
 mod table;
 mod ui;
 
@@ -33,6 +34,10 @@ use fleetprof_collector::store::{Store, StoreConfig};
 /// In a browser:
 ///   fleetprof-collector ui --listen 127.0.0.1:8080 --ui-outbox ./fleetprof-outbox --ui-skills ./skills
 ///   (or `serve ... --ui-listen 127.0.0.1:8080`)
+///
+/// Names for stripped binaries (frames shown as `module+0x…`):
+///   fleetprof-collector symbols upload --symbols-dir /var/lib/fleetprof/symbols app.debug
+///   fleetprof-collector serve ... --symbols-dir /var/lib/fleetprof/symbols --debuginfod-url https://debuginfod.debian.net
 #[derive(Debug, Parser)]
 #[command(name = "fleetprof-collector", version, verbatim_doc_comment)]
 pub(crate) struct Cli {
@@ -58,6 +63,9 @@ enum Command {
     /// Serve the web UI (services, flame graphs, compare, functions, regressions, fixes,
     /// opportunities; JSON under /api/) without the ingest endpoint.
     Ui(ui::UiArgs),
+    /// Names for stripped binaries: upload debug files keyed by build-id, list them, and name
+    /// the stored frames they cover (`serve` also does this periodically, and asks debuginfod).
+    Symbols(symbols::SymbolsArgs),
 }
 
 /// How a command prints its answer.
@@ -125,5 +133,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Changes(args) => changes::run(args).await,
         Command::Regressions(args) => regressions::run(args).await,
         Command::Ui(args) => ui::run(args).await,
+        Command::Symbols(args) => symbols::run(args).await,
     }
 }

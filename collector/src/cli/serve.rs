@@ -69,6 +69,8 @@ pub(crate) struct ServeArgs {
     ui_listen: Option<SocketAddr>,
     #[command(flatten)]
     ui_sources: super::ui::UiSources,
+    #[command(flatten)]
+    symbols: super::symbols::ServeSymbolsArgs,
 }
 
 /// Runs detection every `every` until the process ends; failures are logged, not fatal (the
@@ -249,6 +251,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .detect_every
         .filter(|d| !d.is_zero())
         .map(|every| spawn_detection(store.clone(), every));
+    let symbolizer = args.symbols.spawn(store.clone());
     let mut collector = RunningCollector::start(store, config, args.listen).await?;
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -278,6 +281,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = detection {
         d.abort();
+    }
+    if let Some(s) = symbolizer {
+        s.abort();
     }
     if let Some(ui) = ui {
         ui.shutdown().await;

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_energy_split.sql",
         sql: include_str!("../../schema/0002_energy_split.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_symbols.sql",
+        sql: include_str!("../../schema/0003_symbols.sql"),
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]
