@@ -211,8 +211,16 @@ pub struct UnwindRow {
 impl UnwindRow {
     /// A row; an rbp offset that is not a multiple of 8 within ±1 KiB makes the rbp rule
     /// [`rbp_kind::UNSUPPORTED`].
-    pub const fn new(pc: u32, cfa_kind: u8, cfa_offset: i16, rbp_kind: u8, rbp_offset: i16) -> Self {
-        let fits = rbp_offset % 8 == 0 && rbp_offset / 8 >= i8::MIN as i16 && rbp_offset / 8 <= i8::MAX as i16;
+    pub const fn new(
+        pc: u32,
+        cfa_kind: u8,
+        cfa_offset: i16,
+        rbp_kind: u8,
+        rbp_offset: i16,
+    ) -> Self {
+        let fits = rbp_offset % 8 == 0
+            && rbp_offset / 8 >= i8::MIN as i16
+            && rbp_offset / 8 <= i8::MAX as i16;
         let (rbp_kind, words) = if rbp_kind == rbp_kind::CFA_OFFSET && !fits {
             (rbp_kind::UNSUPPORTED, 0)
         } else {
@@ -430,7 +438,10 @@ mod tests {
         assert_eq!(size_of::<SampleKey>(), 32);
         assert_eq!(size_of::<UnwindRow>(), 8);
         assert_eq!(size_of::<Mapping>(), 40);
-        assert_eq!(size_of::<Stack>(), 16 + 8 * (MAX_USER_FRAMES + MAX_KERNEL_FRAMES));
+        assert_eq!(
+            size_of::<Stack>(),
+            16 + 8 * (MAX_USER_FRAMES + MAX_KERNEL_FRAMES)
+        );
         assert_eq!(size_of::<ProcessInfo>(), 8);
         assert_eq!(size_of::<MappingKey>(), 8);
         assert_eq!(size_of::<ProcessEvent>(), 8);
@@ -454,7 +465,10 @@ mod tests {
     #[test]
     fn rows_pack_and_unpack() {
         let r = UnwindRow::new(0x1234, cfa_kind::RSP, 16, rbp_kind::CFA_OFFSET, -16);
-        assert_eq!((r.cfa_kind(), r.rbp_kind(), r.rbp_offset(), r.cfa_offset), (cfa_kind::RSP, rbp_kind::CFA_OFFSET, -16, 16));
+        assert_eq!(
+            (r.cfa_kind(), r.rbp_kind(), r.rbp_offset(), r.cfa_offset),
+            (cfa_kind::RSP, rbp_kind::CFA_OFFSET, -16, 16)
+        );
         let odd = UnwindRow::new(0, cfa_kind::RBP, 16, rbp_kind::CFA_OFFSET, -12);
         assert_eq!(odd.rbp_kind(), rbp_kind::UNSUPPORTED);
         let far = UnwindRow::new(0, cfa_kind::RBP, 16, rbp_kind::CFA_OFFSET, -2048);

@@ -37,8 +37,9 @@ mod program {
         DEFAULT_COUNTS_ENTRIES, DEFAULT_MAPPING_ENTRIES, DEFAULT_PROCESS_ENTRIES,
         DEFAULT_STACK_ENTRIES, DEFAULT_UNWIND_ROWS, FRAMES_PER_RUN, MAX_KERNEL_FRAMES,
         MAX_MAPPINGS, MAX_USER_FRAMES, Mapping, MappingKey, PROGRAM_SLOTS, ProcessEvent,
-        ProcessInfo, RECORD_PROGRAM_INDEX, SampleKey, Stack, Stat, UNWIND_PROGRAM_INDEX, UNWIND_RUNS, UnwindRow, UnwindState, cfa_kind,
-        event_kind, mapping_kind, mix64, rbp_kind, stack_flags,
+        ProcessInfo, RECORD_PROGRAM_INDEX, SampleKey, Stack, Stat, UNWIND_PROGRAM_INDEX,
+        UNWIND_RUNS, UnwindRow, UnwindState, cfa_kind, event_kind, mapping_kind, mix64, rbp_kind,
+        stack_flags,
     };
 
     const EEXIST: i32 = 17;
@@ -99,7 +100,10 @@ mod program {
 
     #[inline(always)]
     fn send_event(kind: u32, pid: u32) {
-        if PROCESS_EVENTS.output::<ProcessEvent>(ProcessEvent { kind, pid }, 0).is_err() {
+        if PROCESS_EVENTS
+            .output::<ProcessEvent>(ProcessEvent { kind, pid }, 0)
+            .is_err()
+        {
             bump(Stat::EventsLost);
         }
     }
@@ -445,7 +449,10 @@ mod program {
         let user_len = state.stack.user_len;
         let kernel_len = state.stack.kernel_len;
         let mut h = mix64(0x243F_6A88_85A3_08D3, u64::from(user_len));
-        h = mix64(h, u64::from(kernel_len) << 32 | u64::from(state.stack.flags));
+        h = mix64(
+            h,
+            u64::from(kernel_len) << 32 | u64::from(state.stack.flags),
+        );
         for i in 0..MAX_USER_FRAMES {
             if i as u32 >= user_len {
                 break;

@@ -12,9 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fleetprof_profiler::{
-    bpf::SamplerConfig, profile::ProfileBuilder, session::Session,
-};
+use fleetprof_profiler::{bpf::SamplerConfig, profile::ProfileBuilder, session::Session};
 
 /// One configuration's figures.
 struct Figures {
@@ -31,7 +29,9 @@ struct Figures {
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("bench profiler loads eBPF programs: run it as root (cargo xtask bench profiler)");
+        eprintln!(
+            "bench profiler loads eBPF programs: run it as root (cargo xtask bench profiler)"
+        );
         std::process::exit(1);
     }
     let seconds: u64 = std::env::var("SECONDS")
@@ -49,7 +49,15 @@ fn main() {
 
     println!(
         "{:>6} {:>14} {:>9} {:>10} {:>12} {:>9} {:>9} {:>9} {:>15}",
-        "Hz", "stacks", "samples", "entry %", "ns/sample", "CPU %", "RSS MiB", "maps MiB", "tables (MiB)"
+        "Hz",
+        "stacks",
+        "samples",
+        "entry %",
+        "ns/sample",
+        "CPU %",
+        "RSS MiB",
+        "maps MiB",
+        "tables (MiB)"
     );
     for hz in [19, 99] {
         for frame_pointers_only in [true, false] {
@@ -57,7 +65,11 @@ fn main() {
             println!(
                 "{:>6} {:>14} {:>9} {:>9.1}% {:>12.0} {:>8.2}% {:>9.1} {:>9.1} {:>6} ({:>5.1})",
                 hz,
-                if frame_pointers_only { "frame pointers" } else { "unwind tables" },
+                if frame_pointers_only {
+                    "frame pointers"
+                } else {
+                    "unwind tables"
+                },
                 f.samples,
                 f.reached_entry * 100.0,
                 f.ns_per_sample,
@@ -97,7 +109,8 @@ impl Drop for Workloads {
 
 fn start_workloads() -> Workloads {
     let python = "import time\nwhile True: sum(i*i for i in range(20000)); time.sleep(0.001)";
-    let perl = "while (1) { my $x = 0; $x += sqrt($_) for 1..20000; select(undef, undef, undef, 0.001) }";
+    let perl =
+        "while (1) { my $x = 0; $x += sqrt($_) for 1..20000; select(undef, undef, undef, 0.001) }";
     let node = "setInterval(() => { let x = 0; for (let i = 0; i < 200000; i++) x = (x * 31 + i) % 1000003; }, 5);";
     let mut commands: Vec<Vec<&str>> = Vec::new();
     for _ in 0..5 {
@@ -105,8 +118,16 @@ fn start_workloads() -> Workloads {
         commands.push(vec!["perl", "-e", perl]);
     }
     for _ in 0..3 {
-        commands.push(vec!["sh", "-c", "exec xz -6 -T1 -c < /dev/urandom > /dev/null"]);
-        commands.push(vec!["sh", "-c", "exec gzip -6 -c < /dev/urandom > /dev/null"]);
+        commands.push(vec![
+            "sh",
+            "-c",
+            "exec xz -6 -T1 -c < /dev/urandom > /dev/null",
+        ]);
+        commands.push(vec![
+            "sh",
+            "-c",
+            "exec gzip -6 -c < /dev/urandom > /dev/null",
+        ]);
     }
     for _ in 0..3 {
         commands.push(vec!["node", "-e", node]);
@@ -170,7 +191,10 @@ fn measure(hz: u32, frame_pointers_only: bool, duration: Duration) -> Figures {
         user_samples += s.count;
         let root = &user[user.len().saturating_sub(3)..];
         if root.iter().any(|n| {
-            *n == "_start" || n.starts_with("__libc_start") || n.starts_with("start_thread") || n.starts_with("clone")
+            *n == "_start"
+                || n.starts_with("__libc_start")
+                || n.starts_with("start_thread")
+                || n.starts_with("clone")
         }) {
             reached += s.count;
         }
@@ -192,7 +216,12 @@ fn own_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz

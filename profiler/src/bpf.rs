@@ -248,10 +248,12 @@ impl Sampler {
                     name: PROGRAMS_MAP,
                     source,
                 })?;
-            programs.set(index, &fd, 0).map_err(|source| BpfError::Map {
-                name: PROGRAMS_MAP,
-                source,
-            })?;
+            programs
+                .set(index, &fd, 0)
+                .map_err(|source| BpfError::Map {
+                    name: PROGRAMS_MAP,
+                    source,
+                })?;
         }
         for (name, event) in [
             (EXEC_PROGRAM_NAME, "sched_process_exec"),
@@ -374,12 +376,15 @@ impl Sampler {
 
     /// Takes the maps the process tracker drives: the event ring buffer and the unwinding
     /// maps. Returns `None` when they were taken already.
-    pub(crate) fn take_tracker_maps(&mut self) -> Result<(RingBuf<MapData>, TableLoader), BpfError> {
+    pub(crate) fn take_tracker_maps(
+        &mut self,
+    ) -> Result<(RingBuf<MapData>, TableLoader), BpfError> {
         let mut take = |name: &'static str| -> Result<Map, BpfError> {
             self.ebpf.take_map(name).ok_or_else(|| missing_map(name))
         };
         let wrap = |name: &'static str| move |source| BpfError::Map { name, source };
-        let events = RingBuf::try_from(take(PROCESS_EVENTS_MAP)?).map_err(wrap(PROCESS_EVENTS_MAP))?;
+        let events =
+            RingBuf::try_from(take(PROCESS_EVENTS_MAP)?).map_err(wrap(PROCESS_EVENTS_MAP))?;
         let rows = Array::try_from(take(UNWIND_ROWS_MAP)?).map_err(wrap(UNWIND_ROWS_MAP))?;
         let processes =
             HashMap::try_from(take(PROCESS_INFO_MAP)?).map_err(wrap(PROCESS_INFO_MAP))?;

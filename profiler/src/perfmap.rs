@@ -84,7 +84,11 @@ impl PerfMapFile {
             return;
         }
         let mut buf = Vec::with_capacity((end - state.read_to) as usize);
-        if file.take(end - state.read_to).read_to_end(&mut buf).is_err() {
+        if file
+            .take(end - state.read_to)
+            .read_to_end(&mut buf)
+            .is_err()
+        {
             return;
         }
         // Only whole lines: the JIT may be writing the last one now.
@@ -148,7 +152,10 @@ mod tests {
         tmp.flush().unwrap();
         assert_eq!(map.lookup(0x2005).as_deref(), Some("Function:cold"));
         // Read on the miss above: the later entry at 0x1000 replaced the earlier one.
-        assert_eq!(map.lookup(0x1010).as_deref(), Some("LazyCompile:*hot2 /app.js:9"));
+        assert_eq!(
+            map.lookup(0x1010).as_deref(),
+            Some("LazyCompile:*hot2 /app.js:9")
+        );
         assert_eq!(map.lookup(0x1090), None);
     }
 

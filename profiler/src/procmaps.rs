@@ -222,9 +222,11 @@ fn open_mapped_file(proc_dir: &Path, line: &MapsLine) -> io::Result<File> {
     let by_map_files = proc_dir
         .join("map_files")
         .join(format!("{:x}-{:x}", line.begin, line.end));
-    let by_root = proc_dir
-        .join("root")
-        .join(line.name.trim_end_matches(" (deleted)").trim_start_matches('/'));
+    let by_root = proc_dir.join("root").join(
+        line.name
+            .trim_end_matches(" (deleted)")
+            .trim_start_matches('/'),
+    );
     let mut last_err = io::Error::other("no way to open the mapped file");
     for path in [by_map_files, by_root] {
         let opened = std::fs::OpenOptions::new()
@@ -235,7 +237,8 @@ fn open_mapped_file(proc_dir: &Path, line: &MapsLine) -> io::Result<File> {
             Ok(file) => {
                 let meta = file.metadata()?;
                 if !meta.file_type().is_file() {
-                    last_err = io::Error::other(format!("{} is not a regular file", path.display()));
+                    last_err =
+                        io::Error::other(format!("{} is not a regular file", path.display()));
                     continue;
                 }
                 if meta.ino() != line.inode || !same_device(meta.dev(), &line.dev) {
@@ -262,8 +265,10 @@ fn same_device(dev: u64, maps_dev: &str) -> bool {
     let Some((major, minor)) = maps_dev.split_once(':') else {
         return false;
     };
-    let (Ok(major), Ok(minor)) = (u32::from_str_radix(major, 16), u32::from_str_radix(minor, 16))
-    else {
+    let (Ok(major), Ok(minor)) = (
+        u32::from_str_radix(major, 16),
+        u32::from_str_radix(minor, 16),
+    ) else {
         return false;
     };
     libc::major(dev) == major && libc::minor(dev) == minor
@@ -281,7 +286,8 @@ fn read_module(file: File, line: &MapsLine) -> io::Result<ModuleFile> {
         .map(|s| {
             let (off, size) = s.file_range();
             const PF_X: u32 = 1;
-            let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0);
+            let exec =
+                matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0);
             (off, size, s.address(), exec)
         })
         .collect();

@@ -313,10 +313,16 @@ impl Symbolizer {
                     Some(Symbolized::Sym(sym)) => {
                         frames_of(sym, &key.path, key.build_id.clone(), offset, false).into()
                     }
-                    _ => vec![unknown_frame(&key.path, key.build_id.clone(), offset, false)]
-                        .into(),
+                    _ => vec![unknown_frame(
+                        &key.path,
+                        key.build_id.clone(),
+                        offset,
+                        false,
+                    )]
+                    .into(),
                 };
-                self.user_cache.insert((key.clone(), offset), frames.clone());
+                self.user_cache
+                    .insert((key.clone(), offset), frames.clone());
                 result[i] = Some(frames);
             }
         }

@@ -253,7 +253,11 @@ impl Worker {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let timeout = if backlog.is_empty() { POLL_TIMEOUT_MS } else { 0 };
+            let timeout = if backlog.is_empty() {
+                POLL_TIMEOUT_MS
+            } else {
+                0
+            };
             // SAFETY: one valid pollfd for the duration of the call.
             unsafe { libc::poll(&mut pollfd, 1, timeout) };
             let mut wanted: Vec<(u32, u32)> = Vec::new();
@@ -360,7 +364,10 @@ impl Worker {
         let perf_map = PerfMapFile::open(&self.parts.proc_root, pid)
             .map(Arc::new)
             .or_else(|| previous.as_ref().and_then(|p| p.perf_map.clone()));
-        if !mappings.iter().any(|m| matches!(m.backing, Backing::File(_))) {
+        if !mappings
+            .iter()
+            .any(|m| matches!(m.backing, Backing::File(_)))
+        {
             tracing::debug!(pid, "no mapped files could be opened");
         }
         let snapshot = Arc::new(ProcessSnapshot {

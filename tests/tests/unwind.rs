@@ -149,7 +149,10 @@ fn has_chain(frames: &[&Frame], names: &[&str]) -> bool {
     for name in names {
         let found = frames[at..].iter().position(|f| {
             if *name == "<libc>" {
-                !f.kernel && Path::new(&f.module).file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc"))
+                !f.kernel
+                    && Path::new(&f.module)
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("libc"))
             } else {
                 f.function == *name
             }
@@ -164,7 +167,7 @@ fn has_chain(frames: &[&Frame], names: &[&str]) -> bool {
 
 fn print_top(profile: &SymbolizedProfile, pid: u32, n: usize) {
     let mut stacks = stacks_of(profile, pid);
-    stacks.sort_by(|a, b| b.1.cmp(&a.1));
+    stacks.sort_by_key(|s| std::cmp::Reverse(s.1));
     for (frames, count) in stacks.iter().take(n) {
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         eprintln!("  {count:>4} {}", names.join(";"));
@@ -178,8 +181,12 @@ fn print_top(profile: &SymbolizedProfile, pid: u32, n: usize) {
 fn own_code_without_frame_pointers_has_whole_stacks() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let exe =
-        build_c_fixture_without_frame_pointers("unwind_workload", dir.path(), "unwind_workload", &[]);
+    let exe = build_c_fixture_without_frame_pointers(
+        "unwind_workload",
+        dir.path(),
+        "unwind_workload",
+        &[],
+    );
     let workload = spawn(&exe, &["qsort", "60"]);
     let pid = workload.0.id();
     wait_until_busy(pid);
@@ -227,19 +234,28 @@ fn distribution_binaries_reach_their_entry() {
             "python3.11",
             spawn(
                 python,
-                &["-c", "import time\nend=time.time()+60\nwhile time.time()<end: sum(i*i for i in range(10000))"],
+                &[
+                    "-c",
+                    "import time\nend=time.time()+60\nwhile time.time()<end: sum(i*i for i in range(10000))",
+                ],
             ),
         ),
         (
             "perl",
             spawn(
                 "perl",
-                &["-e", "my $x = 0; my $end = time + 60; while (time < $end) { $x += sqrt($_) for 1..10000 }"],
+                &[
+                    "-e",
+                    "my $x = 0; my $end = time + 60; while (time < $end) { $x += sqrt($_) for 1..10000 }",
+                ],
             ),
         ),
         (
             "xz",
-            spawn("sh", &["-c", "exec xz -9 -T1 -c < /dev/urandom > /dev/null"]),
+            spawn(
+                "sh",
+                &["-c", "exec xz -9 -T1 -c < /dev/urandom > /dev/null"],
+            ),
         ),
         (
             "gzip",
@@ -255,7 +271,10 @@ fn distribution_binaries_reach_their_entry() {
     for (name, w) in &workloads {
         let pid = w.0.id();
         let (reached, total) = share(&profile, pid, reaches_entry);
-        eprintln!("{name}: {total} samples, {:.1}% reach the entry", reached * 100.0);
+        eprintln!(
+            "{name}: {total} samples, {:.1}% reach the entry",
+            reached * 100.0
+        );
         print_top(&profile, pid, 3);
         if total < 20 || reached < 0.9 {
             failures.push(format!("{name}: {:.1}% of {total}", reached * 100.0));
@@ -281,15 +300,16 @@ fn node_jit_functions_are_named_from_perf_maps() {
          console.log(s);\n",
     )
     .unwrap();
-    let node = spawn(
-        "node",
-        &["--perf-basic-prof", script.to_str().unwrap()],
-    );
+    let node = spawn("node", &["--perf-basic-prof", script.to_str().unwrap()]);
     let pid = node.0.id();
     let perf_map = PathBuf::from(format!("/tmp/perf-{pid}.map"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&perf_map).is_ok_and(|m| m.contains("hotFunctionForProfiling")) {
-        assert!(Instant::now() < deadline, "node never wrote {}", perf_map.display());
+        assert!(
+            Instant::now() < deadline,
+            "node never wrote {}",
+            perf_map.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_until_busy(pid);
@@ -302,7 +322,10 @@ fn node_jit_functions_are_named_from_perf_maps() {
             .iter()
             .any(|f| f.function.contains("hotFunctionForProfiling"))
     });
-    eprintln!("node: {total} samples, {:.1}% name the hot function", named * 100.0);
+    eprintln!(
+        "node: {total} samples, {:.1}% name the hot function",
+        named * 100.0
+    );
     print_top(&profile, pid, 3);
     assert!(total >= 50, "too few samples: {total}");
     assert!(
@@ -338,13 +361,24 @@ fn container_binary_is_named_from_its_own_file() {
     );
     let contained = spawn(
         "unshare",
-        &["--mount", "--propagation", "private", "--", "sh", "-c", &script],
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     let pid = contained.0.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "service")
     {
-        assert!(Instant::now() < deadline, "the contained process never started");
+        assert!(
+            Instant::now() < deadline,
+            "the contained process never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_until_busy(pid);
@@ -370,7 +404,10 @@ fn container_binary_is_named_from_its_own_file() {
         .unwrap()
         .map(|id| id.iter().map(|b| format!("{b:02x}")).collect::<String>())
         .unwrap();
-    assert_eq!(info.build_id, inside_id, "the process's own executable's build-id");
+    assert_eq!(
+        info.build_id, inside_id,
+        "the process's own executable's build-id"
+    );
 }
 
 /// Acceptance 4b: a burst of processes that each live ~200 ms, all gone before the profile is
@@ -441,7 +478,10 @@ fn short_lived_processes_are_named() {
         pids.len()
     );
     assert!(sampled >= 10, "only {sampled} of 12 processes were sampled");
-    assert_eq!(identified, sampled, "every sampled process keeps its executable and build-id");
+    assert_eq!(
+        identified, sampled,
+        "every sampled process keeps its executable and build-id"
+    );
     assert!(
         named as f64 >= 0.9 * samples as f64,
         "{named} of {samples} samples name the workload's function"

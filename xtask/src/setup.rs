@@ -42,18 +42,30 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
         "python3.11",
         "a distribution interpreter without frame pointers, for the unwinder's tests",
     ),
-    ("xz-utils", "xz, a stripped distribution binary for the unwinder's tests"),
-    ("perl", "a distribution interpreter for the unwinder's tests"),
+    (
+        "xz-utils",
+        "xz, a stripped distribution binary for the unwinder's tests",
+    ),
+    (
+        "perl",
+        "a distribution interpreter for the unwinder's tests",
+    ),
     (
         "nodejs",
         "node --perf-basic-prof, JIT code for the perf-map tests",
     ),
-    ("util-linux", "unshare and mount, for the mount-namespace test"),
+    (
+        "util-linux",
+        "unshare and mount, for the mount-namespace test",
+    ),
     ("chromium", "the headless browser the web UI's tests drive"),
     ("chromium-driver", "chromedriver, WebDriver for those tests"),
     ("g++", "the agent tests' C++ services"),
     ("golang-go", "the agent tests' Go services"),
-    ("debuginfod", "a real debuginfod server for the symbol store's tests"),
+    (
+        "debuginfod",
+        "a real debuginfod server for the symbol store's tests",
+    ),
 ];
 
 /// Where the links to nightly's libLLVM live. Not under /tmp: bpf-linker is linked with an rpath

@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError};
-use profiler_ebpf::{
-    MAX_MAPPINGS, Mapping, MappingKey, ProcessInfo, UnwindRow, mapping_kind,
-};
+use profiler_ebpf::{MAX_MAPPINGS, Mapping, MappingKey, ProcessInfo, UnwindRow, mapping_kind};
 use serde::Serialize;
 
 use crate::procmaps::{Backing, ExecMapping, ModuleFile};

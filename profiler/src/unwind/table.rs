@@ -8,7 +8,8 @@
 //! rows with the same rule are merged.
 
 use gimli::{
-    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule, UnwindContext, UnwindSection, X86_64,
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule,
+    UnwindContext, UnwindSection, X86_64,
 };
 use object::{Object as _, ObjectSection as _};
 use profiler_ebpf::{UnwindRow, cfa_kind, rbp_kind};
@@ -268,7 +269,19 @@ fn is_plt_expression(expr: &[u8]) -> bool {
     const BREG16: u8 = 0x80;
     matches!(
         expr,
-        [BREG7, 8, BREG16, 0, 0x3f, 0x1a, 0x3b | 0x3a, 0x2a, 0x33, 0x24, 0x22]
+        [
+            BREG7,
+            8,
+            BREG16,
+            0,
+            0x3f,
+            0x1a,
+            0x3b | 0x3a,
+            0x2a,
+            0x33,
+            0x24,
+            0x22
+        ]
     )
 }
 
@@ -333,7 +346,9 @@ mod tests {
         assert!(t.rows.windows(2).all(|w| w[0].pc < w[1].pc));
         assert_eq!(t.rows.last().unwrap().cfa_kind(), cfa_kind::NO_INFO);
         assert!(
-            t.rows.iter().any(|r| r.cfa_kind() == cfa_kind::END_OF_STACK),
+            t.rows
+                .iter()
+                .any(|r| r.cfa_kind() == cfa_kind::END_OF_STACK),
             "no end-of-stack row"
         );
     }
@@ -341,10 +356,13 @@ mod tests {
     /// Debian's libc (no frame pointers) yields a table and is not taken for frame-pointer code.
     #[test]
     fn libc_has_a_table() {
-        let path = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("libc.so.6");
+        let path = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libc.so.6");
         let t = build(&std::fs::read(path).unwrap()).unwrap();
         assert!(t.rows.len() > 1000, "{} rows", t.rows.len());
         assert!(!t.keeps_frame_pointers());
