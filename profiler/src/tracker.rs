@@ -34,8 +34,10 @@ use crate::{
 /// How long a snapshot is kept after its process exited: longer than any drain interval.
 pub const EXITED_RETENTION: Duration = Duration::from_secs(15);
 
-/// Least time between two captures of one process prompted by unknown code.
-const RECAPTURE_EVERY: Duration = Duration::from_millis(200);
+/// Least time between two captures of one process prompted by unknown code: short, because a
+/// process that just started maps its libraries within milliseconds of its exec, and its samples
+/// are walked by frame pointers only until the unwinder knows them.
+const RECAPTURE_EVERY: Duration = Duration::from_millis(20);
 
 /// How long the tracker waits for events before looking at its stop flag.
 const POLL_TIMEOUT_MS: i32 = 50;
@@ -119,7 +121,7 @@ pub struct TrackerParts {
 }
 
 impl ProcessTracker {
-    /// Starts the tracker thread; it first captures every running process it may profile, so
+    /// Starts the tracker threads; the processes named in `parts.pids` are captured first, so
     /// their first samples are whole.
     pub fn start(parts: TrackerParts) -> std::io::Result<Self> {
         let table: ProcessTable = Arc::default();
@@ -310,17 +312,11 @@ impl Worker {
             && (self.parts.pids.is_empty() || self.parts.pids.contains(&pid))
     }
 
+    /// The processes captured before any sample: those named on the command line. On a whole
+    /// host, processes are captured when first sampled instead: most of a host's processes are
+    /// idle, and loading every one's tables up front would delay the busy ones by seconds.
     fn initial_pids(&self) -> Vec<u32> {
-        if !self.parts.pids.is_empty() {
-            return self.parts.pids.clone();
-        }
-        std::fs::read_dir(&self.parts.proc_root)
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .filter(|&pid| self.tracks(pid))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.parts.pids.clone()
     }
 
     /// Captures each process, then describes them all to the unwinder: naming a process only

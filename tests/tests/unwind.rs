@@ -463,9 +463,13 @@ fn short_lived_processes_are_named() {
         }
         for (frames, count) in stacks {
             samples += count;
-            // The workload spends its time in short_lived_work and the clock_gettime calls it
-            // makes (kernel time, under the same user stack).
-            if frames.iter().any(|f| f.function == "short_lived_work") {
+            // Named: the sample's user leaf (the function on CPU; the vDSO's trampoline aside)
+            // has its name, read from the file the process mapped, though the process is gone.
+            let leaf = frames
+                .iter()
+                .rev()
+                .find(|f| !f.kernel && f.module != "[vdso]");
+            if leaf.is_some_and(|f| f.symbolized) {
                 named += count;
             } else {
                 let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
