@@ -208,7 +208,9 @@ fn measure(hz: u32, frame_pointers_only: bool, duration: Duration) -> Figures {
         rss_mib,
         map_mib,
         tables: tracker.unwind.tables_loaded,
-        table_mib: tracker.unwind.rows_used as f64 * 12.0 / (1024.0 * 1024.0),
+        table_mib: tracker.unwind.rows_used as f64
+            * std::mem::size_of::<profiler_ebpf::UnwindRow>() as f64
+            / (1024.0 * 1024.0),
     }
 }
 

@@ -44,7 +44,7 @@ pub struct SamplerConfig {
     pub counts_entries: u32,
     /// Distinct stacks per generation. Default [`DEFAULT_STACK_ENTRIES`].
     pub stack_entries: u32,
-    /// Capacity of the unwind-row array shared by every loaded table (12 bytes a row, allocated
+    /// Capacity of the unwind-row array shared by every loaded table (8 bytes a row, allocated
     /// up front). Default [`DEFAULT_UNWIND_ROWS`].
     pub unwind_rows: u32,
     /// Walk every stack by frame pointers, loading no unwind tables (to compare the two; stacks

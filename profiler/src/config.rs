@@ -79,8 +79,8 @@ pub struct DaemonConfig {
     /// Distinct stacks the kernel keeps between drains. Default: the sampler's.
     pub stack_entries: u32,
     /// Rows of unwind tables the kernel holds for every process's frame-pointer-less code
-    /// (12 bytes each, allocated at start; tables beyond it are counted and walked by frame
-    /// pointers). Default: 4,000,000 (48 MB).
+    /// (8 bytes each, allocated at start; tables beyond it are counted and walked by frame
+    /// pointers). Default: 4,000,000 (32 MB).
     pub unwind_rows: u32,
     /// Service naming rules, first match wins (`[[service]]` tables: `cgroup` and/or `exe`
     /// regexes, `service`, optional `version`). Default: none (the environment, then the

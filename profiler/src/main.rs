@@ -106,7 +106,7 @@ struct RecordArgs {
     /// Distinct stacks the kernel keeps between drains.
     #[arg(long, default_value_t = DEFAULT_STACK_ENTRIES)]
     stack_entries: u32,
-    /// Rows of unwind tables (for code without frame pointers) the kernel can hold, 12 bytes
+    /// Rows of unwind tables (for code without frame pointers) the kernel can hold, 8 bytes
     /// each; tables that do not fit are counted and walked by frame pointers.
     #[arg(long, default_value_t = DEFAULT_UNWIND_ROWS)]
     unwind_rows: u32,
@@ -195,7 +195,9 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         l.truncated_stacks,
         l.unsymbolized_frames,
         stats.tracker.unwind.tables_loaded,
-        stats.tracker.unwind.rows_used as f64 * 12.0 / (1024.0 * 1024.0),
+        stats.tracker.unwind.rows_used as f64
+            * std::mem::size_of::<profiler_ebpf::UnwindRow>() as f64
+            / (1024.0 * 1024.0),
         stats.tracker.unwind.tables_dropped,
         stats.peak_rss_bytes as f64 / (1024.0 * 1024.0),
     );
