@@ -606,7 +606,8 @@ fn truncation_frame(flags: u32) -> Option<Frame> {
         inlined: false,
         address: 0,
         kernel: false,
-        symbolized: false,
+        // A name of our own, not an address to resolve: the collector keeps it as it is.
+        symbolized: true,
     })
 }
 
