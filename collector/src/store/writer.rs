@@ -405,7 +405,19 @@ impl Store {
             })
             .collect::<Vec<_>>();
 
-        let (sample_rows, ..) = futures::try_join!(
+        // `join!`, not `try_join!`: every INSERT runs to its end before a failure is reported.
+        // A sibling cancelled mid-request may still land on the server after the caller has
+        // checked which parts are present, and would then be written twice on the retry.
+        let (
+            samples_r,
+            stacks_r,
+            frames_r,
+            processes_r,
+            energy_r,
+            process_energy_r,
+            losses_r,
+            host_energy_r,
+        ) = futures::join!(
             insert_rows!(self, SampleRow<'_>, "samples", samples, sample_row),
             insert_rows!(self, StackRow<'_>, "stacks", stack_rows, same),
             insert_rows!(self, FrameRow<'_>, "frames", frame_rows, same),
@@ -426,7 +438,15 @@ impl Store {
                 host_energy,
                 same
             ),
-        )?;
+        );
+        let sample_rows = samples_r?;
+        stacks_r?;
+        frames_r?;
+        processes_r?;
+        energy_r?;
+        process_energy_r?;
+        losses_r?;
+        host_energy_r?;
         let batch_rows = batches
             .iter()
             .map(|b| BatchRow {
