@@ -83,10 +83,8 @@ pub struct DaemonConfig {
     /// pointers). Default: 4,000,000 (32 MB).
     pub unwind_rows: u32,
     /// Walk stacks with `.eh_frame` unwind tables where a module has no frame pointers (whole
-    /// stacks for distribution and release binaries). Default: false — the daemon walks frame
-    /// pointers only, as before, until regression detection is re-tuned for whole stacks (with
-    /// them, a caller that holds most of a service's time barely moves in share; see the
-    /// closing note of the session that added the unwinder). `record` always uses the tables.
+    /// stacks for distribution and release binaries); false walks frame pointers only.
+    /// Default: true. `record` always uses the tables.
     pub unwind_tables: bool,
     /// Service naming rules, first match wins (`[[service]]` tables: `cgroup` and/or `exe`
     /// regexes, `service`, optional `version`). Default: none (the environment, then the
@@ -119,7 +117,7 @@ impl Default for DaemonConfig {
             counts_entries: profiler_ebpf::DEFAULT_COUNTS_ENTRIES,
             stack_entries: profiler_ebpf::DEFAULT_STACK_ENTRIES,
             unwind_rows: profiler_ebpf::DEFAULT_UNWIND_ROWS,
-            unwind_tables: false,
+            unwind_tables: true,
             services: Vec::new(),
             powercap_dir: None,
         }
