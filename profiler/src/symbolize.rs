@@ -298,33 +298,8 @@ impl Symbolizer {
         }
         for (ptr, wanted) in misses {
             let (module, key) = &modules[&ptr];
-            self.stats.cache_misses += wanted.len() as u64;
-            let offsets: Vec<u64> = wanted.iter().map(|&(_, o)| o).collect();
-            let src = Source::Elf(Elf::new(module.fd_path()));
-            let symbols = self
-                .blaze
-                .symbolize(&src, Input::FileOffset(&offsets))
-                .unwrap_or_else(|err| {
-                    tracing::debug!(module = %module.path, %err, "module could not be read; keeping offsets");
-                    Vec::new()
-                });
-            for (j, &(i, offset)) in wanted.iter().enumerate() {
-                let frames: Arc<[Frame]> = match symbols.get(j) {
-                    Some(Symbolized::Sym(sym)) => {
-                        frames_of(sym, &key.path, key.build_id.clone(), offset, false).into()
-                    }
-                    _ => vec![unknown_frame(
-                        &key.path,
-                        key.build_id.clone(),
-                        offset,
-                        false,
-                    )]
-                    .into(),
-                };
-                self.user_cache
-                    .insert((key.clone(), offset), frames.clone());
-                result[i] = Some(frames);
-            }
+            let path = module.fd_path();
+            self.resolve_offsets(key, path, &wanted, &mut result);
         }
         result
             .into_iter()
@@ -431,31 +406,8 @@ impl Symbolizer {
             }
         }
         for (module, wanted) in misses {
-            self.stats.cache_misses += wanted.len() as u64;
-            let offsets: Vec<u64> = wanted.iter().map(|&(_, o)| o).collect();
-            let elf_path = readable_path(pid, &module.path);
-            let src = Source::Elf(Elf::new(elf_path));
-            let symbols = self.blaze.symbolize(&src, Input::FileOffset(&offsets)).unwrap_or_else(|err| {
-                tracing::debug!(module = %module.path, %err, "module could not be read; keeping offsets");
-                Vec::new()
-            });
-            for (j, &(i, offset)) in wanted.iter().enumerate() {
-                let frames: Arc<[Frame]> = match symbols.get(j) {
-                    Some(Symbolized::Sym(sym)) => {
-                        frames_of(sym, &module.path, module.build_id.clone(), offset, false).into()
-                    }
-                    _ => vec![unknown_frame(
-                        &module.path,
-                        module.build_id.clone(),
-                        offset,
-                        false,
-                    )]
-                    .into(),
-                };
-                self.user_cache
-                    .insert((module.clone(), offset), frames.clone());
-                result[i] = Some(frames);
-            }
+            let path = readable_path(pid, &module.path);
+            self.resolve_offsets(&module, path, &wanted, &mut result);
         }
         result
             .into_iter()
@@ -464,6 +416,44 @@ impl Symbolizer {
                 f.unwrap_or_else(|| vec![unknown_frame("[unknown]", None, a, false)].into())
             })
             .collect()
+    }
+
+    /// Names the file offsets `wanted` ((result index, offset)) of one module from the ELF at
+    /// `path`, caching each answer; an offset blazesym cannot name keeps module + offset.
+    fn resolve_offsets(
+        &mut self,
+        module: &Arc<ModuleKey>,
+        path: PathBuf,
+        wanted: &[(usize, u64)],
+        result: &mut [Option<Arc<[Frame]>>],
+    ) {
+        self.stats.cache_misses += wanted.len() as u64;
+        let offsets: Vec<u64> = wanted.iter().map(|&(_, o)| o).collect();
+        let src = Source::Elf(Elf::new(path));
+        let symbols = self
+            .blaze
+            .symbolize(&src, Input::FileOffset(&offsets))
+            .unwrap_or_else(|err| {
+                tracing::debug!(module = %module.path, %err, "module could not be read; keeping offsets");
+                Vec::new()
+            });
+        for (j, &(i, offset)) in wanted.iter().enumerate() {
+            let frames: Arc<[Frame]> = match symbols.get(j) {
+                Some(Symbolized::Sym(sym)) => {
+                    frames_of(sym, &module.path, module.build_id.clone(), offset, false).into()
+                }
+                _ => vec![unknown_frame(
+                    &module.path,
+                    module.build_id.clone(),
+                    offset,
+                    false,
+                )]
+                .into(),
+            };
+            self.user_cache
+                .insert((module.clone(), offset), frames.clone());
+            result[i] = Some(frames);
+        }
     }
 }
 
