@@ -190,6 +190,39 @@ fn absolute_step(
     ))
 }
 
+/// Whether `g`'s fall is more than the whole rest of the service shrinking around `f`.
+///
+/// A service that is CPU-bound cannot spend more: when `f` gets slower, everything else loses
+/// absolute cost in proportion (fewer requests get through), so a sibling that is a large part of
+/// the rest falls by a large part of `f`'s rise without any cost having moved. Code that moved from
+/// `g` to `f` shows as `g` losing ground against that rest: its expected cost after the onset is its
+/// cost before scaled by how the rest (the service without `f`) changed, and the fall beyond that
+/// must reach `needed` (`shift_ratio` of `f`'s rise) times what a move leaves of it, `1 − g/rest`. When `g`
+/// is nearly all of the rest the two cannot be told apart; the floor on that factor then keeps the
+/// step reported (a regression shown rather than one explained away).
+fn lost_ground(
+    series: &ServiceSeries,
+    (f_before, f_after): (f64, f64),
+    (g_before, g_after): (f64, f64),
+    needed: f64,
+    onset: usize,
+    half: usize,
+) -> bool {
+    let service = |i: usize| f64::from(series.samples[i]);
+    let Some((n_before, n_after, _)) = absolute_step(service, series.samples.len(), onset, half)
+    else {
+        return true;
+    };
+    let (rest_before, rest_after) = (n_before - f_before, n_after - f_after);
+    if rest_before <= 0.0 {
+        return true;
+    }
+    let expected = g_before * (rest_after / rest_before);
+    let unexplained = expected - g_after;
+    let part = (g_before / rest_before).clamp(0.0, 1.0);
+    unexplained >= needed * (1.0 - part).max(0.25)
+}
+
 /// Whether the increase of `f`'s `metric` at `onset` is cost moving along its call path.
 ///
 /// It is when a related function (caller, callee or sibling) lost a comparable amount of the same
@@ -235,6 +268,16 @@ pub(crate) fn is_cost_shift(
             continue;
         };
         if g_z > -params.confirm_z || g_before - g_after < params.shift_ratio * delta {
+            continue;
+        }
+        if !lost_ground(
+            series,
+            (f_before, f_after),
+            (g_before, g_after),
+            params.shift_ratio * delta,
+            onset,
+            win.half,
+        ) {
             continue;
         }
         let path_cost = |i: usize| match rel.path_root(f, g) {

@@ -36,7 +36,8 @@
 //!   caller → callee) is not a regression. An increase of `f` is suppressed when a related function
 //!   (caller, callee, or sibling under a common caller, from [`FunctionSeries::callers`]) lost at
 //!   least `shift_ratio` of it at the same onset (± `group_tolerance_secs`, significant at
-//!   `confirm_z`), and the path's combined cost — the pair's (common) caller's total where the
+//!   `confirm_z`) and beyond what the rest of the service lost around `f` (in a CPU-bound
+//!   service a slower function squeezes all the others in proportion), and the path's combined cost — the pair's (common) caller's total where the
 //!   input has it, otherwise the pair's summed series — did not rise significantly by more than
 //!   `shift_residual` of the increase. This test is on absolute cost (samples per bucket), not on
 //!   shares: shares always sum to the service, so a slower function's siblings lose share even

@@ -248,6 +248,52 @@ fn slower_callee_of_a_dominant_caller_is_reported() {
     assert!(!names.contains(&"render_receipt"), "{names:?}");
 }
 
+/// A CPU-bound service (a fixed number of samples per bucket) under one handler: one callee gets
+/// slower, so fewer requests get through and its siblings lose absolute cost in proportion, the
+/// largest of them by more than half the callee's rise. Nothing moved between them: a regression.
+#[test]
+fn slower_callee_of_a_cpu_bound_service_is_reported() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let n = 1000;
+    // Per request: 33 units in the callee, 37 + 19 + 11 in its siblings; then the callee takes 50.
+    let per_request = |i: usize| if i < 700 { 33.0 } else { 50.0 };
+    let share = move |i: usize, units: f64| units / (per_request(i) + 67.0);
+    let callee = counts(&mut rng, n, move |i| share(i, per_request(i)));
+    let render = counts(&mut rng, n, move |i| share(i, 37.0));
+    let parse = counts(&mut rng, n, move |i| share(i, 19.0));
+    // Independent draws may sum past the bucket; the remainder of a CPU-bound bucket is tax.
+    let tax: Vec<u32> = (0..DAY)
+        .map(|i| n.saturating_sub(callee[i] + render[i] + parse[i]))
+        .collect();
+    let samples: Vec<u32> = (0..DAY)
+        .map(|i| callee[i] + render[i] + parse[i] + tax[i])
+        .collect();
+    let handler = FunctionSeries {
+        function: "handle_request".to_owned(),
+        file: None,
+        callers: vec![],
+        k_total: samples.clone(),
+        k_self: vec![0; DAY],
+    };
+    let mut s = service(
+        n,
+        vec![
+            handler,
+            function("price_items", &["handle_request"], callee),
+            function("render_receipt", &["handle_request"], render),
+            function("parse_request", &["handle_request"], parse),
+            function("compute_tax", &["handle_request"], tax),
+        ],
+    );
+    s.samples = samples;
+    let reports = detect(&s, &DetectorConfig::default()).expect("valid");
+    let names: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.members.iter().map(|m| m.function.as_str()))
+        .collect();
+    assert!(names.contains(&"price_items"), "{reports:#?}");
+}
+
 /// A callee's rise and its caller's total rise at the same onset become one report with two
 /// members; an unrelated function rising at the same time stays a separate report.
 #[test]

@@ -203,11 +203,9 @@ pub async fn read_series(
         .fetch_all::<FunctionTotal>()
         .await
         .map_err(ch("selecting the service's functions"))?;
-    // `[unknown]` is the profiler's placeholder for a frame it could not unwind or place in any
-    // module: its share measures unwinding failures, not code, and names nothing to fix.
     let names: Vec<String> = selected
         .into_iter()
-        .filter(|f| f.k > 0 && !f.function.starts_with("[unknown]"))
+        .filter(|f| f.k > 0 && !is_placeholder_frame(&f.function))
         .map(|f| f.function)
         .collect();
     let mut functions: Vec<FunctionSeries> = names
@@ -262,6 +260,17 @@ pub async fn read_series(
         energy_joules: energy(store, service, start, to, b, len, index).await?,
         functions,
     }))
+}
+
+/// Whether `function` is one of the profiler's placeholder frames rather than code: `[unknown]`
+/// (a frame it could not place in any module), `[truncated: …]` (the root of a cut stack) and
+/// `[stack lost: …]`. Their shares measure unwinding, not code, and name nothing to fix; and as
+/// "callers" they would make every function whose stack was cut a sibling of every other, which
+/// lets the cost-shift filter explain a real regression away as cost moving between them.
+fn is_placeholder_frame(function: &str) -> bool {
+    ["[unknown]", "[truncated:", "[stack lost:"]
+        .iter()
+        .any(|p| function.starts_with(p))
 }
 
 /// Direct callers, from adjacent pairs of the stacks (root first, so `functions[i]` calls
@@ -448,4 +457,24 @@ pub async fn services(store: &Store, window: Window) -> Result<Vec<String>, Regr
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_placeholder_frame;
+
+    #[test]
+    fn placeholders_are_told_from_code() {
+        for name in [
+            "[unknown]",
+            "[unknown]+0x10",
+            "[truncated: unreadable stack]",
+            "[stack lost: stack map full]",
+        ] {
+            assert!(is_placeholder_frame(name), "{name}");
+        }
+        for name in ["checkout::mix", "[vdso]+0x9c0", "<[T]>::sort"] {
+            assert!(!is_placeholder_frame(name), "{name}");
+        }
+    }
 }
