@@ -162,7 +162,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     steps.step(
-        "starting ClickHouse, the collector and the eBPF profiler daemon (499 Hz, 2 s batches)",
+        "starting ClickHouse, the collector and the eBPF profiler daemon (999 Hz, 2 s batches)",
     )?;
     // The collector serves the web UI too, showing the agent's proposals from the outbox.
     let ui = format!("http://127.0.0.1:{}", free_port());
