@@ -2,10 +2,14 @@
 //!
 //! Two halves that never wait for each other:
 //!
-//! - the **sampling thread** (the caller's) drains and symbolizes the eBPF maps every second, as
-//!   [`crate::record`] does, so short-lived processes are named while they live; every
-//!   `interval` it finishes the window's [`SymbolizedProfile`] (with the window's energy) and hands
-//!   it over an unbounded channel;
+//! - the **sampling thread** (the caller's) drains the eBPF maps every second, reads the energy
+//!   counters at each window's end, and hands each drain to
+//! - the **naming thread**, which symbolizes the drains while the tracker still holds what their
+//!   processes mapped, and every `interval` finishes the window's [`SymbolizedProfile`] (with the
+//!   window's energy) and hands it over an unbounded channel. Naming a host full of large C++
+//!   binaries can take seconds; on its own thread it never delays a drain, so every sample keeps
+//!   the time it was taken. When naming falls [`MAX_PENDING_DRAINS`] behind, the sampling thread
+//!   waits for it (the kernel's maps keep counting meanwhile; what they cannot hold is counted);
 //! - the **shipping task** (tokio) numbers each profile, converts it ([`crate::ship::to_batch`]),
 //!   writes it to the [`Spool`], and pushes the spool's batches oldest first. A failure leaves the
 //!   batch in the spool and waits an exponential, jittered backoff; a refused batch goes to
@@ -40,14 +44,18 @@ use crate::{
     config::{ConfigError, DaemonConfig},
     energy::{self, EnergyMeter, EnergyReading, EnergyReport},
     metrics::{self, Metrics},
-    profile::{ProfileBuilder, SymbolizedProfile},
-    session::Session,
+    profile::{ProfileBuilder, RawProfile, SymbolizedProfile},
+    session::{Sampling, Session},
     ship::{Backoff, Disposition, HostInfo, ShipError, Shipper, ShipperConfig, classify, to_batch},
     spool::{Spool, SpoolError, batch_samples},
+    symbolize::Symbolizer,
 };
 
 /// How often the maps are drained and symbolized.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// Drains the naming thread may fall behind before the sampling thread waits for it.
+pub const MAX_PENDING_DRAINS: usize = 30;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -186,7 +194,7 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
     }
     runtime.spawn(stop_on_signals(stop.clone()));
 
-    let mut session = Session::start(
+    let session = Session::start(
         &SamplerConfig {
             frequency_hz: config.frequency_hz,
             pids: Vec::new(),
@@ -222,10 +230,39 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
     let shutdown_timeout = config.shutdown_timeout;
     let shipping = runtime.spawn(ship_loop.run(rx, shutdown_timeout));
 
-    let sampled = sample_loop(&mut session, &config, &stop, &metrics, &tx);
-    // Closing the channel tells the shipper to flush and finish.
-    drop(tx);
-    drop(session);
+    let (mut sampling, symbolizer) = session.split();
+    let meter = EnergyMeter::detect_with(config.powercap_dir.as_deref());
+    let unavailable = match &meter {
+        Ok(_) => None,
+        Err(e) => {
+            tracing::info!(reason = %e, "energy unavailable on this host");
+            Some(EnergyReport::from(e))
+        }
+    };
+    let (drains, pending) = std::sync::mpsc::sync_channel(MAX_PENDING_DRAINS);
+    let naming = Naming {
+        symbolizer,
+        frequency_hz: config.frequency_hz,
+        unavailable,
+        metrics: metrics.clone(),
+        profiles: tx,
+    };
+    let first_reading = energy_mark(&meter);
+    let naming = std::thread::Builder::new()
+        .name("fleetprof-names".into())
+        .spawn(move || naming.run(pending, first_reading))
+        .map_err(|source| DaemonError::Io {
+            what: "start the naming thread".into(),
+            source,
+        })?;
+    let sampled = sample_loop(&mut sampling, &config, &stop, &meter, &drains);
+    // Closing the drains' channel makes the naming thread finish the last window and close the
+    // profiles' channel, which tells the shipper to flush and finish.
+    drop(drains);
+    if naming.join().is_err() {
+        tracing::error!("the naming thread panicked; the last window is lost");
+    }
+    drop(sampling);
     let shipped = runtime.block_on(shipping);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let mut summary = match shipped {
@@ -255,49 +292,49 @@ async fn stop_on_signals(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Relaxed);
 }
 
-/// The sampling thread: drain + symbolize every second; hand over a profile every interval.
+/// One drain on its way from the sampling thread to the naming thread.
+struct Drained {
+    raw: RawProfile,
+    /// On a window's last drain: the energy reading taken right after it, which ends this window
+    /// and starts the next.
+    closes_window: Option<EnergyMark>,
+}
+
+/// An energy reading at a window's edge: `None` where the host has no meter, or why it failed.
+type EnergyMark = Option<Result<EnergyReading, String>>;
+
+fn energy_mark(meter: &Result<EnergyMeter, energy::EnergyError>) -> EnergyMark {
+    meter
+        .as_ref()
+        .ok()
+        .map(|m| m.read().map_err(|e| energy_reason(&e)))
+}
+
+/// The sampling thread: drain every second; mark every interval's last drain with the energy
+/// reading that ends it.
 fn sample_loop(
-    session: &mut Session,
+    sampling: &mut Sampling,
     config: &DaemonConfig,
     stop: &AtomicBool,
-    metrics: &Metrics,
-    tx: &mpsc::UnboundedSender<SymbolizedProfile>,
+    meter: &Result<EnergyMeter, energy::EnergyError>,
+    drains: &std::sync::mpsc::SyncSender<Drained>,
 ) -> Result<(), DaemonError> {
-    let meter = EnergyMeter::detect_with(config.powercap_dir.as_deref());
-    if let Err(e) = &meter {
-        tracing::info!(reason = %e, "energy unavailable on this host");
-    }
-    let mut window = Window::open(config.frequency_hz, meter.as_ref().ok());
     let mut next_drain = Instant::now() + DRAIN_EVERY;
     let mut window_end = Instant::now() + config.interval;
     loop {
         sleep_until_or_stopped(next_drain.min(window_end), stop);
         let stopped = stop.load(Ordering::Relaxed);
         next_drain += DRAIN_EVERY;
-        let raw = session.drain()?;
+        let raw = sampling.drain()?;
         let now = Instant::now();
-        // Energy and CPU time are read right at the drain, before symbolizing (which can take
-        // seconds), so a window's energy covers exactly the samples drained into it.
-        let next = (stopped || now >= window_end)
-            .then(|| Window::open(config.frequency_hz, meter.as_ref().ok()));
-        session.symbolize_into(&raw, &mut window.builder);
-        if let Some(next) = next {
-            let end = next.energy_start.clone();
-            let profile =
-                std::mem::replace(&mut window, next).finish(&meter, &end, config.frequency_hz);
-            metrics
-                .samples_recorded
-                .fetch_add(profile.total_samples(), Ordering::Relaxed);
-            metrics.add_losses(&profile.losses);
-            tracing::debug!(
-                samples = profile.total_samples(),
-                processes = profile.processes.len(),
-                "window finished"
-            );
-            if tx.send(profile).is_err() {
-                tracing::error!("the shipping task has stopped; stopping sampling");
-                return Ok(());
-            }
+        // Energy is read right at the drain, so a window's energy covers exactly its samples.
+        let closes_window = (stopped || now >= window_end).then(|| energy_mark(meter));
+        let closing = closes_window.is_some();
+        if drains.send(Drained { raw, closes_window }).is_err() {
+            tracing::error!("the naming thread has stopped; stopping sampling");
+            return Ok(());
+        }
+        if closing {
             // Fixed cadence; after a long stall (suspend), start afresh rather than catch up.
             window_end += config.interval;
             if window_end <= now {
@@ -308,13 +345,54 @@ fn sample_loop(
             next_drain = now + DRAIN_EVERY;
         }
         if stopped {
-            tracing::debug!(
-                symbolizer = ?session.symbolizer_stats(),
-                tracker = ?session.tracker_stats(),
-                "sampling stopped"
-            );
+            tracing::debug!(tracker = ?sampling.tracker_stats(), "sampling stopped");
             return Ok(());
         }
+    }
+}
+
+/// The naming thread's state.
+struct Naming {
+    symbolizer: Symbolizer,
+    frequency_hz: u32,
+    /// Why there is no energy, when the host has no meter.
+    unavailable: Option<EnergyReport>,
+    metrics: Arc<Metrics>,
+    profiles: mpsc::UnboundedSender<SymbolizedProfile>,
+}
+
+impl Naming {
+    /// Names every drain into its window and hands over each finished window, until the
+    /// sampling thread closes the channel.
+    fn run(mut self, drains: std::sync::mpsc::Receiver<Drained>, first_reading: EnergyMark) {
+        let mut window = Window::open(self.frequency_hz, first_reading);
+        for drained in drains {
+            self.symbolizer
+                .symbolize_into(&drained.raw, &mut window.builder);
+            let Some(end) = drained.closes_window else {
+                continue;
+            };
+            let next = Window::open(self.frequency_hz, end.clone());
+            let profile = std::mem::replace(&mut window, next).finish(
+                self.unavailable.as_ref(),
+                &end,
+                self.frequency_hz,
+            );
+            self.metrics
+                .samples_recorded
+                .fetch_add(profile.total_samples(), Ordering::Relaxed);
+            self.metrics.add_losses(&profile.losses);
+            tracing::debug!(
+                samples = profile.total_samples(),
+                processes = profile.processes.len(),
+                "window finished"
+            );
+            if self.profiles.send(profile).is_err() {
+                tracing::error!("the shipping task has stopped; naming stops");
+                return;
+            }
+        }
+        tracing::debug!(symbolizer = ?self.symbolizer.stats(), "naming stopped");
     }
 }
 
@@ -322,36 +400,36 @@ fn sample_loop(
 struct Window {
     builder: ProfileBuilder,
     /// The energy reading at the window's start, or why it failed.
-    energy_start: Option<Result<EnergyReading, String>>,
+    energy_start: EnergyMark,
 }
 
 impl Window {
-    fn open(frequency_hz: u32, meter: Option<&EnergyMeter>) -> Self {
+    fn open(frequency_hz: u32, energy_start: EnergyMark) -> Self {
         Self {
             builder: ProfileBuilder::new(frequency_hz),
-            energy_start: meter.map(|m| m.read().map_err(|e| energy_reason(&e))),
+            energy_start,
         }
     }
 
     /// Finishes the window; `end` is the reading that opened the next window, so consecutive
-    /// windows' energy adds up with no gap.
+    /// windows' energy adds up with no gap. `unavailable` says why a host without a meter has none.
     fn finish(
         self,
-        meter: &Result<EnergyMeter, energy::EnergyError>,
-        end: &Option<Result<EnergyReading, String>>,
+        unavailable: Option<&EnergyReport>,
+        end: &EnergyMark,
         frequency_hz: u32,
     ) -> SymbolizedProfile {
-        let report = match (meter, &self.energy_start, end) {
-            (Err(e), _, _) => EnergyReport::from(e),
-            (Ok(_), Some(Ok(start)), Some(Ok(end))) => energy::attribute(
+        let report = match (unavailable, &self.energy_start, end) {
+            (Some(report), _, _) => report.clone(),
+            (None, Some(Ok(start)), Some(Ok(end))) => energy::attribute(
                 &end.since(start),
                 &self.builder.samples_per_pid(),
                 frequency_hz,
             ),
-            (Ok(_), Some(Err(reason)), _) | (Ok(_), _, Some(Err(reason))) => {
+            (None, Some(Err(reason)), _) | (None, _, Some(Err(reason))) => {
                 EnergyReport::unavailable(reason.clone())
             }
-            (Ok(_), _, _) => EnergyReport::unavailable("energy counters were not read"),
+            (None, _, _) => EnergyReport::unavailable("energy counters were not read"),
         };
         self.builder.finish(report)
     }

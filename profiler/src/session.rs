@@ -2,8 +2,9 @@
 //! process tracker that feeds the unwinder and keeps what is needed to name short-lived
 //! processes, and the drain → symbolize step that turns the kernel's maps into named samples.
 //!
-//! `record` collects windows into one profile for a file; the daemon collects them into
-//! per-interval profiles for the shipper. Both call [`Session::collect_into`] once per drain.
+//! `record` collects windows into one profile for a file, draining and naming on one thread with
+//! [`Session::collect_into`]. The daemon [`Session::split`]s the session: it drains every second on
+//! one thread and names on another, so each drain keeps its time however long naming takes.
 
 use std::path::PathBuf;
 
@@ -19,11 +20,36 @@ use crate::{
 /// A running profiling session. Dropping it detaches the programs and stops the tracker.
 #[derive(Debug)]
 pub struct Session {
+    sampling: Sampling,
+    symbolizer: Symbolizer,
+}
+
+/// The sampling half of a [`Session`]: the programs, the tracker and the drain. A daemon keeps it
+/// on the thread that drains every second, and names the drains on another thread with the
+/// session's [`Symbolizer`] (see [`Session::split`]), so that slow naming never delays a drain.
+#[derive(Debug)]
+pub struct Sampling {
     // Field order is drop order: stop the tracker before the programs go.
     tracker: ProcessTracker,
-    symbolizer: Symbolizer,
     drainer: Drainer,
     sampler: Sampler,
+}
+
+impl Sampling {
+    /// Drains what was sampled since the last call.
+    pub fn drain(&mut self) -> Result<RawProfile, BpfError> {
+        self.drainer.drain(&mut self.sampler)
+    }
+
+    /// The sampler (CPUs, frequency, program statistics).
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
+    }
+
+    /// The tracker's and unwind tables' figures.
+    pub fn tracker_stats(&self) -> TrackerStats {
+        self.tracker.stats()
+    }
 }
 
 impl Session {
@@ -60,11 +86,20 @@ impl Session {
         let symbolizer =
             Symbolizer::new(ProcessInspector::new(rules)).with_process_table(tracker.table());
         Ok(Self {
-            tracker,
+            sampling: Sampling {
+                tracker,
+                drainer: Drainer::new(),
+                sampler,
+            },
             symbolizer,
-            drainer: Drainer::new(),
-            sampler,
         })
+    }
+
+    /// The sampling half and the naming half, for callers that drain on one thread and name on
+    /// another. The symbolizer keeps naming exited processes from the tracker's snapshots for as
+    /// long as the sampling half runs.
+    pub fn split(self) -> (Sampling, Symbolizer) {
+        (self.sampling, self.symbolizer)
     }
 
     /// Drains what was sampled since the last call and adds it, named, to `builder`.
@@ -77,7 +112,7 @@ impl Session {
     /// Drains what was sampled since the last call (the first half of
     /// [`Session::collect_into`], for callers that read other counters at the same instant).
     pub fn drain(&mut self) -> Result<RawProfile, BpfError> {
-        self.drainer.drain(&mut self.sampler)
+        self.sampling.drain()
     }
 
     /// Names a drained window into `builder` (the second half of [`Session::collect_into`]).
@@ -87,7 +122,7 @@ impl Session {
 
     /// The sampler (CPUs, frequency, program statistics).
     pub fn sampler(&self) -> &Sampler {
-        &self.sampler
+        self.sampling.sampler()
     }
 
     /// The symbolizer's cache figures.
@@ -97,6 +132,6 @@ impl Session {
 
     /// The tracker's and unwind tables' figures.
     pub fn tracker_stats(&self) -> TrackerStats {
-        self.tracker.stats()
+        self.sampling.tracker_stats()
     }
 }

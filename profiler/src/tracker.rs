@@ -39,6 +39,21 @@ pub const EXITED_RETENTION: Duration = Duration::from_secs(15);
 /// are walked by frame pointers only until the unwinder knows them.
 const RECAPTURE_EVERY: Duration = Duration::from_millis(20);
 
+/// The longest wait between captures prompted by unknown code. Each capture that finds the
+/// mappings unchanged doubles the wait up to this: a frame-pointer walk through code built
+/// without them yields addresses in no mapping on every sample, and re-reading such a process's
+/// `/proc/PID/maps` every 20 ms cost a third of a CPU on a host running a build.
+const RECAPTURE_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+
+/// When a process was last captured, how long to wait before the next capture, and the layout
+/// of code (begin, end, file offset of each executable mapping) last described to the unwinder.
+#[derive(Debug, Clone)]
+struct Recapture {
+    at: Instant,
+    wait: Duration,
+    layout: Vec<(u64, u64, u64)>,
+}
+
 /// How long the tracker waits for events before looking at its stop flag.
 const POLL_TIMEOUT_MS: i32 = 50;
 
@@ -77,6 +92,9 @@ pub struct TrackerStats {
     pub captures: u64,
     /// Captures that failed (the process exited first, or /proc was unreadable).
     pub capture_failures: u64,
+    /// Captures prompted by unknown code that found the process's code where it was: nothing was
+    /// described again, and the process's next capture waits twice as long.
+    pub unchanged_captures: u64,
     /// Mapped files that could not be opened.
     pub open_failures: u64,
     /// The unwind tables' figures.
@@ -231,7 +249,7 @@ struct Worker {
     modules: ModuleCache,
     table: ProcessTable,
     stats: Arc<Mutex<TrackerStats>>,
-    last_capture: HashMap<u32, Instant>,
+    last_capture: HashMap<u32, Recapture>,
 }
 
 impl Worker {
@@ -294,7 +312,7 @@ impl Worker {
                         let recent = self
                             .last_capture
                             .get(&pid)
-                            .is_some_and(|t| t.elapsed() < RECAPTURE_EVERY);
+                            .is_some_and(|r| r.at.elapsed() < r.wait);
                         if !recent && seen.insert(pid) {
                             to_capture.push(pid);
                         }
@@ -333,8 +351,22 @@ impl Worker {
 
     /// Reads and keeps what naming `pid` later needs: its mappings (files opened), identity and
     /// perf map.
+    ///
+    /// `None` when the process is gone, is a kernel thread, or maps exactly what its last capture
+    /// found (then nothing new needs describing, and the next capture waits longer).
     fn snapshot(&mut self, pid: u32) -> Option<Arc<ProcessSnapshot>> {
-        self.last_capture.insert(pid, Instant::now());
+        let (wait, layout) = self
+            .last_capture
+            .remove(&pid)
+            .map_or((RECAPTURE_EVERY, Vec::new()), |r| (r.wait, r.layout));
+        self.last_capture.insert(
+            pid,
+            Recapture {
+                at: Instant::now(),
+                wait,
+                layout,
+            },
+        );
         let mappings = match self.modules.capture(&self.parts.proc_root, pid) {
             Ok(m) => m,
             Err(err) => {
@@ -346,6 +378,18 @@ impl Worker {
         // Kernel threads have no mappings and nothing to unwind.
         if mappings.is_empty() {
             return None;
+        }
+        let layout: Vec<(u64, u64, u64)> = mappings
+            .iter()
+            .map(|m| (m.begin, m.end, m.offset))
+            .collect();
+        if let Some(r) = self.last_capture.get_mut(&pid) {
+            if r.layout == layout {
+                r.wait = (r.wait * 2).min(RECAPTURE_AT_MOST_EVERY);
+                self.stats.lock().unwrap_or_else(|e| e.into_inner()).unchanged_captures += 1;
+                return None;
+            }
+            r.layout = layout;
         }
         let comm = std::fs::read_to_string(self.parts.proc_root.join(format!("{pid}/comm")))
             .map(|s| s.trim_end().to_string())
