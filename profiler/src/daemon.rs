@@ -2,9 +2,9 @@
 //!
 //! Two halves that never wait for each other:
 //!
-//! - the **sampling thread** (the caller's) drains the eBPF maps every second, reads the energy
-//!   counters at each window's end, and hands each drain to
-//! - the **naming thread**, which symbolizes the drains while the tracker still holds what their
+//! - the **sampling thread** drains the eBPF maps every second, reads the energy counters at each
+//!   window's end, and hands each drain to
+//! - the **naming thread** (the caller's), which symbolizes the drains while the tracker still holds what their
 //!   processes mapped, and every `interval` finishes the window's [`SymbolizedProfile`] (with the
 //!   window's energy) and hands it over an unbounded channel. Naming a host full of large C++
 //!   binaries can take seconds; on its own thread it never delays a drain, so every sample keeps
@@ -94,6 +94,9 @@ pub enum DaemonError {
     /// The shipping task panicked or was cancelled.
     #[error("the shipping task failed: {0}")]
     ShipperTask(String),
+    /// The sampling thread panicked.
+    #[error("the sampling thread panicked")]
+    SamplingThread,
 }
 
 /// Totals of one daemon run, for the final log line.
@@ -248,21 +251,29 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
         profiles: tx,
     };
     let first_reading = energy_mark(&meter);
-    let naming = std::thread::Builder::new()
-        .name("fleetprof-names".into())
-        .spawn(move || naming.run(pending, first_reading))
-        .map_err(|source| DaemonError::Io {
-            what: "start the naming thread".into(),
-            source,
-        })?;
-    let sampled = sample_loop(&mut sampling, &config, &stop, &meter, &drains);
-    // Closing the drains' channel makes the naming thread finish the last window and close the
-    // profiles' channel, which tells the shipper to flush and finish.
-    drop(drains);
-    if naming.join().is_err() {
-        tracing::error!("the naming thread panicked; the last window is lost");
-    }
-    drop(sampling);
+    // blazesym's symbolizer stays on the thread that made it (it is not `Send`): the sampling
+    // half moves to a thread of its own instead.
+    let sampling_thread = {
+        let (config, stop) = (config.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("fleetprof-sample".into())
+            .spawn(move || {
+                let sampled = sample_loop(&mut sampling, &config, &stop, &meter, &drains);
+                // Closing the drains' channel makes the naming loop finish the last window and
+                // close the profiles' channel, which tells the shipper to flush and finish.
+                drop(drains);
+                drop(sampling);
+                sampled
+            })
+            .map_err(|source| DaemonError::Io {
+                what: "start the sampling thread".into(),
+                source,
+            })?
+    };
+    naming.run(pending, first_reading);
+    let sampled = sampling_thread
+        .join()
+        .unwrap_or_else(|_| Err(DaemonError::SamplingThread));
     let shipped = runtime.block_on(shipping);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let mut summary = match shipped {
@@ -378,21 +389,32 @@ impl Naming {
                 &end,
                 self.frequency_hz,
             );
-            self.metrics
-                .samples_recorded
-                .fetch_add(profile.total_samples(), Ordering::Relaxed);
-            self.metrics.add_losses(&profile.losses);
-            tracing::debug!(
-                samples = profile.total_samples(),
-                processes = profile.processes.len(),
-                "window finished"
-            );
-            if self.profiles.send(profile).is_err() {
+            if !self.hand_over(profile) {
                 tracing::error!("the shipping task has stopped; naming stops");
                 return;
             }
         }
+        // The sampling thread stopped without closing the window (a failed drain): keep what it
+        // holds.
+        let profile = window.finish(self.unavailable.as_ref(), &None, self.frequency_hz);
+        if profile.total_samples() > 0 {
+            self.hand_over(profile);
+        }
         tracing::debug!(symbolizer = ?self.symbolizer.stats(), "naming stopped");
+    }
+
+    /// Counts a finished window and passes it to the shipper; false when the shipper is gone.
+    fn hand_over(&self, profile: SymbolizedProfile) -> bool {
+        self.metrics
+            .samples_recorded
+            .fetch_add(profile.total_samples(), Ordering::Relaxed);
+        self.metrics.add_losses(&profile.losses);
+        tracing::debug!(
+            samples = profile.total_samples(),
+            processes = profile.processes.len(),
+            "window finished"
+        );
+        self.profiles.send(profile).is_ok()
     }
 }
 

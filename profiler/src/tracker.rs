@@ -386,7 +386,10 @@ impl Worker {
         if let Some(r) = self.last_capture.get_mut(&pid) {
             if r.layout == layout {
                 r.wait = (r.wait * 2).min(RECAPTURE_AT_MOST_EVERY);
-                self.stats.lock().unwrap_or_else(|e| e.into_inner()).unchanged_captures += 1;
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unchanged_captures += 1;
                 return None;
             }
             r.layout = layout;
