@@ -28,7 +28,10 @@ use crate::{
     process::ProcessInspector,
     procmaps::{Backing, ExecMapping, ModuleCache},
     profile::ProcessInfo,
-    unwind::{TableLoader, UnwindStats},
+    unwind::{
+        TableLoader, UnwindStats,
+        queue::{TableQueue, TableWork},
+    },
 };
 
 /// How long a snapshot is kept after its process exited: longer than any drain interval.
@@ -112,16 +115,6 @@ pub struct ProcessTracker {
     tables_handle: Option<JoinHandle<()>>,
 }
 
-/// Work for the unwind-table thread, in the order the processes changed.
-enum TableWork {
-    /// Describe the process (again) to the unwinder.
-    Load(u32, Arc<ProcessSnapshot>),
-    /// Forget it.
-    Unload(u32),
-    /// Say so once everything before this is done.
-    Notify(std::sync::mpsc::Sender<()>),
-}
-
 /// What the tracker needs to start.
 pub struct TrackerParts {
     /// The kernel's event ring buffer.
@@ -154,10 +147,23 @@ impl ProcessTracker {
             .name("fleetprof-tables".into())
             .spawn(move || {
                 // Ends when the tracker thread drops its sender; at stop, the queue is dropped.
-                for work in table_work {
+                let mut queue = TableQueue::default();
+                loop {
+                    if queue.is_empty() {
+                        match table_work.recv() {
+                            Ok(work) => queue.push(work),
+                            Err(_) => break,
+                        }
+                    }
+                    while let Ok(work) = table_work.try_recv() {
+                        queue.push(work);
+                    }
                     if table_stop.load(Ordering::Relaxed) {
                         break;
                     }
+                    let Some(work) = queue.pop(|s| loader.unbuilt_code_bytes(&s.mappings)) else {
+                        continue;
+                    };
                     match work {
                         TableWork::Load(pid, snapshot) => {
                             if let Err(err) = loader.load_process(pid, &snapshot.mappings) {

@@ -1,12 +1,13 @@
 //! Unwinding without frame pointers: compact tables built from each mapped file's `.eh_frame`
 //! ([`table`]), loaded into the kernel's row array ([`rows`] allocates it) and described per
-//! process, mapping by mapping, for the eBPF unwinder.
+//! process, mapping by mapping, for the eBPF unwinder; [`queue`] orders that work, cheapest first.
 //!
 //! Tables are shared by module (build-id, or device and inode) across processes, built once,
 //! and evicted when no process maps them any more. The row array has a fixed capacity
 //! (`unwind_rows` in the configuration): a table that does not fit is not loaded, its mappings
 //! are walked by frame pointers, and the drop is counted in [`UnwindStats`].
 
+pub(crate) mod queue;
 pub mod rows;
 pub mod table;
 
@@ -196,6 +197,30 @@ impl TableLoader {
                 .count() as u64,
             ..self.stats
         }
+    }
+
+    /// Bytes of executable code in `mappings` whose modules have no table yet: how much work
+    /// describing the process would take.
+    pub fn unbuilt_code_bytes(&self, mappings: &[ExecMapping]) -> u64 {
+        let mut counted = std::collections::HashSet::new();
+        mappings
+            .iter()
+            .filter_map(|m| match &m.backing {
+                Backing::File(module)
+                    if !self.tables.contains_key(&module.key) && counted.insert(&module.key) =>
+                {
+                    Some(
+                        module
+                            .segments
+                            .iter()
+                            .filter(|&&(_, _, _, executable)| executable)
+                            .map(|&(_, size, _, _)| size)
+                            .sum::<u64>(),
+                    )
+                }
+                _ => None,
+            })
+            .sum()
     }
 
     /// True when the kernel knows `pid`'s mappings.
