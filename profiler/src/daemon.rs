@@ -254,11 +254,11 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
     // blazesym's symbolizer stays on the thread that made it (it is not `Send`): the sampling
     // half moves to a thread of its own instead.
     let sampling_thread = {
-        let (config, stop) = (config.clone(), stop.clone());
+        let (config, stop, metrics) = (config.clone(), stop.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("fleetprof-sample".into())
             .spawn(move || {
-                let sampled = sample_loop(&mut sampling, &config, &stop, &meter, &drains);
+                let sampled = sample_loop(&mut sampling, &config, &stop, &meter, &metrics, &drains);
                 // Closing the drains' channel makes the naming loop finish the last window and
                 // close the profiles' channel, which tells the shipper to flush and finish.
                 drop(drains);
@@ -328,6 +328,7 @@ fn sample_loop(
     config: &DaemonConfig,
     stop: &AtomicBool,
     meter: &Result<EnergyMeter, energy::EnergyError>,
+    metrics: &Metrics,
     drains: &std::sync::mpsc::SyncSender<Drained>,
 ) -> Result<(), DaemonError> {
     let mut next_drain = Instant::now() + DRAIN_EVERY;
@@ -337,6 +338,7 @@ fn sample_loop(
         let stopped = stop.load(Ordering::Relaxed);
         next_drain += DRAIN_EVERY;
         let raw = sampling.drain()?;
+        metrics.set_tracker(&sampling.tracker_stats());
         let now = Instant::now();
         // Energy is read right at the drain, so a window's energy covers exactly its samples.
         let closes_window = (stopped || now >= window_end).then(|| energy_mark(meter));

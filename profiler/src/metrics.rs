@@ -26,7 +26,7 @@ use std::{
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::{profile::LossCounters, record::peak_rss_bytes};
+use crate::{profile::LossCounters, record::peak_rss_bytes, tracker::TrackerStats};
 
 /// Why the metrics endpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +68,75 @@ pub struct Metrics {
     /// Unix seconds of the last acknowledged push; 0 before the first.
     pub last_success_unix_seconds: AtomicU64,
     losses: [AtomicU64; LOSS_FIELDS.len()],
+    /// The tracker's and unwinder's figures, in [`TRACKER_FIELDS`] order.
+    tracker: [AtomicU64; TRACKER_FIELDS.len()],
+}
+
+/// The tracker's and unwinder's figures: (name, type, help), in [`tracker_values`] order.
+const TRACKER_FIELDS: [(&str, &str, &str); 9] = [
+    (
+        "processes_captured_total",
+        "counter",
+        "Processes captured (first sample, exec or new code).",
+    ),
+    (
+        "process_capture_failures_total",
+        "counter",
+        "Captures that failed (the process exited first).",
+    ),
+    (
+        "unwind_processes",
+        "gauge",
+        "Processes whose mappings the eBPF unwinder knows.",
+    ),
+    (
+        "unwind_tables",
+        "gauge",
+        "Modules with an unwind table loaded.",
+    ),
+    (
+        "unwind_rows_used",
+        "gauge",
+        "Rows in use in the unwinder's row array.",
+    ),
+    (
+        "unwind_rows_capacity",
+        "gauge",
+        "Capacity of the row array (unwind_rows).",
+    ),
+    (
+        "unwind_tables_dropped_total",
+        "counter",
+        "Tables not loaded because the row array was full (walked by frame pointers; raise unwind_rows).",
+    ),
+    (
+        "unwind_tables_evicted_total",
+        "counter",
+        "Tables evicted because no process mapped them any more.",
+    ),
+    (
+        "unwind_table_errors_total",
+        "counter",
+        "Files whose call-frame information could not be read.",
+    ),
+];
+
+fn tracker_values(t: &TrackerStats) -> [u64; TRACKER_FIELDS.len()] {
+    [
+        t.captures,
+        t.capture_failures,
+        t.unwind.processes,
+        t.unwind.tables_loaded,
+        t.unwind.rows_used,
+        t.unwind.rows_capacity,
+        t.unwind.tables_dropped,
+        t.unwind.tables_evicted,
+        t.unwind.table_errors,
+    ]
 }
 
 /// Names of the loss counters, in [`loss_values`] order.
-const LOSS_FIELDS: [&str; 10] = [
+const LOSS_FIELDS: [&str; 11] = [
     "events",
     "idle",
     "filtered",
@@ -82,6 +147,7 @@ const LOSS_FIELDS: [&str; 10] = [
     "stack_other_errors",
     "counts_map_full",
     "unsymbolized_frames",
+    "truncated_stacks",
 ];
 
 fn loss_values(l: &LossCounters) -> [u64; LOSS_FIELDS.len()] {
@@ -96,6 +162,7 @@ fn loss_values(l: &LossCounters) -> [u64; LOSS_FIELDS.len()] {
         l.stack_other_errors,
         l.counts_map_full,
         l.unsymbolized_frames,
+        l.truncated_stacks,
     ]
 }
 
@@ -104,6 +171,13 @@ impl Metrics {
     pub fn add_losses(&self, losses: &LossCounters) {
         for (counter, value) in self.losses.iter().zip(loss_values(losses)) {
             counter.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the tracker's and unwinder's figures with the latest.
+    pub fn set_tracker(&self, stats: &TrackerStats) {
+        for (gauge, value) in self.tracker.iter().zip(tracker_values(stats)) {
+            gauge.store(value, Ordering::Relaxed);
         }
     }
 
@@ -215,6 +289,9 @@ impl Metrics {
             "Unix time of the last acknowledged push (0: none yet).",
             get(&self.last_success_unix_seconds),
         );
+        for ((name, kind, help), value) in TRACKER_FIELDS.iter().zip(&self.tracker) {
+            metric(name, kind, help, get(value));
+        }
         let _ = writeln!(
             out,
             "# HELP fleetprof_profiler_losses_total Sampler loss and accounting counters, by kind."
@@ -313,9 +390,16 @@ mod tests {
             counts_map_full: 3,
             ..Default::default()
         });
+        let mut tracker = TrackerStats::default();
+        tracker.unwind.tables_dropped = 7;
+        m.set_tracker(&tracker);
         let text = m.render();
         assert!(
             text.contains("fleetprof_profiler_samples_acked_total 42\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleetprof_profiler_unwind_tables_dropped_total 7\n"),
             "{text}"
         );
         assert!(text.contains("# TYPE fleetprof_profiler_spool_bytes gauge"));
