@@ -63,6 +63,11 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
     ("g++", "the agent tests' C++ services"),
     ("golang-go", "the agent tests' Go services"),
     (
+        "openjdk-17-jdk-headless",
+        "javac, for the agent eval's Java services",
+    ),
+    ("python3", "the agent eval's Python services"),
+    (
         "debuginfod",
         "a real debuginfod server for the symbol store's tests",
     ),
