@@ -299,6 +299,7 @@ pub(super) fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "c-logging",
+            frames: &["main", "price_items", "fprintf", "__vfprintf_internal"],
             lang: Lang::C,
             kind: Kind::Regression,
             function: "price_items",
@@ -320,6 +321,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "cpp-logging",
+            frames: &["main", "price_items(std::vector<long, std::allocator<long> > const&)", "std::ostream& std::ostream::_M_insert<long>(long)", "std::ostream::flush()"],
             lang: Lang::Cpp,
             kind: Kind::Regression,
             function: "price_items",
@@ -341,6 +343,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "go-logging",
+            frames: &["main.main", "main.priceItems", "log.Printf", "fmt.Sprintf"],
             lang: Lang::Go,
             kind: Kind::Regression,
             function: "priceItems",
@@ -365,6 +368,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "rust-logging",
+            frames: &["shop::main", "shop::price_items", "std::io::stdio::_print", "core::fmt::write"],
             lang: Lang::Rust,
             kind: Kind::Regression,
             function: "shop::price_items",
@@ -388,6 +392,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "python-logging",
+            frames: &["<module>", "price_items", "logging.Logger.debug", "logging.Logger.isEnabledFor"],
             lang: Lang::Python,
             kind: Kind::Regression,
             function: "price_items",
@@ -412,6 +417,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "java-logging",
+            frames: &["Shop.main", "Shop.priceItems", "java.io.PrintStream.println"],
             lang: Lang::Java,
             kind: Kind::Regression,
             function: "priceItems",
@@ -433,6 +439,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "go-regex",
+            frames: &["main.main", "main.isAPI", "regexp.MustCompile", "regexp/syntax.Parse"],
             lang: Lang::Go,
             kind: Kind::Regression,
             function: "isAPI",
@@ -456,6 +463,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "python-regex",
+            frames: &["<module>", "is_api", "re.compile", "re._compile", "sre_compile.compile"],
             lang: Lang::Python,
             kind: Kind::Regression,
             function: "is_api",
@@ -464,7 +472,7 @@ pub(super) fn cases() -> Vec<Case> {
                 (".gitignore", "__pycache__/\n".into()),
                 (
                     "fleetprof.toml",
-                    py_cfg("router.py", "router", "router.is_api('/api/v1/x') and not router.is_api('/x')"),
+                    py_cfg("router.py", "router", "router.is_api(\"/api/v1/x\") and not router.is_api(\"/x\")"),
                 ),
             ],
             regress: vec![(
@@ -481,6 +489,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "java-regex",
+            frames: &["Router.main", "Router.isApi", "java.util.regex.Pattern.compile"],
             lang: Lang::Java,
             kind: Kind::Regression,
             function: "isApi",
@@ -506,6 +515,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "rust-memoize-impure",
+            frames: &["shop::main", "shop::score"],
             lang: Lang::Rust,
             kind: Kind::Opportunity,
             function: "shop::score",

@@ -95,6 +95,9 @@ pub struct Case {
     pub kind: Kind,
     /// The function the profile blames.
     pub function: &'static str,
+    /// The heaviest stack a profile of the regressed version shows through the function (root
+    /// first): what the skills' signs are matched against.
+    pub frames: &'static [&'static str],
     /// The first commit's files.
     pub files: Vec<(&'static str, String)>,
     /// The root-cause commit's files (whole new contents); empty for an opportunity.
@@ -218,7 +221,7 @@ fn target_of(case: &Case) -> Target {
         shares: (None, 0.4),
         root_cause: None,
         additions: vec![],
-        frames: vec![],
+        frames: case.frames.iter().map(|f| f.to_string()).collect(),
         cost: None,
         locations: vec![],
         located: None,
@@ -269,6 +272,14 @@ pub async fn run_case(case: &Case, skills: &SkillSet, opts: &FixOptions, dir: &P
             members: vec![],
             cost: Default::default(),
         }],
+        stacks: vec![(
+            format!("eval-{}", case.lang),
+            case.function.to_string(),
+            vec![crate::source::StackCount {
+                frames: case.frames.iter().map(|f| f.to_string()).collect(),
+                samples: 100,
+            }],
+        )],
         ..Default::default()
     };
     let tools = ToolBox::new(Arc::new(source), skills.clone()).with_repo(Repo::new(&repo_dir));
