@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 17] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
