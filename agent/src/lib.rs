@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod eval;
 pub mod fix;
 pub mod llm;
 pub mod mcp;

@@ -65,9 +65,18 @@ enum Cmd {
     Mcp {
         #[command(flatten)]
         source: SourceArgs,
-        /// The service's repository, for the change and code tools. Default: none.
+        /// The service's repository, for the change and code tools, and for the fix tools
+        /// (validate_patch, propose_fix), which are offered only with a repository. Default: none.
         #[arg(long)]
         repo: Option<PathBuf>,
+        /// Model provider propose_fix falls back to when no recipe works and the client sends no
+        /// diff: openai, anthropic or none. Default: from the config file / FLEETPROF_LLM_PROVIDER,
+        /// else none.
+        #[arg(long)]
+        llm: Option<String>,
+        /// Where propose_fix writes proposals. Default: ./fleetprof-outbox.
+        #[arg(long, default_value = "fleetprof-outbox")]
+        outbox: PathBuf,
     },
     /// Fix forward a regression: patch, validate in a worktree, branch + PR.md (+ PR with --push).
     Fix {
@@ -118,6 +127,33 @@ enum Cmd {
         outbox: PathBuf,
         #[command(flatten)]
         source: SourceArgs,
+    },
+    /// Run the fix pipeline on a corpus of seeded regressions (small services in C, C++, Go, Rust,
+    /// Java and Python, each with a known root cause) and print, per case, whether a patch was
+    /// produced (fixed), passed validation (validated) or was declined (refused). Exit status 4
+    /// when a case did not end as expected.
+    Eval {
+        /// Who fixes: none (the skills' recipes), openai or anthropic (the model, with the recipes
+        /// set aside so the model does the fixing). Default: none.
+        #[arg(long, default_value = "none")]
+        llm: String,
+        /// Model name. Default: the config file / FLEETPROF_LLM_MODEL, else the provider's default.
+        #[arg(long)]
+        model: Option<String>,
+        /// Run only this case (repeatable). Default: every case.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        /// Re-profile each workload with the real eBPF profiler (needs root). Default: off (build
+        /// and tests only).
+        #[arg(long)]
+        reprofile: bool,
+        /// Keep the cases' repositories and outboxes in this directory. Default: a temporary
+        /// directory, removed at the end.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Print the results as JSON instead of a table. Default: off.
+        #[arg(long)]
+        json: bool,
     },
     /// List or show skills.
     Skills {
@@ -250,10 +286,20 @@ async fn main() -> Result<()> {
             .with_context(|| format!("loading skills from {}", cli.skills.display()))
     };
     match &cli.command {
-        Cmd::Mcp { source, repo } => {
+        Cmd::Mcp {
+            source,
+            repo,
+            llm,
+            outbox,
+        } => {
             let tb = toolbox(load_skills()?, source, repo.as_ref()).await?;
             tracing::info!(?tb, "serving MCP on stdio");
-            FleetprofMcp::new(tb).serve_stdio().await?;
+            let mut server = FleetprofMcp::new(tb.clone());
+            if repo.is_some() {
+                let opts = fix_options(&cli, llm.as_deref(), false, outbox.clone())?;
+                server = server.with_fixer(Fixer::new(tb, opts));
+            }
+            server.serve_stdio().await?;
         }
         Cmd::Fix {
             regression,
@@ -298,6 +344,62 @@ async fn main() -> Result<()> {
             }
             if !any {
                 std::process::exit(3);
+            }
+        }
+        Cmd::Eval {
+            llm,
+            model,
+            cases,
+            reprofile,
+            keep,
+            json,
+        } => {
+            let mut opts = fix_options(&cli, Some(llm.as_str()), false, PathBuf::new())?;
+            if let Some(m) = model {
+                let mut cfg = LlmConfig::load(cli.config.as_deref())?;
+                cfg.provider = llm.parse::<Provider>()?;
+                cfg.apply_env(|k| {
+                    (k != "FLEETPROF_LLM_PROVIDER")
+                        .then(|| std::env::var(k).ok())
+                        .flatten()
+                        .filter(|v| !v.is_empty())
+                })?;
+                cfg.model = Some(m.clone());
+                opts.model = cfg.build()?;
+            }
+            if !reprofile {
+                opts.reprofiler = None;
+            }
+            let mut skills = load_skills()?;
+            if opts.model.is_some() {
+                skills = fleetprof_agent::eval::without_recipes(&skills);
+            }
+            let all = fleetprof_agent::eval::corpus();
+            let unknown: Vec<&String> = cases
+                .iter()
+                .filter(|c| !all.iter().any(|k| k.name == c.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+                bail!(
+                    "no case named {unknown:?}; the cases are {}",
+                    names.join(", ")
+                );
+            }
+            let chosen: Vec<_> = all
+                .into_iter()
+                .filter(|c| cases.is_empty() || cases.iter().any(|n| n == c.name))
+                .collect();
+            let tmp = tempfile::tempdir()?;
+            let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+            let results = fleetprof_agent::eval::run(&chosen, &skills, &opts, &dir).await;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", fleetprof_agent::eval::table(&results));
+            }
+            if !results.iter().all(|r| r.as_expected()) {
+                std::process::exit(4);
             }
         }
         Cmd::Skills { action } => {

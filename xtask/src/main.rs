@@ -8,6 +8,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod eval;
 mod fault;
 mod setup;
 mod test;
@@ -60,6 +61,9 @@ enum Task {
     /// batch, a full spool filesystem, a connection flood) and check that every acknowledged
     /// sample is stored exactly once. Needs root.
     Fault(fault::Args),
+    /// Measure the agent on a corpus of seeded regressions in six languages: fixed / validated /
+    /// refused per case (`cargo xtask eval agent --llm openai --model M`).
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Fault(args) => fault::run(&args),
+        Task::Eval(args) => eval::run(&args),
     }
 }
 

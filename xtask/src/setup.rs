@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{self, fmt_duration, is_root, probe};
 
 /// Debian packages fleetprof's build and tests need, and what for.
-pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
+pub(crate) const APT_PACKAGES: [(&str, &str); 17] = [
     (
         "clickhouse-server",
         "the ClickHouse the tests and the demo start",
@@ -62,6 +62,11 @@ pub(crate) const APT_PACKAGES: [(&str, &str); 15] = [
     ("chromium-driver", "chromedriver, WebDriver for those tests"),
     ("g++", "the agent tests' C++ services"),
     ("golang-go", "the agent tests' Go services"),
+    (
+        "openjdk-17-jdk-headless",
+        "javac, for the agent eval's Java services",
+    ),
+    ("python3", "the agent eval's Python services"),
     (
         "debuginfod",
         "a real debuginfod server for the symbol store's tests",

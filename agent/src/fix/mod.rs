@@ -8,6 +8,7 @@ mod hoist;
 mod logging;
 pub mod pr;
 pub mod recipes;
+pub mod session;
 mod span;
 pub mod validate;
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::llm::{ChatModel, LlmError, LoopLimits, run_tool_loop};
+use crate::llm::{ChatModel, Fence, LoopLimits, run_tool_loop};
 use crate::repo::{FileAdditions, Located, LocatedBy, Repo, RepoError, git, symbol_segments};
 use crate::skills::{MatchInput, RecipeSpec, SkillKind, language_of};
 use crate::source::{RootCauseCandidate, SourceError};
@@ -126,6 +127,24 @@ pub struct Proposal {
     pub checks: Vec<Check>,
     /// The PR's URL, when pushed.
     pub pr_url: Option<String>,
+    /// A draft: the repository has no `fleetprof.toml`, so nothing was validated (`PR.md` says so
+    /// and a pushed PR is opened as a draft).
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// How a patch fared in [`Fixer::validate_patch`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchValidation {
+    /// Whether it applied, was allowed, and every check passed.
+    pub passed: bool,
+    /// Why it was refused before anything ran (does not apply, changes nothing, touches what
+    /// judges it).
+    pub refused: Option<String>,
+    /// The paths it changes.
+    pub changed: Vec<String>,
+    /// The build and test checks that ran.
+    pub checks: Vec<Check>,
 }
 
 /// A patch that was tried and not proposed.
@@ -196,6 +215,13 @@ impl Fixer {
 
     /// Defense: fixes forward regression `id`.
     pub async fn fix_regression(&self, id: &str) -> Result<FixOutcome, FixError> {
+        let target = self.regression_target(id).await?;
+        self.propose(&target).await
+    }
+
+    /// What regression `id` is about, as a fix target: its root cause in this repository and
+    /// where the code is, found from the profile's debug info first.
+    pub async fn regression_target(&self, id: &str) -> Result<Target, FixError> {
         let reg = self.tools.source().regression(id).await?;
         let repo = self.repo()?;
         // The best candidate that exists in this repository.
@@ -322,7 +348,88 @@ impl Fixer {
             locations,
             located,
         };
-        self.propose(&target).await
+        Ok(target)
+    }
+
+    /// Validates a patch (a unified diff against the repository's HEAD) the way a fix is
+    /// validated — in a throwaway worktree, refused when it touches what judges it, with the
+    /// base commit's build and test commands — and keeps nothing. For MCP clients driving the loop.
+    pub async fn validate_patch(&self, diff: &str) -> Result<PatchValidation, FixError> {
+        let repo = self.repo()?.clone();
+        let base = repo.git(&["rev-parse", "HEAD"])?.trim().to_string();
+        let branch = format!("fleetprof/validate-{}", &Fence::new().nonce()[..8]);
+        let (wt, changed) =
+            match self.apply_patch(&repo, &branch, &base, &Patch::Diff(diff.to_string()))? {
+                Ok(x) => x,
+                Err(reason) => {
+                    return Ok(PatchValidation {
+                        passed: false,
+                        refused: Some(reason),
+                        changed: vec![],
+                        checks: vec![],
+                    });
+                }
+            };
+        let cfg = ValidateConfig::load_at(repo.root(), &base)?;
+        let dir = wt.path();
+        let checks = tokio::task::spawn_blocking(move || {
+            validate::validate(&dir, &cfg, None, "", None, None)
+        })
+        .await
+        .unwrap_or_default();
+        wt.discard();
+        Ok(PatchValidation {
+            passed: checks.iter().all(|c| c.passed),
+            refused: None,
+            changed,
+            checks,
+        })
+    }
+
+    /// Proposes a patch written elsewhere (an MCP client) for regression `id`: validated like any
+    /// fix and, if it passes, committed on `fleetprof/fix-<id>` with `PR.md` in the outbox.
+    pub async fn propose_patch(
+        &self,
+        id: &str,
+        diff: &str,
+        explanation: &str,
+        author: &str,
+    ) -> Result<FixOutcome, FixError> {
+        let t = self.regression_target(id).await?;
+        let file = t.located.as_ref().map(|l| l.path.clone());
+        let added: Vec<String> = t
+            .additions
+            .iter()
+            .filter(|a| file.as_deref() == Some(a.path.as_str()))
+            .flat_map(|a| a.lines.iter().map(|(_, l)| l.clone()))
+            .collect();
+        let produced_by = format!("MCP client {author}");
+        let what = if explanation.trim().is_empty() {
+            "See the diff.".to_string()
+        } else {
+            explanation.trim().to_string()
+        };
+        let skill = "triage-regression";
+        Ok(
+            match self
+                .try_patch(
+                    &t,
+                    &Patch::Diff(diff.to_string()),
+                    skill,
+                    &produced_by,
+                    &what,
+                    vec![],
+                    &added,
+                )
+                .await?
+            {
+                Ok(p) => FixOutcome::Proposed(p),
+                Err(a) => FixOutcome::NotProposed {
+                    id: id.to_string(),
+                    attempts: vec![a],
+                },
+            },
+        )
     }
 
     /// Chooses skills, produces patches, validates, and publishes the first that passes.
@@ -476,93 +583,33 @@ impl Fixer {
                 Err(a) => attempts.push(a),
             }
         }
-        // 2. The model, with the tools and the matched skills' instructions.
+        // 2. The model, as a coding agent in its own worktree, with the matched skills' instructions.
         if let Some(model) = &self.opts.model {
             let skill = matches
                 .first()
                 .map_or("triage-regression", |m| m.skill.name.as_str())
                 .to_string();
-            let mut feedback = String::new();
-            for _ in 0..2 {
-                let (system, user) = self.prompt(t, file.as_deref(), &matches, &feedback);
-                let produced_by = format!("model {}", model.describe());
-                let out = match run_tool_loop(
-                    model.as_ref(),
-                    &self.tools,
-                    &system,
-                    &user,
-                    self.opts.limits,
-                )
-                .await
-                {
-                    Ok(o) => o,
-                    Err(e @ (LlmError::BudgetExhausted { .. } | LlmError::TooManyTurns(_))) => {
-                        attempts.push(Attempt {
-                            skill: skill.clone(),
-                            produced_by,
-                            reason: e.to_string(),
-                            checks: vec![],
-                        });
-                        break;
-                    }
-                    Err(e) => {
-                        attempts.push(Attempt {
-                            skill: skill.clone(),
-                            produced_by,
-                            reason: e.to_string(),
-                            checks: vec![],
-                        });
-                        break;
-                    }
-                };
-                let Some(diff) = extract_diff(&out.answer) else {
-                    attempts.push(Attempt {
-                        skill: skill.clone(),
-                        produced_by,
-                        reason: "the model's answer had no ```diff block".into(),
-                        checks: vec![],
-                    });
-                    feedback = "Your answer had no ```diff block. Answer with the fix as a unified diff in a ```diff block.".into();
-                    continue;
-                };
-                let what = out
-                    .answer
-                    .split("```")
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                let what = if what.is_empty() {
-                    "See the diff.".to_string()
-                } else {
-                    what
-                };
-                let added = file.as_deref().map(added_in).unwrap_or_default();
-                match self
-                    .try_patch(
-                        t,
-                        &Patch::Diff(diff),
-                        &skill,
-                        &produced_by,
-                        &what,
-                        vec![],
-                        &added,
-                    )
-                    .await?
-                {
-                    Ok(p) => return Ok(FixOutcome::Proposed(p)),
-                    Err(a) => {
-                        feedback = format!(
-                            "Your previous patch was rejected: {}\n{}",
-                            a.reason,
-                            a.checks
-                                .iter()
-                                .filter(|c| !c.passed)
-                                .map(|c| c.detail.clone())
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        );
-                        attempts.push(a);
+            let added = file.as_deref().map(added_in).unwrap_or_default();
+            match self
+                .model_patch(model.as_ref(), t, file.as_deref(), &matches)
+                .await?
+            {
+                Err(reason) => attempts.push(Attempt {
+                    skill: skill.clone(),
+                    produced_by: format!("model {}", model.describe()),
+                    reason,
+                    checks: vec![],
+                }),
+                Ok((patch, what, spent)) => {
+                    let produced_by = format!("model {}", model.describe());
+                    let evidence =
+                        vec![how_located.clone(), format!("model conversation: {spent}")];
+                    match self
+                        .try_patch(t, &patch, &skill, &produced_by, &what, evidence, &added)
+                        .await?
+                    {
+                        Ok(p) => return Ok(FixOutcome::Proposed(p)),
+                        Err(a) => attempts.push(a),
                     }
                 }
             }
@@ -580,21 +627,94 @@ impl Fixer {
         })
     }
 
+    /// Runs one coding conversation for `t` in a private worktree; returns the patch it produced
+    /// (the worktree's diff, or a diff in the final answer when the model made no edits), what it
+    /// says the fix does, and what the conversation spent — or why there is no patch.
+    async fn model_patch(
+        &self,
+        model: &dyn ChatModel,
+        t: &Target,
+        file: Option<&str>,
+        matches: &[crate::skills::SkillMatch<'_>],
+    ) -> Result<Result<(Patch, String, String), String>, FixError> {
+        let repo = self.repo()?.clone();
+        let limits = self.opts.limits;
+        let base = repo.git(&["rev-parse", "HEAD"])?.trim().to_string();
+        let session = session::FixSession::open(
+            self.tools.clone(),
+            session::SessionSpec {
+                repo: repo.root().to_path_buf(),
+                base,
+                id: t.id.clone(),
+                function: t.function.clone(),
+                shares: t.shares.0.map(|b| (b, t.shares.1)),
+                reprofiler: self.opts.reprofiler.clone(),
+                deadline: std::time::Instant::now() + limits.wall_time,
+            },
+        )?;
+        let fence = Fence::new();
+        let (system, user) = self.prompt(t, file, matches, &fence);
+        let out = run_tool_loop(model, &session, &system, &user, limits, &fence).await;
+        let diff = session.diff();
+        let edits = session.edits();
+        session.close();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if e.is_budget() => {
+                tracing::warn!(id = %t.id, error = %e, "the model loop stopped on a budget");
+                return Ok(Err(format!(
+                    "the model loop stopped: {e}; its {edits} edit(s) were not proposed"
+                )));
+            }
+            Err(e) => return Ok(Err(format!("the model failed: {e}"))),
+        };
+        let spent = out.spent(&limits);
+        tracing::info!(id = %t.id, %spent, edits, "model conversation finished");
+        let patch = if !diff.trim().is_empty() {
+            Patch::Diff(diff)
+        } else if let Some(d) = extract_diff(&out.answer) {
+            Patch::Diff(d)
+        } else {
+            return Ok(Err(format!(
+                "the model made no edits and its answer had no ```diff block ({spent})"
+            )));
+        };
+        // The model's own words go into PR.md, outside any code fence it wrote.
+        let what = out
+            .answer
+            .split("```")
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let what = if what.is_empty() {
+            "See the diff.".to_string()
+        } else {
+            what
+        };
+        Ok(Ok((patch, what, spent)))
+    }
+
     fn prompt(
         &self,
         t: &Target,
         file: Option<&str>,
         matches: &[crate::skills::SkillMatch<'_>],
-        feedback: &str,
+        fence: &Fence,
     ) -> (String, String) {
         let mut system = String::from(
-            "You are fleetprof's fix-forward agent. A production CPU profile shows a function got more \
-             expensive (or is an efficiency opportunity). Use the tools to read the evidence and the code, \
-             then write the smallest change that removes the cost while keeping the intent of the code. \
-             Your final answer must contain exactly one unified diff (paths relative to the repository \
-             root, with a/ and b/ prefixes) in a ```diff block, followed by one short paragraph saying \
-             what the fix does. The diff is applied with `git apply` and must build and pass the tests.\n\n",
+            "You are fleetprof's fix-forward agent, working in a private git worktree of the \
+             repository. A production CPU profile shows a function got more expensive (or is an \
+             efficiency opportunity). Use the tools to read the evidence and the code, make the \
+             smallest change that removes the cost while keeping the intent of the code, with \
+             replace_snippet and insert_lines (small structured edits, never whole files), then \
+             check it with build and run_tests (and reprofile when offered). Source files only: \
+             fleetprof.toml, CI, build scripts and tests may not be changed. When done, answer \
+             without calling a tool, in one short paragraph saying what the fix does; your \
+             worktree's diff is the patch, and it is validated again from scratch.\n\n",
         );
+        system.push_str(&fence.rule());
+        system.push_str("\n\n");
         for m in matches.iter().take(3) {
             system.push_str(&m.skill.render());
             system.push('\n');
@@ -611,47 +731,36 @@ impl Fixer {
             ));
         }
         if let Some(rc) = &t.root_cause {
+            // The author and summary are repository text: data, fenced.
             user.push_str(&format!(
-                "Root-cause candidate: commit {} by {}: {} (read it with show_change).\n",
-                rc.commit, rc.author, rc.summary
+                "Root-cause candidate: commit {} (read it with show_change); its author and summary:\n{}\n",
+                rc.commit,
+                fence.wrap(
+                    "commit author and summary",
+                    &format!("{}: {}", rc.author, rc.summary)
+                )
             ));
         }
         if let Some(f) = file {
-            user.push_str(&format!("The function is defined in `{f}`.\n"));
-        }
-        if !feedback.is_empty() {
-            user.push_str(&format!("\n{feedback}\n"));
+            user.push_str(&format!(
+                "The function is defined in:\n{}\n",
+                fence.wrap("path", f)
+            ));
         }
         (system, user)
     }
 
-    /// Applies, validates and (if it passes) commits and publishes one patch.
-    #[allow(clippy::too_many_arguments)]
-    async fn try_patch(
+    /// Applies `patch` to `base` in a new worktree on `branch`; returns the worktree and the changed
+    /// paths, or why the patch is refused (does not apply, changes nothing, touches what judges it;
+    /// the worktree and branch are then removed).
+    fn apply_patch(
         &self,
-        t: &Target,
+        repo: &Repo,
+        branch: &str,
+        base: &str,
         patch: &Patch,
-        skill: &str,
-        produced_by: &str,
-        what: &str,
-        evidence: Vec<String>,
-        added: &[String],
-    ) -> Result<Result<Proposal, Attempt>, FixError> {
-        let repo = self.repo()?.clone();
-        let fail = |reason: String, checks: Vec<Check>| Attempt {
-            skill: skill.to_string(),
-            produced_by: produced_by.to_string(),
-            reason,
-            checks,
-        };
-        let prefix = if t.kind == SkillKind::Regression {
-            "fix"
-        } else {
-            "opportunity"
-        };
-        let branch = format!("fleetprof/{prefix}-{}", sanitize_id(&t.id));
-        let base = repo.git(&["rev-parse", "HEAD"])?.trim().to_string();
-        let wt = Worktree::create(repo.root(), &branch, &base)?;
+    ) -> Result<Result<(Worktree, Vec<String>), String>, FixError> {
+        let wt = Worktree::create(repo.root(), branch, base)?;
         let wt_path = wt.path();
         // Apply.
         let applied = match patch {
@@ -688,7 +797,7 @@ impl Fixer {
         };
         if let Err(e) = applied {
             wt.discard();
-            return Ok(Err(fail(format!("the patch does not apply: {e}"), vec![])));
+            return Ok(Err(format!("the patch does not apply: {e}")));
         }
         let status = git(
             &wt_path,
@@ -696,7 +805,7 @@ impl Fixer {
         )?;
         if status.trim().is_empty() {
             wt.discard();
-            return Ok(Err(fail("the patch changes nothing".into(), vec![])));
+            return Ok(Err("the patch changes nothing".into()));
         }
         // Only source changes are judged: a patch that edits what judges it proves nothing.
         let changed: Vec<String> = status
@@ -715,13 +824,52 @@ impl Fixer {
             .find_map(|p| validate::protected_path(p).map(|why| (p, why)))
         {
             wt.discard();
-            return Ok(Err(fail(
-                format!("the patch touches {p}, {why}; fixes may change source code only"),
-                vec![],
+            return Ok(Err(format!(
+                "the patch touches {p}, {why}; fixes may change source code only"
             )));
         }
-        // Build, test, re-profile: the commands as the base commit declares them.
+        Ok(Ok((wt, changed)))
+    }
+
+    /// Applies, validates and (if it passes) commits and publishes one patch.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_patch(
+        &self,
+        t: &Target,
+        patch: &Patch,
+        skill: &str,
+        produced_by: &str,
+        what: &str,
+        evidence: Vec<String>,
+        added: &[String],
+    ) -> Result<Result<Proposal, Attempt>, FixError> {
+        let repo = self.repo()?.clone();
+        let fail = |reason: String, checks: Vec<Check>| Attempt {
+            skill: skill.to_string(),
+            produced_by: produced_by.to_string(),
+            reason,
+            checks,
+        };
+        let prefix = if t.kind == SkillKind::Regression {
+            "fix"
+        } else {
+            "opportunity"
+        };
+        let branch = format!("fleetprof/{prefix}-{}", sanitize_id(&t.id));
+        let base = repo.git(&["rev-parse", "HEAD"])?.trim().to_string();
+        let (wt, changed) = match self.apply_patch(&repo, &branch, &base, patch)? {
+            Ok(x) => x,
+            Err(reason) => return Ok(Err(fail(reason, vec![]))),
+        };
+        let wt_path = wt.path();
+        // Build, test, re-profile: the commands as the base commit declares them. Without a
+        // `fleetprof.toml` there is nothing to run: the proposal is a draft that says so.
         let cfg = ValidateConfig::load_at(repo.root(), &base)?;
+        let draft = git(
+            repo.root(),
+            &["cat-file", "-e", &format!("{base}:fleetprof.toml")],
+        )
+        .is_err();
         let reprofiler = self.opts.reprofiler.clone();
         let function = t.function.clone();
         // A regression must come back near its baseline; an opportunity must shed most of its
@@ -851,6 +999,7 @@ impl Fixer {
             what: what.to_string(),
             checks: &checks,
             stat,
+            draft,
         };
         let body = pr::render(&ctx);
         let dir = self.opts.outbox.join(branch.replace('/', "-"));
@@ -870,9 +1019,11 @@ impl Fixer {
             outbox_dir: dir.clone(),
             checks,
             pr_url: None,
+            draft,
         };
         if self.opts.push {
-            proposal.pr_url = Some(pr::push_and_open(repo.root(), &branch, &title, &body).await?);
+            proposal.pr_url =
+                Some(pr::push_and_open(repo.root(), &branch, &title, &body, draft).await?);
         }
         write(
             dir.join("proposal.json"),

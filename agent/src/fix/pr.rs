@@ -64,6 +64,8 @@ pub struct PrContext<'a> {
     pub checks: &'a [Check],
     /// `git diff --stat` of the fix.
     pub stat: String,
+    /// Nothing was validated (the repository has no `fleetprof.toml`): a draft.
+    pub draft: bool,
 }
 
 fn pct(x: f64) -> String {
@@ -72,7 +74,15 @@ fn pct(x: f64) -> String {
 
 /// Renders `PR.md`.
 pub fn render(c: &PrContext<'_>) -> String {
-    let mut s = format!("# {}\n\n", c.title);
+    let mut s = format!("# {}{}\n\n", if c.draft { "[draft] " } else { "" }, c.title);
+    if c.draft {
+        s.push_str(
+            "> **Draft: nothing was validated.** This repository has no `fleetprof.toml`, so fleetprof \
+             did not build, test or re-profile this patch; it only checked that the patch applies to \
+             the base commit and touches no tests, CI or build files. Add a `fleetprof.toml` with a \
+             `[validate]` table (build, test, workload) to have fixes validated.\n\n",
+        );
+    }
     if let Some(rc) = c.root_cause {
         let who = rc
             .author_login
@@ -136,7 +146,11 @@ pub fn render(c: &PrContext<'_>) -> String {
         }
         s.push('\n');
     }
-    if c.checks.is_empty() {
+    if c.draft {
+        s.push_str(
+            "- nothing: the repository has no `fleetprof.toml`; the patch only applies cleanly\n",
+        );
+    } else if c.checks.is_empty() {
         s.push_str("- the patch applies; the repository declares no build or test command in `fleetprof.toml`\n");
     }
     s.push_str("\nThe fix keeps the intent of the original change and removes only its cost. Please review.\n");
@@ -157,12 +171,14 @@ pub fn github_repo(url: &str) -> Option<(String, String)> {
         .then(|| (owner.to_string(), repo.to_string()))
 }
 
-/// Pushes `branch` to `origin` and opens a PR against the default branch; returns its URL.
+/// Pushes `branch` to `origin` and opens a PR (a draft when `draft`) against the default branch;
+/// returns its URL.
 pub async fn push_and_open(
     repo: &Path,
     branch: &str,
     title: &str,
     body: &str,
+    draft: bool,
 ) -> Result<String, PrError> {
     let token = std::env::var("GITHUB_TOKEN")
         .ok()
@@ -202,7 +218,7 @@ pub async fn push_and_open(
         .bearer_auth(&token)
         .header("accept", "application/vnd.github+json")
         .json(
-            &json!({"title": title, "head": branch, "base": default, "body": body, "draft": false}),
+            &json!({"title": title, "head": branch, "base": default, "body": body, "draft": draft}),
         )
         .send()
         .await

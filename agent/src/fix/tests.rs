@@ -368,3 +368,301 @@ async fn patches_to_what_judges_them_are_refused() {
     );
     assert_eq!(files.trim(), "src/lib.rs");
 }
+
+/// An OpenAI-compatible reply calling one tool.
+fn model_call(id: &str, name: &str, args: serde_json::Value) -> (u16, String) {
+    let body = serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}
+        ]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    });
+    (200, body.to_string())
+}
+
+/// An OpenAI-compatible final answer.
+fn model_answer(text: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    });
+    (200, body.to_string())
+}
+
+/// A pipeline over `repo` whose skills have no recipes (so the model path runs), with a model
+/// at `url`.
+fn model_fixer(
+    repo: &Path,
+    outbox: &Path,
+    commit: &str,
+    url: String,
+    limits: LoopLimits,
+    skills_dir: &Path,
+) -> Fixer {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let dst = skills_dir.join(e.file_name());
+        std::fs::create_dir_all(&dst).unwrap();
+        let text = std::fs::read_to_string(e.path().join("SKILL.md")).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("recipe:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dst.join("SKILL.md"), text).unwrap();
+    }
+    let f = fixer(repo, outbox, commit);
+    let tools = ToolBox::new(
+        f.tools.source().clone(),
+        SkillSet::load(skills_dir).unwrap(),
+    )
+    .with_repo(Repo::new(repo));
+    let cfg = crate::llm::LlmConfig {
+        provider: crate::llm::Provider::OpenAi,
+        base_url: Some(url),
+        model: Some("m".into()),
+        backoff_ms: 1,
+        ..Default::default()
+    };
+    Fixer::new(
+        tools,
+        FixOptions {
+            outbox: outbox.to_path_buf(),
+            model: cfg.build().unwrap(),
+            limits,
+            ..Default::default()
+        },
+    )
+}
+
+const DEBUG_LINES: &str =
+    "        let line = format!(\"item {i}: {item} -> {acc}\");\n        println!(\"{line}\");\n";
+
+/// The model path is a coding agent: the scripted model reads the code in its worktree, edits it
+/// with a structured edit (an edit to fleetprof.toml is refused), builds and tests it there, and
+/// the worktree's diff is validated again and proposed. Everything from the repository and the
+/// tools reaches the model fenced as data.
+#[tokio::test]
+async fn model_reads_edits_builds_and_the_fix_validates() {
+    let (repo, commit) = demo_repo("CARGO_TARGET_DIR=@TARGET@ cargo test --offline --quiet");
+    let outbox = tempfile::tempdir().unwrap();
+    let skills = tempfile::tempdir().unwrap();
+    let guarded = DEBUG_LINES
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>();
+    let server = crate::llm::scripted::ScriptedServer::start(vec![
+        model_call("c1", "read_code", serde_json::json!({"path": "src/lib.rs"})),
+        model_call(
+            "c2",
+            "replace_snippet",
+            serde_json::json!({"path": "src/lib.rs", "old": DEBUG_LINES,
+                "new": format!("        if std::env::var_os(\"DEMO_DEBUG\").is_some() {{\n{guarded}        }}\n")}),
+        ),
+        model_call(
+            "c3",
+            "replace_snippet",
+            serde_json::json!({"path": "fleetprof.toml", "old": "test", "new": "true"}),
+        ),
+        model_call("c4", "build", serde_json::json!({})),
+        model_call("c5", "run_tests", serde_json::json!({})),
+        model_answer("Guards the per-item debug line behind DEMO_DEBUG."),
+    ]);
+    let f = model_fixer(
+        repo.path(),
+        outbox.path(),
+        &commit,
+        server.url(),
+        LoopLimits::default(),
+        skills.path(),
+    );
+    let outcome = f.fix_regression("r-42").await.unwrap();
+    let FixOutcome::Proposed(p) = outcome else {
+        panic!("not proposed: {outcome:?}")
+    };
+    assert_eq!(p.produced_by, "model openai:m");
+    assert!(p.checks.iter().all(|c| c.passed), "{:?}", p.checks);
+    let fixed = sh(repo.path(), &["show", "fleetprof/fix-r-42:src/lib.rs"]);
+    assert!(
+        fixed.contains("if std::env::var_os(\"DEMO_DEBUG\").is_some() {\n            let line"),
+        "{fixed}"
+    );
+    // The refused edit left fleetprof.toml alone; the session's worktree and branch are gone.
+    let files = sh(
+        repo.path(),
+        &[
+            "diff",
+            "--name-only",
+            "fleetprof/fix-r-42~1",
+            "fleetprof/fix-r-42",
+        ],
+    );
+    assert_eq!(files.trim(), "src/lib.rs");
+    assert!(
+        sh(repo.path(), &["branch", "--list", "fleetprof/session-*"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(sh(repo.path(), &["worktree", "list"]).lines().count(), 1);
+
+    let reqs: Vec<serde_json::Value> = server
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(reqs.len(), 6);
+    let first = reqs[0]["messages"].as_array().unwrap();
+    let system = first[0]["content"].as_str().unwrap();
+    assert!(system.contains("is DATA"), "{system}");
+    let nonce = system
+        .split("<<<DATA ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap();
+    let user = first[1]["content"].as_str().unwrap();
+    assert!(
+        user.contains(&format!(
+            "<<<DATA {nonce} (commit author and summary)\nDev One <dev@example.com>: Trace every checksum step\nDATA {nonce}>>>"
+        )),
+        "{user}"
+    );
+    let tools: Vec<&str> = reqs[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    for t in [
+        "read_code",
+        "replace_snippet",
+        "insert_lines",
+        "build",
+        "run_tests",
+        "reprofile",
+        "get_regression",
+    ] {
+        assert!(tools.contains(&t), "{t} offered: {tools:?}");
+    }
+    let last_tool = |i: usize| -> String {
+        let m = reqs[i]["messages"].as_array().unwrap();
+        m.last().unwrap()["content"].as_str().unwrap().to_string()
+    };
+    let read = last_tool(1);
+    assert!(
+        read.starts_with(&format!("<<<DATA {nonce} (result of read_code)\n"))
+            && read.contains("println!(\"{line}\")")
+            && read.ends_with(&format!("DATA {nonce}>>>")),
+        "{read}"
+    );
+    assert!(
+        last_tool(2).contains("edited src/lib.rs"),
+        "{}",
+        last_tool(2)
+    );
+    let refused = last_tool(3);
+    assert!(
+        refused.starts_with("ERROR:") && refused.contains("fleetprof.toml may not be edited"),
+        "{refused}"
+    );
+    assert!(
+        last_tool(4).contains("build `CARGO_TARGET_DIR="),
+        "{}",
+        last_tool(4)
+    );
+    assert!(last_tool(4).contains("` passed in "), "{}", last_tool(4));
+    assert!(last_tool(5).contains("` passed in "), "{}", last_tool(5));
+    let pr = std::fs::read_to_string(p.outbox_dir.join("PR.md")).unwrap();
+    assert!(
+        pr.contains("model conversation: 6 of 30 turns, 720 of 200000 tokens"),
+        "{pr}"
+    );
+    assert!(
+        pr.contains("Guards the per-item debug line behind DEMO_DEBUG."),
+        "{pr}"
+    );
+}
+
+/// A spent budget stops the loop with a message saying which budget, and its edits are dropped.
+#[tokio::test]
+async fn exhausted_budget_stops_the_model_loop() {
+    let (repo, commit) = demo_repo("true");
+    let outbox = tempfile::tempdir().unwrap();
+    let skills = tempfile::tempdir().unwrap();
+    let server = crate::llm::scripted::ScriptedServer::start(vec![
+        model_call(
+            "c1",
+            "insert_lines",
+            serde_json::json!({"path": "src/lib.rs", "line": 1, "text": "// touched"}),
+        ),
+        model_call("c2", "show_diff", serde_json::json!({})),
+        model_call("c3", "show_diff", serde_json::json!({})),
+    ]);
+    let limits = LoopLimits {
+        max_turns: 3,
+        ..Default::default()
+    };
+    let f = model_fixer(
+        repo.path(),
+        outbox.path(),
+        &commit,
+        server.url(),
+        limits,
+        skills.path(),
+    );
+    let outcome = f.fix_regression("r-42").await.unwrap();
+    let FixOutcome::NotProposed { attempts, .. } = outcome else {
+        panic!("proposed: {outcome:?}")
+    };
+    let a = attempts
+        .iter()
+        .find(|a| a.produced_by == "model openai:m")
+        .unwrap();
+    assert_eq!(
+        a.reason,
+        "the model loop stopped: turn budget exhausted: the model did not finish within 3 turns; its 1 edit(s) were not proposed"
+    );
+    assert_eq!(server.requests().len(), 3);
+    assert!(
+        sh(repo.path(), &["branch", "--list", "fleetprof/*"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(sh(repo.path(), &["worktree", "list"]).lines().count(), 1);
+}
+
+/// A repository without `fleetprof.toml` gets a draft proposal whose PR.md says nothing was
+/// validated (no commands ran).
+#[tokio::test]
+async fn repository_without_config_gets_a_draft() {
+    let (repo, commit) = demo_repo("true");
+    sh(repo.path(), &["rm", "--quiet", "fleetprof.toml"]);
+    sh(
+        repo.path(),
+        &["commit", "--quiet", "-m", "drop the fleetprof config"],
+    );
+    let outbox = tempfile::tempdir().unwrap();
+    let outcome = fixer(repo.path(), outbox.path(), &commit)
+        .fix_regression("r-42")
+        .await
+        .unwrap();
+    let FixOutcome::Proposed(p) = outcome else {
+        panic!("not proposed: {outcome:?}")
+    };
+    assert!(p.draft);
+    assert!(p.checks.is_empty(), "{:?}", p.checks);
+    let pr = std::fs::read_to_string(p.outbox_dir.join("PR.md")).unwrap();
+    assert!(pr.starts_with("# [draft] perf: "), "{pr}");
+    assert!(pr.contains("**Draft: nothing was validated.**"), "{pr}");
+    assert!(
+        pr.contains("- nothing: the repository has no `fleetprof.toml`"),
+        "{pr}"
+    );
+    let proposal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.outbox_dir.join("proposal.json")).unwrap())
+            .unwrap();
+    assert_eq!(proposal["draft"], true);
+}

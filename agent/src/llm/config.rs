@@ -8,6 +8,8 @@
 //! timeout_secs = 120
 //! max_retries = 4
 //! token_budget = 200000
+//! max_turns = 30
+//! wall_time_secs = 1800
 //! ```
 //!
 //! Environment: `FLEETPROF_LLM_PROVIDER`, `FLEETPROF_LLM_MODEL`, `OPENAI_BASE_URL`, `OPENAI_API_KEY`,
@@ -72,6 +74,9 @@ pub struct LlmConfig {
     pub max_turns: u32,
     /// `max_tokens` per answer. Default 4096.
     pub max_output_tokens: u32,
+    /// Most wall time one fix's conversation may take, tool calls (builds, tests) included, in
+    /// seconds. Default 1800.
+    pub wall_time_secs: u64,
 }
 
 impl Default for LlmConfig {
@@ -87,6 +92,7 @@ impl Default for LlmConfig {
             token_budget: 200_000,
             max_turns: 30,
             max_output_tokens: 4096,
+            wall_time_secs: 1800,
         }
     }
 }
@@ -160,6 +166,7 @@ impl LlmConfig {
         LoopLimits {
             max_turns: self.max_turns,
             token_budget: self.token_budget,
+            wall_time: std::time::Duration::from_secs(self.wall_time_secs),
         }
     }
 

@@ -1,0 +1,240 @@
+//! The fix tools over MCP: an MCP client (this test, in place of Claude Code) drives the loop with
+//! `validate_patch` and `propose_fix` against `fleetprof-agent mcp` over stdio, on a real git
+//! repository of a small C service built with gcc.
+
+use std::path::Path;
+use std::process::Command;
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use serde_json::{Value, json};
+
+const V1: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+
+long price_items(const long *v, int n)
+{
+    long total = 0;
+    for (int i = 0; i < n; i++) {
+        total += v[i] * 3;
+    }
+    return total;
+}
+
+int main(int argc, char **argv)
+{
+    int n = argc > 1 ? atoi(argv[1]) : 1000;
+    long *v = malloc(sizeof(long) * n);
+    for (int i = 0; i < n; i++)
+        v[i] = i;
+    printf("total %ld\n", price_items(v, n));
+    free(v);
+    return 0;
+}
+"#;
+
+const LOG_LINE: &str = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A C service whose second commit (the root cause) logs a line per item in `price_items`'s loop.
+fn c_repo(root: &Path) -> String {
+    std::fs::write(root.join("svc.c"), V1).unwrap();
+    std::fs::write(root.join(".gitignore"), "svc\n").unwrap();
+    std::fs::write(
+        root.join("fleetprof.toml"),
+        "[validate]\nbuild = \"gcc -O2 -Wall -Werror -o svc svc.c\"\n\
+         test = \"./svc 10 2>/dev/null | grep -qx 'total 135'\"\n",
+    )
+    .unwrap();
+    git(root, &["init", "--quiet", "-b", "main"]);
+    git(root, &["config", "user.name", "Dev One"]);
+    git(root, &["config", "user.email", "dev@example.com"]);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "--quiet", "-m", "price items"]);
+    let v2 = V1.replace(
+        "        total += v[i] * 3;\n",
+        &format!("        total += v[i] * 3;\n{LOG_LINE}"),
+    );
+    std::fs::write(root.join("svc.c"), v2).unwrap();
+    git(root, &["commit", "--quiet", "-am", "Log every priced item"]);
+    git(root, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// `git diff` of `edit` applied to the work tree, which is then restored.
+fn diff_of(root: &Path, file: &str, edit: impl Fn(&str) -> String) -> String {
+    let path = root.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+    let d = git(root, &["diff"]);
+    git(root, &["checkout", "--", file]);
+    d
+}
+
+fn text_of(r: &rmcp::model::CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &'static str,
+    args: Value,
+) -> (bool, String) {
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap()),
+        )
+        .await
+        .unwrap();
+    (r.is_error == Some(true), text_of(&r))
+}
+
+/// validate_patch refuses a patch to fleetprof.toml, reports a failing build, passes a good fix
+/// and keeps nothing; propose_fix validates the client's fix and commits it with PR.md.
+#[tokio::test]
+async fn mcp_client_validates_and_proposes_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let commit = c_repo(&repo);
+    let regressions = dir.path().join("regressions.json");
+    std::fs::write(
+        &regressions,
+        json!({
+            "id": "r-c", "service": "svc-c", "function": "price_items",
+            "baseline_share": 0.1, "current_share": 0.6, "detected_at": 1_700_000_000,
+            "version_before": null, "version_after": null,
+            "candidates": [{"commit": commit, "author": "Dev One <dev@example.com>",
+                "author_login": "devone", "summary": "Log every priced item", "score": 0.9,
+                "evidence": []}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let outbox = dir.path().join("outbox");
+    let skills = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetprof-agent")).configure(|cmd| {
+            cmd.arg("mcp")
+                .arg("--repo")
+                .arg(&repo)
+                .arg("--regressions-file")
+                .arg(&regressions)
+                .arg("--outbox")
+                .arg(&outbox)
+                .arg("--llm")
+                .arg("none")
+                .arg("--skills")
+                .arg(&skills)
+                .env("RUST_LOG", "warn");
+        }),
+    )
+    .unwrap();
+    let client = ().serve(transport).await.expect("initialize");
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(
+        names.contains(&"validate_patch") && names.contains(&"propose_fix"),
+        "{names:?}"
+    );
+
+    let guarded = diff_of(&repo, "svc.c", |t| {
+        t.replace(
+            LOG_LINE,
+            &format!("        if (getenv(\"SVC_DEBUG\"))\n    {LOG_LINE}"),
+        )
+    });
+    let broken = diff_of(&repo, "svc.c", |t| {
+        t.replace("total += v[i] * 3;", "total += v[i] * 3")
+    });
+    let config = diff_of(&repo, "fleetprof.toml", |t| {
+        t.replace("grep -qx", "true ||")
+    });
+
+    let (err, out) = call(&client, "validate_patch", json!({"diff": config})).await;
+    assert!(!err, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["passed"], false);
+    assert!(
+        v["refused"].as_str().unwrap().contains("fleetprof.toml"),
+        "{v}"
+    );
+    assert!(v["checks"].as_array().unwrap().is_empty());
+
+    let (_, out) = call(&client, "validate_patch", json!({"diff": broken})).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["passed"], false, "{v}");
+    assert_eq!(v["checks"][0]["step"], "build");
+    assert_eq!(v["checks"][0]["passed"], false);
+    assert!(
+        v["checks"][0]["detail"].as_str().unwrap().contains("error"),
+        "{v}"
+    );
+
+    let (_, out) = call(&client, "validate_patch", json!({"diff": guarded})).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["changed"], json!(["svc.c"]));
+    let steps: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["build", "test"]);
+    // validate_patch keeps nothing.
+    assert!(
+        git(&repo, &["branch", "--list", "fleetprof/*"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1);
+
+    let (err, out) = call(&client, "propose_fix", json!({"regression": "r-c"})).await;
+    assert!(
+        err && out.contains("bad arguments for propose_fix"),
+        "{out}"
+    );
+
+    let (err, out) = call(
+        &client,
+        "propose_fix",
+        json!({"regression_id": "r-c", "diff": guarded,
+               "explanation": "Logs the per-item line only when SVC_DEBUG is set."}),
+    )
+    .await;
+    assert!(!err, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let p = &v["Proposed"];
+    assert_eq!(p["branch"], "fleetprof/fix-r-c", "{v}");
+    assert_eq!(p["produced_by"], "MCP client via MCP");
+    let fixed = git(&repo, &["show", "fleetprof/fix-r-c:svc.c"]);
+    assert!(fixed.contains("if (getenv(\"SVC_DEBUG\"))"), "{fixed}");
+    let pr = std::fs::read_to_string(Path::new(p["outbox_dir"].as_str().unwrap()).join("PR.md"))
+        .unwrap();
+    assert!(
+        pr.contains("Logs the per-item line only when SVC_DEBUG is set."),
+        "{pr}"
+    );
+    assert!(pr.contains("cc @devone"), "{pr}");
+    client.cancel().await.unwrap();
+}
