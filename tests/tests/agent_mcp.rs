@@ -119,8 +119,8 @@ fn every_mcp_tool_answers_from_real_profiles() {
             names,
             [
                 "diff_profiles", "function_history", "get_regression", "get_skill", "list_changes",
-                "list_regressions", "list_skills", "read_code", "search_code", "show_change", "sql",
-                "stacks_through", "top_functions",
+                "list_regressions", "list_skills", "propose_fix", "read_code", "search_code",
+                "show_change", "sql", "stacks_through", "top_functions", "validate_patch",
             ]
         );
 
