@@ -183,7 +183,10 @@ impl Store {
             return Ok(false);
         };
         let is = |w: &str, kw: &str| w.eq_ignore_ascii_case(kw);
-        if !(is(alter, "ALTER") && is(table_kw, "TABLE") && is(drop, "DROP") && is(column_kw, "COLUMN"))
+        if !(is(alter, "ALTER")
+            && is(table_kw, "TABLE")
+            && is(drop, "DROP")
+            && is(column_kw, "COLUMN"))
         {
             return Ok(false);
         }

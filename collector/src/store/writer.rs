@@ -774,7 +774,12 @@ mod tests {
                 stack(1, &["main", "recurse", "recurse", "leaf"]),
                 stack(2, &["main", "recurse"]),
             ],
-            samples: vec![sample(0, 0, 5), sample(0, 1, 3), sample(1, 0, 7), sample(0, 0, 1)],
+            samples: vec![
+                sample(0, 0, 5),
+                sample(0, 1, 3),
+                sample(1, 0, 7),
+                sample(0, 0, 1),
+            ],
             ..Default::default()
         };
         // Two hosts in the same minute, one batch in the next minute.
@@ -798,7 +803,11 @@ mod tests {
         assert_eq!(f[&("checkout", "leaf", 600)], (12, 12));
         assert_eq!(f[&("checkout", "leaf", 660)], (6, 6));
         assert_eq!(f[&("search", "recurse", 660)], (0, 7));
-        assert_eq!(functions.len(), 3 * 2 * 2, "3 functions x 2 services x 2 minutes");
+        assert_eq!(
+            functions.len(),
+            3 * 2 * 2,
+            "3 functions x 2 services x 2 minutes"
+        );
         let s: HashMap<(&str, u32, &str), u64> = services
             .iter()
             .map(|r| ((r.service, r.minute, r.host), r.samples))

@@ -256,7 +256,7 @@ async fn upgrade_from_v1_keeps_data_queryable() {
 /// Runs `fleetprof-collector retention` against `url`/`database`; returns stdout, failing the
 /// test on a non-zero exit.
 fn retention(url: &str, database: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(fleetprof_tests::workspace_bin("fleetprof-collector"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetprof-collector"))
         .arg("retention")
         .args(args)
         .args(["--clickhouse-url", url, "--database", database])
