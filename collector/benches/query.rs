@@ -92,10 +92,11 @@ async fn generate(store: &Store, day: u64, hosts: u64, per_minute: u64) -> u64 {
                 "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
                  SELECT service, function, minute, version, \
                  sum(c * (function = functions[-1])), sum(c) FROM \
-                 (SELECT service, version, toStartOfMinute(time) AS minute, stack_id, sum(count) AS c \
-                  FROM samples WHERE time >= toDateTime({from}) AND time < toDateTime({to}) \
-                  GROUP BY service, version, minute, stack_id) \
-                 ANY INNER JOIN (SELECT stack_id, functions FROM stacks) USING stack_id \
+                 (SELECT service, version, minute, c, functions FROM \
+                  (SELECT service, version, toStartOfMinute(time) AS minute, stack_id, sum(count) AS c \
+                   FROM samples WHERE time >= toDateTime({from}) AND time < toDateTime({to}) \
+                   GROUP BY service, version, minute, stack_id) \
+                  ANY INNER JOIN (SELECT stack_id, functions FROM stacks) USING stack_id) \
                  ARRAY JOIN arrayDistinct(functions) AS function \
                  GROUP BY service, function, minute, version"
             ),

@@ -16,15 +16,15 @@
 /// assert!(sql.contains("ANY INNER JOIN"));
 /// ```
 pub fn named_samples(columns: &str, sample_where: &str) -> String {
-    let (select, group) = if columns.trim().is_empty() {
-        (String::new(), String::new())
+    let prefix = if columns.trim().is_empty() {
+        String::new()
     } else {
-        (format!("{columns}, "), format!("{columns}, "))
+        format!("{columns}, ")
     };
     format!(
-        "(SELECT {select}stack_id, functions, c AS count FROM \
-           (SELECT {select}stack_id, sum(count) AS c FROM samples WHERE {sample_where} \
-            GROUP BY {group}stack_id) \
+        "(SELECT {prefix}stack_id, functions, c AS count FROM \
+           (SELECT {prefix}stack_id, sum(count) AS c FROM samples WHERE {sample_where} \
+            GROUP BY {prefix}stack_id) \
          ANY INNER JOIN \
            (SELECT stack_id, functions FROM stacks WHERE stack_id IN \
              (SELECT stack_id FROM samples WHERE {sample_where})) \
