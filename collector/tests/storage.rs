@@ -401,3 +401,54 @@ async fn retention_drops_old_partitions_of_every_large_table() {
     let again = retention(&url, "retention", &["--keep", "30d"]);
     assert!(again.contains("nothing dropped"), "{again}");
 }
+
+/// `serve --retention 30d` runs a retention pass as it starts (and hourly): an old day is
+/// dropped while the collector serves, and the pass is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_retention_drops_old_days() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let url = clickhouse.url();
+    let store = Store::connect(&StoreConfig::new(&url).with_database("serve_retention"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let old = now_s() - 40 * 86_400;
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO samples (time, service, stack_id, count) VALUES ({old}, '{SERVICE}', 1, 5)"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_fleetprof-collector"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--retention", "30d"])
+        .args(["--clickhouse-url", &url, "--database", "serve_retention"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("starting fleetprof-collector serve");
+    // Waits on the condition (the row gone and the pass logged), up to a generous bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dropped = loop {
+        let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let left = one_u64(&store, "SELECT count() FROM samples").await;
+        if left == 0 && logged.contains("retention: dropped samples partition") {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || serve.try_wait().unwrap().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        dropped,
+        "serve --retention did not drop the 40-day-old day:\n{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+}
