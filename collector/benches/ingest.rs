@@ -3,13 +3,16 @@
 //!
 //! Prints samples/s stored, this process's CPU time per million samples (client + collector
 //! together, since both run in this process; ClickHouse is a separate process and not counted),
-//! and a baseline: the same rows inserted straight into ClickHouse by the store, in the same run.
+//! and two baselines in the same run: the same batches written by the store directly (no gRPC),
+//! and ClickHouse inserting rows of the same width (a `samples` row each, nothing else) straight
+//! from this process in 100,000-row INSERTs: what the engine takes, the target ratio.
 //!
 //! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clickhouse::Row;
 use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, validate};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Batch, Store, StoreConfig};
@@ -17,6 +20,26 @@ use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+
+/// A `samples` row (schema v4), for the direct-insert baseline.
+#[derive(Row, serde::Serialize)]
+struct DirectRow<'a> {
+    time: u32,
+    time_ns: u64,
+    host: &'a str,
+    host_id: &'a str,
+    boot_id: &'a str,
+    sequence: u64,
+    service: &'a str,
+    version: &'a str,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    thread: &'a str,
+    container_id: &'a str,
+    stack_id: u64,
+    count: u64,
+}
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
@@ -183,6 +206,46 @@ fn main() {
         let base_samples = base.stored_sample_count().await.unwrap();
         assert_eq!(base_samples, samples);
 
+        // Baseline 2: rows of the same width straight into a fresh `samples`, 100k per INSERT.
+        let direct = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("bench_direct")).await.unwrap();
+        direct.migrate().await.unwrap();
+        let rows_direct: Vec<DirectRow<'_>> = validated
+            .iter()
+            .flat_map(|b| {
+                b.samples.iter().map(move |s| {
+                    let p = &b.processes[s.process as usize];
+                    DirectRow {
+                        time: b.time(),
+                        time_ns: b.start_time_ns,
+                        host: &b.hostname,
+                        host_id: &b.key.host_id,
+                        boot_id: &b.key.boot_id,
+                        sequence: b.key.sequence,
+                        service: &p.service,
+                        version: &p.version,
+                        pid: p.pid,
+                        tid: s.tid,
+                        comm: &p.comm,
+                        thread: &s.thread,
+                        container_id: &p.container_id,
+                        stack_id: b.stacks[s.stack as usize].stack_id,
+                        count: s.count,
+                    }
+                })
+            })
+            .collect();
+        let t2 = Instant::now();
+        for chunk in rows_direct.chunks(100_000) {
+            let mut insert = direct.client().insert::<DirectRow<'_>>("samples").await.unwrap();
+            for r in chunk {
+                insert.write(r).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+        let direct_wall = t2.elapsed();
+        let direct_rows: u64 = direct.client().query("SELECT count() FROM samples").fetch_one().await.unwrap();
+        assert_eq!(direct_rows as usize, rows);
+
         let m = samples as f64 / 1e6;
         println!("ingest bench: {hosts} hosts x {per_host} batches = {} batches, {rows} sample rows, {samples} samples", hosts * per_host);
         println!(
@@ -207,6 +270,15 @@ fn main() {
             "  ratio collector / baseline: wall {:.2}x, CPU {:.2}x",
             grpc_wall.as_secs_f64() / base_wall.as_secs_f64(),
             grpc_cpu.as_secs_f64() / base_cpu.as_secs_f64()
+        );
+        println!(
+            "  direct baseline, the same {rows} rows of `samples` width straight into ClickHouse (100k-row INSERTs): {:.2} s, {:.0} rows/s",
+            direct_wall.as_secs_f64(),
+            rows as f64 / direct_wall.as_secs_f64()
+        );
+        println!(
+            "  ratio end to end / direct baseline: {:.2}x the time (target within 2x)",
+            grpc_wall.as_secs_f64() / direct_wall.as_secs_f64()
         );
         let _ = Arc::new(());
     });

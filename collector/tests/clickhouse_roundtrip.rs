@@ -134,9 +134,19 @@ async fn stored(store: &Store) -> (u64, u64) {
     )
 }
 
-/// Runs every ```sql block of QUERIES.md against the server; each must return rows.
+/// Runs every ```sql block of QUERIES.md, and of the README's "Queries" section,
+/// against the server; each must return rows.
 async fn check_documented_queries(store: &Store) {
-    let doc = include_str!("../schema/QUERIES.md");
+    let readme = include_str!("../../README.md");
+    let readme = &readme[readme
+        .find("### Queries")
+        .expect("README has a \"Queries\" section")..];
+    let readme = &readme[..readme[4..].find("\n### ").map_or(readme.len(), |i| i + 4)];
+    assert!(
+        readme.matches("```sql").count() >= 5,
+        "the README's query examples were found"
+    );
+    let doc = format!("{}\n{readme}", include_str!("../schema/QUERIES.md"));
     let mut n = 0;
     for block in doc.split("```sql").skip(1) {
         let sql = block.split("```").next().unwrap().trim();
@@ -155,7 +165,7 @@ async fn check_documented_queries(store: &Store) {
         );
         n += 1;
     }
-    assert!(n >= 6, "QUERIES.md has {n} queries");
+    assert!(n >= 12, "QUERIES.md and the README have {n} queries");
 }
 
 /// The whole round trip, in one test because it shares one ClickHouse server.
@@ -472,16 +482,45 @@ async fn clickhouse_roundtrip() {
         .await
         .unwrap();
 
-    // Batch 5's samples landed in an earlier attempt that failed before its other tables (as a
-    // killed collector leaves it): its push later completes it without writing samples twice.
+    // Batch 5's samples (and the rollups written beside them) landed in an earlier attempt that
+    // failed before its other tables (as a killed collector leaves it): its push later completes
+    // it without writing samples twice.
     let (b5, b6) = (batch(5, "1.1", false), batch(6, "1.1", false));
     let t5 = b5.start_time_unix_nanos / 1_000_000_000;
+    let stack = |functions: &str| {
+        format!("(SELECT any(stack_id) FROM stacks WHERE functions = {functions})")
+    };
+    for (functions, n) in [
+        ("['main','handle','hot_loop']", 90),
+        ("['main','handle']", 10),
+    ] {
+        store
+            .client()
+            .query(&format!(
+                "INSERT INTO samples (time, host, host_id, boot_id, sequence, service, version, stack_id, count) \
+                 SELECT toDateTime({t5}), 'web-1', 'machine-1', 'boot-1', 5, '{SERVICE}', '1.1', {}, {n}",
+                stack(functions)
+            ))
+            .execute()
+            .await
+            .unwrap();
+    }
     store
         .client()
         .query(&format!(
-            "INSERT INTO samples (time, host_id, boot_id, sequence, service, version, functions, count) \
-             VALUES ({t5}, 'machine-1', 'boot-1', 5, '{SERVICE}', '1.1', ['main','handle','hot_loop'], 90), \
-             ({t5}, 'machine-1', 'boot-1', 5, '{SERVICE}', '1.1', ['main','handle'], 10)"
+            "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
+             VALUES ('{SERVICE}', 'main', toStartOfMinute(toDateTime({t5})), '1.1', 0, 100), \
+             ('{SERVICE}', 'handle', toStartOfMinute(toDateTime({t5})), '1.1', 10, 100), \
+             ('{SERVICE}', 'hot_loop', toStartOfMinute(toDateTime({t5})), '1.1', 90, 90)"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO service_minutes (service, minute, version, host, samples) \
+             VALUES ('{SERVICE}', toStartOfMinute(toDateTime({t5})), '1.1', 'web-1', 100)"
         ))
         .execute()
         .await
@@ -541,6 +580,15 @@ async fn clickhouse_roundtrip() {
         )
         .await,
         600
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT toUInt64(sum(samples)) FROM service_minutes WHERE service = 'checkout'"
+        )
+        .await,
+        600,
+        "the collector's rollups hold every batch once"
     );
 
     collector.shutdown().await;

@@ -24,6 +24,8 @@ pub(crate) enum Which {
     Ingest,
     /// Regression detection over (service, function) series.
     Detect,
+    /// Query latency over a synthetic day of 1,000 hosts x 20 services (needs clickhouse-server).
+    Query,
     /// The profiler's cost on a busy host (root): per-sample BPF time, CPU, RSS, map memory,
     /// at 19 and 99 Hz, frame pointers against unwind tables.
     Profiler,
@@ -37,10 +39,12 @@ impl Which {
         match self {
             Self::Ingest => &[(COLLECTOR, "ingest")],
             Self::Detect => &[(COLLECTOR, "detect")],
+            Self::Query => &[(COLLECTOR, "query")],
             Self::Profiler => &[(PROFILER, "profiler")],
             Self::All => &[
                 (COLLECTOR, "ingest"),
                 (COLLECTOR, "detect"),
+                (COLLECTOR, "query"),
                 (PROFILER, "profiler"),
             ],
         }

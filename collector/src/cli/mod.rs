@@ -6,6 +6,7 @@ mod detect;
 mod migrate;
 mod query;
 mod regressions;
+mod retention;
 mod serve;
 mod symbols;
 mod table;
@@ -23,6 +24,9 @@ use fleetprof_collector::store::{Store, StoreConfig};
 ///   fleetprof-collector query top --service checkout --since 1h
 ///   fleetprof-collector query flamegraph --service checkout --since 1h -o checkout.svg
 ///   fleetprof-collector query diff --service checkout --baseline 1.4.0 --comparison 1.5.0 -o diff.svg
+///
+/// Retention (drops whole days; `serve --retention 30d` does it hourly):
+///   fleetprof-collector retention --keep 30d
 ///
 /// Regressions and their root cause:
 ///   fleetprof-collector changes import-git --repo ~/src/checkout --service checkout
@@ -51,6 +55,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create or upgrade the ClickHouse schema, then exit.
     Migrate(migrate::MigrateArgs),
+    /// Drop the days (partitions) of every large table older than --keep, and say what went.
+    Retention(retention::RetentionArgs),
     /// Ask questions of the stored profiles.
     Query(query::QueryArgs),
     /// Find regressions in the stored profiles once: test every function's CPU share for lasting
@@ -128,6 +134,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Retention(args) => retention::run(args).await,
         Command::Query(args) => query::run(args).await,
         Command::Detect(args) => detect::run(args).await,
         Command::Changes(args) => changes::run(args).await,

@@ -64,6 +64,11 @@ pub(crate) struct ServeArgs {
     /// `regressions` table. [default: off]
     #[arg(long, value_parser = humantime::parse_duration)]
     detect_every: Option<Duration>,
+    /// Keep this much history (e.g. 30d): once an hour (and at start), drop the days of every
+    /// large table older than this, as `fleetprof-collector retention --keep` does, and log what
+    /// was dropped. [default: off, keep everything]
+    #[arg(long, value_name = "KEEP", value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
     /// Also serve the web UI on this address (http; same token as ingest). [default: off]
     #[arg(long, value_name = "ADDR")]
     ui_listen: Option<SocketAddr>,
@@ -96,6 +101,29 @@ fn spawn_detection(store: Store, every: Duration) -> tokio::task::JoinHandle<()>
                     "detection run"
                 ),
                 Err(e) => tracing::warn!(error = %e, "detection run failed; retrying next period"),
+            }
+        }
+    })
+}
+
+/// How often `serve --retention` looks for old partitions.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Drops partitions older than `keep` every [`RETENTION_EVERY`] until the process ends;
+/// failures are logged, not fatal (the next pass tries again).
+fn spawn_retention(store: Store, keep: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match super::retention::pass(&store, keep, false).await {
+                Ok(report) => {
+                    for line in report.lines() {
+                        tracing::info!("retention: {line}");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "retention pass failed; retrying next period"),
             }
         }
     })
@@ -251,6 +279,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .detect_every
         .filter(|d| !d.is_zero())
         .map(|every| spawn_detection(store.clone(), every));
+    let retention = args
+        .retention
+        .filter(|d| !d.is_zero())
+        .map(|keep| spawn_retention(store.clone(), keep));
     let symbolizer = args.symbols.spawn(store.clone());
     let mut collector = RunningCollector::start(store, config, args.listen).await?;
     if let Some(addr) = args.metrics_listen {
@@ -281,6 +313,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = detection {
         d.abort();
+    }
+    if let Some(r) = retention {
+        r.abort();
     }
     if let Some(s) = symbolizer {
         s.abort();

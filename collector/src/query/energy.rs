@@ -55,19 +55,19 @@ async fn function_joules(
     function: Option<&str>,
 ) -> Result<Vec<FunctionJoules>, QueryError> {
     let base = Filter::service(service).window("time", window, false);
-    let leaf = match function {
-        Some(f) => base
-            .clone()
-            .and("functions[-1] = ?", [Value::Str(f.to_owned())]),
-        None => base.clone(),
+    let (w_leaf, leaf_values) = match function {
+        Some(f) => ("WHERE functions[-1] = ?", vec![Value::Str(f.to_owned())]),
+        None => ("", Vec::new()),
     };
-    // Three filters, one per subquery, bound in the order they appear.
-    let (w_leaf, w_base) = (leaf.where_clause(), base.where_clause());
+    // The leaf's name comes from `stacks`: the sample rows per (host, pid, time, stack) joined
+    // with their stacks' names. Four filters, bound in the order they appear.
+    let named = crate::store::named_samples("host, pid, time", &base.expr());
+    let w_base = base.where_clause();
     let sql = format!(
         "SELECT host, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, function, toUInt64(sum(leaf)) AS s, \
          sum(leaf * pj / n) AS j FROM ( \
            SELECT host, pid, time, function, leaf, n FROM ( \
-             SELECT host, pid, time, functions[-1] AS function, sum(count) AS leaf FROM samples {w_leaf} \
+             SELECT host, pid, time, functions[-1] AS function, sum(count) AS leaf FROM {named} {w_leaf} \
              GROUP BY host, pid, time, function \
            ) ANY INNER JOIN ( \
              SELECT host, pid, time, sum(count) AS n FROM samples {w_base} GROUP BY host, pid, time \
@@ -81,7 +81,9 @@ async fn function_joules(
     let bucket = [Value::U32(bucket_secs), Value::U32(bucket_secs)];
     for v in bucket
         .iter()
-        .chain(&leaf.values)
+        .chain(&base.values)
+        .chain(&base.values)
+        .chain(&leaf_values)
         .chain(&base.values)
         .chain(&base.values)
     {

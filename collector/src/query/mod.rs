@@ -89,11 +89,15 @@ enum Value {
     U64(u64),
 }
 
-/// A WHERE clause and its bound values, built piece by piece.
+/// A WHERE clause and its bound values, built piece by piece: conditions on the sample rows'
+/// own columns, and conditions on their stacks' `functions` (applied after the join with
+/// `stacks`, see [`Filter::query_named`]).
 #[derive(Debug, Clone, Default)]
 struct Filter {
     sql: Vec<String>,
     values: Vec<Value>,
+    stack_sql: Vec<String>,
+    stack_values: Vec<Value>,
 }
 
 impl Filter {
@@ -101,6 +105,58 @@ impl Filter {
         self.sql.push(sql.to_owned());
         self.values.extend(values);
         self
+    }
+
+    /// A condition on the stack's `functions` (root first).
+    fn on_stack(mut self, sql: &str, values: impl IntoIterator<Item = Value>) -> Self {
+        self.stack_sql.push(sql.to_owned());
+        self.stack_values.extend(values);
+        self
+    }
+
+    /// The sample conditions as one boolean expression (`1` without any).
+    fn expr(&self) -> String {
+        if self.sql.is_empty() {
+            "1".to_owned()
+        } else {
+            self.sql.join(" AND ")
+        }
+    }
+
+    /// `sql` with `{samples}` replaced by the filtered sample rows summed per `columns` and
+    /// stack, with the stack's `functions` ([`crate::store::named_samples`]), and `{fwhere}` by
+    /// the stack conditions; `leading` values, the filter's values (twice: the derived table
+    /// uses them twice), the stack conditions' values, then `extra` are bound in that order.
+    fn query_named(
+        &self,
+        store: &Store,
+        sql: &str,
+        columns: &str,
+        leading: &[Value],
+        extra: &[Value],
+    ) -> clickhouse::query::Query {
+        let fwhere = if self.stack_sql.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.stack_sql.join(" AND "))
+        };
+        let sql = sql
+            .replace(
+                "{samples}",
+                &crate::store::named_samples(columns, &self.expr()),
+            )
+            .replace("{fwhere}", &fwhere);
+        let mut q = store.client().query(&sql);
+        for v in leading
+            .iter()
+            .chain(&self.values)
+            .chain(&self.values)
+            .chain(&self.stack_values)
+            .chain(extra)
+        {
+            q = bind(q, v);
+        }
+        q
     }
 
     fn service(service: &str) -> Self {
@@ -153,13 +209,17 @@ impl Filter {
         let sql = sql.replace("{where}", &self.where_clause());
         let mut q = store.client().query(&sql);
         for v in leading.iter().chain(&self.values).chain(extra) {
-            q = match v {
-                Value::Str(s) => q.bind(s.as_str()),
-                Value::U32(n) => q.bind(*n),
-                Value::U64(n) => q.bind(*n),
-            };
+            q = bind(q, v);
         }
         q
+    }
+}
+
+fn bind(q: clickhouse::query::Query, v: &Value) -> clickhouse::query::Query {
+    match v {
+        Value::Str(s) => q.bind(s.as_str()),
+        Value::U32(n) => q.bind(*n),
+        Value::U64(n) => q.bind(*n),
     }
 }
 
@@ -218,11 +278,13 @@ async fn exact_counts(
         .await
         .map_err(ch("counting the service's samples"))?;
     let counts = filter
-        .query(
+        .query_named(
             store,
             "SELECT function, toUInt64(sum(count * (function = functions[-1]))) AS s, \
-             toUInt64(sum(count)) AS t FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
-             {where} GROUP BY function ORDER BY t DESC, function",
+             toUInt64(sum(count)) AS t FROM {samples} ARRAY JOIN arrayDistinct(functions) AS function \
+             {fwhere} GROUP BY function ORDER BY t DESC, function",
+            "",
+            &[],
             &[],
         )
         .fetch_all::<FunctionCounts>()
@@ -267,10 +329,12 @@ struct FoldedRow {
 async fn folded(store: &Store, filter: &Filter) -> Result<Vec<FoldedStack>, QueryError> {
     // `;` separates frames in the folded format; a name containing one (e.g. `[u8; 4]`) gets `:`.
     let rows = filter
-        .query(
+        .query_named(
             store,
             "SELECT arrayStringConcat(arrayMap(f -> replaceAll(f, ';', ':'), functions), ';') AS stack, \
-             toUInt64(sum(count)) AS samples FROM samples {where} GROUP BY stack ORDER BY stack",
+             toUInt64(sum(count)) AS samples FROM {samples} {fwhere} GROUP BY stack ORDER BY stack",
+            "",
+            &[],
             &[],
         )
         .fetch_all::<FoldedRow>()
@@ -667,11 +731,12 @@ async fn fine_history(
 ) -> Result<Vec<HistoryPoint>, QueryError> {
     let rows = Filter::service(service)
         .window("time", window, false)
-        .query_with(
+        .query_named(
             store,
             "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS time, toUInt64(sum(count)) AS n, \
              toUInt64(sum(count * (functions[-1] = ?))) AS s, toUInt64(sum(count * has(functions, ?))) AS t \
-             FROM samples {where} GROUP BY time ORDER BY time",
+             FROM {samples} {fwhere} GROUP BY time ORDER BY time",
+            "time",
             &[
                 Value::U32(bucket_secs),
                 Value::U32(bucket_secs),
@@ -782,11 +847,13 @@ pub async fn callers_callees(
 ) -> Result<(Vec<Neighbour>, Vec<Neighbour>), QueryError> {
     let filter = Filter::service(service)
         .window("time", window, false)
-        .and("has(functions, ?)", [Value::Str(function.to_owned())]);
+        .on_stack("has(functions, ?)", [Value::Str(function.to_owned())]);
     let whole = filter
-        .query(
+        .query_named(
             store,
-            "SELECT toUInt64(sum(count)) FROM samples {where}",
+            "SELECT toUInt64(sum(count)) FROM {samples} {fwhere}",
+            "",
+            &[],
             &[],
         )
         .fetch_one::<u64>()
@@ -794,15 +861,17 @@ pub async fn callers_callees(
         .map_err(ch("reading samples"))?;
     let f = Value::Str(function.to_owned());
     let pairs = filter
-        .query(
+        .query_named(
             store,
             "SELECT caller, callee, toUInt64(sum(count)) AS n FROM ( \
                SELECT tupleElement(pair, 1) AS caller, tupleElement(pair, 2) AS callee, count \
-               FROM samples ARRAY JOIN arrayMap((a, b) -> (a, b), \
+               FROM {samples} ARRAY JOIN arrayMap((a, b) -> (a, b), \
                  arraySlice(functions, 1, length(functions) - 1), arraySlice(functions, 2)) AS pair \
-               {where}) \
+               {fwhere}) \
              WHERE caller != callee AND (caller = ? OR callee = ?) \
              GROUP BY caller, callee ORDER BY n DESC, caller, callee",
+            "",
+            &[],
             &[f.clone(), f],
         )
         .fetch_all::<PairCount>()
@@ -871,11 +940,12 @@ pub async fn hot_lines(
 ) -> Result<Vec<LineRow>, QueryError> {
     let stacks = Filter::service(service)
         .window("time", window, false)
-        .and("has(functions, ?)", [Value::Str(function.to_owned())])
-        .query_with(
+        .on_stack("has(functions, ?)", [Value::Str(function.to_owned())])
+        .query_named(
             store,
             "SELECT stack_id, toUInt64(sum(count)) AS n, toUInt8(functions[-1] = ?) AS leaf \
-             FROM samples {where} GROUP BY stack_id, leaf ORDER BY n DESC LIMIT 5000",
+             FROM {samples} {fwhere} GROUP BY stack_id, leaf ORDER BY n DESC LIMIT 5000",
+            "",
             &[Value::Str(function.to_owned())],
             &[],
         )
@@ -970,21 +1040,25 @@ pub async fn stacks_through(
 ) -> Result<Vec<StackThrough>, QueryError> {
     let filter = Filter::service(service)
         .window("time", window, false)
-        .and("has(functions, ?)", [Value::Str(function.to_owned())]);
+        .on_stack("has(functions, ?)", [Value::Str(function.to_owned())]);
     let whole = filter
-        .query(
+        .query_named(
             store,
-            "SELECT toUInt64(sum(count)) FROM samples {where}",
+            "SELECT toUInt64(sum(count)) FROM {samples} {fwhere}",
+            "",
+            &[],
             &[],
         )
         .fetch_one::<u64>()
         .await
         .map_err(ch("reading samples"))?;
     let rows = filter
-        .query(
+        .query_named(
             store,
-            "SELECT functions, toUInt64(sum(count)) AS samples FROM samples {where} \
+            "SELECT functions, toUInt64(sum(count)) AS samples FROM {samples} {fwhere} \
              GROUP BY functions ORDER BY samples DESC LIMIT ?",
+            "",
+            &[],
             &[Value::U64(limit)],
         )
         .fetch_all::<StackCount>()

@@ -101,38 +101,56 @@ struct Source {
     /// `FROM ... WHERE` for the service's totals per bucket (binds: B, B, service, from, to).
     totals: &'static str,
     /// Total samples per function over the window (binds: service, from, to, min, limit).
-    select: &'static str,
+    select: String,
     /// Self and total samples per function and bucket (binds: B, B, service, from, to, names).
-    buckets: &'static str,
+    buckets: String,
+    /// `select` and `buckets` take (service, from, to) twice in a row (the sample rows joined
+    /// with their stacks' names, [`crate::store::named_samples`]).
+    twice: bool,
 }
 
-const ROLLUPS: Source = Source {
-    totals: "SELECT toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, toUInt64(sum(samples)) AS n \
+/// The window condition of the raw samples (binds: service, from, to).
+const SAMPLE_WHERE: &str = "service = ? AND time >= toDateTime(?) AND time < toDateTime(?)";
+
+fn rollups() -> Source {
+    Source {
+        totals: "SELECT toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, toUInt64(sum(samples)) AS n \
              FROM service_minutes WHERE service = ? AND minute >= toDateTime(?) \
              AND minute < toDateTime(?) GROUP BY t ORDER BY t",
-    select: "SELECT function, toUInt64(sum(total_samples)) AS k FROM function_minutes \
+        select: "SELECT function, toUInt64(sum(total_samples)) AS k FROM function_minutes \
              WHERE service = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
-             GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?",
-    buckets: "SELECT function, toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, \
+             GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?"
+            .to_owned(),
+        buckets: "SELECT function, toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, \
               toUInt64(sum(self_samples)) AS s, toUInt64(sum(total_samples)) AS k \
               FROM function_minutes WHERE service = ? AND minute >= toDateTime(?) \
-              AND minute < toDateTime(?) AND has(?, function) GROUP BY function, t",
-};
+              AND minute < toDateTime(?) AND has(?, function) GROUP BY function, t"
+            .to_owned(),
+        twice: false,
+    }
+}
 
-const SAMPLES: Source = Source {
-    totals: "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, toUInt64(sum(count)) AS n \
+fn raw_samples() -> Source {
+    Source {
+        totals: "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, toUInt64(sum(count)) AS n \
              FROM samples WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
              GROUP BY t ORDER BY t",
-    select: "SELECT function, toUInt64(sum(count)) AS k FROM samples \
-             ARRAY JOIN arrayDistinct(functions) AS function \
-             WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
-             GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?",
-    buckets: "SELECT function, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, \
-              toUInt64(sum(count * (function = functions[-1]))) AS s, toUInt64(sum(count)) AS k \
-              FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
-              WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
-              AND has(?, function) GROUP BY function, t",
-};
+        select: format!(
+            "SELECT function, toUInt64(sum(count)) AS k FROM {} \
+         ARRAY JOIN arrayDistinct(functions) AS function \
+         GROUP BY function HAVING k >= ? ORDER BY k DESC, function LIMIT ?",
+            crate::store::named_samples("", SAMPLE_WHERE)
+        ),
+        buckets: format!(
+            "SELECT function, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, \
+         toUInt64(sum(count * (function = functions[-1]))) AS s, toUInt64(sum(count)) AS k \
+         FROM {} ARRAY JOIN arrayDistinct(functions) AS function \
+         WHERE has(?, function) GROUP BY function, t",
+            crate::store::named_samples("time", SAMPLE_WHERE)
+        ),
+        twice: true,
+    }
+}
 
 /// The window's start floored to a bucket boundary.
 pub(crate) fn aligned_start(window: Window, bucket_secs: u32) -> u32 {
@@ -156,9 +174,9 @@ pub async fn read_series(
         ));
     }
     let source = if b.is_multiple_of(60) {
-        &ROLLUPS
+        rollups()
     } else {
-        &SAMPLES
+        raw_samples()
     };
     let start = aligned_start(window, b);
     let to = window.to;
@@ -192,12 +210,11 @@ pub async fn read_series(
     }
 
     let min = (whole as f64 * options.min_share).ceil().max(1.0) as u64;
-    let selected = store
-        .client()
-        .query(source.select)
-        .bind(service)
-        .bind(start)
-        .bind(to)
+    let mut query = store.client().query(&source.select);
+    for _ in 0..if source.twice { 2 } else { 1 } {
+        query = query.bind(service).bind(start).bind(to);
+    }
+    let selected = query
         .bind(min)
         .bind(options.max_functions as u64)
         .fetch_all::<FunctionTotal>()
@@ -224,14 +241,11 @@ pub async fn read_series(
         .map(|(i, n)| (n.as_str(), i))
         .collect();
     if !names.is_empty() {
-        let rows = store
-            .client()
-            .query(source.buckets)
-            .bind(b)
-            .bind(b)
-            .bind(service)
-            .bind(start)
-            .bind(to)
+        let mut query = store.client().query(&source.buckets).bind(b).bind(b);
+        for _ in 0..if source.twice { 2 } else { 1 } {
+            query = query.bind(service).bind(start).bind(to);
+        }
+        let rows = query
             .bind(&names)
             .fetch_all::<FunctionBucket>()
             .await
@@ -240,7 +254,7 @@ pub async fn read_series(
             let (Some(&f), Some(i)) = (position.get(r.function.as_str()), index(r.t)) else {
                 continue;
             };
-            // The rollups are filled by two materialized views; clamp so a race between them
+            // The two rollups are separate INSERTs; clamp so one landing before the other
             // cannot make a function count more samples than its service.
             let n = samples[i];
             let k = u32::try_from(r.k).unwrap_or(u32::MAX).min(n);
@@ -285,17 +299,21 @@ async fn add_callers(
     position: &HashMap<&str, usize>,
     functions: &mut [FunctionSeries],
 ) -> Result<(), RegressionsError> {
+    let sql = format!(
+        "SELECT caller, callee, toUInt64(sum(count)) AS n FROM ( \
+           SELECT tupleElement(pair, 1) AS caller, tupleElement(pair, 2) AS callee, count \
+           FROM {} ARRAY JOIN arrayMap((a, b) -> (a, b), \
+             arraySlice(functions, 1, length(functions) - 1), arraySlice(functions, 2)) AS pair) \
+         WHERE caller != callee AND has(?, caller) AND has(?, callee) \
+         GROUP BY caller, callee ORDER BY callee, caller",
+        crate::store::named_samples("", SAMPLE_WHERE)
+    );
     let pairs = store
         .client()
-        .query(
-            "SELECT caller, callee, toUInt64(sum(count)) AS n FROM ( \
-               SELECT tupleElement(pair, 1) AS caller, tupleElement(pair, 2) AS callee, count \
-               FROM samples ARRAY JOIN arrayMap((a, b) -> (a, b), \
-                 arraySlice(functions, 1, length(functions) - 1), arraySlice(functions, 2)) AS pair \
-               WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?)) \
-             WHERE caller != callee AND has(?, caller) AND has(?, callee) \
-             GROUP BY caller, callee ORDER BY callee, caller",
-        )
+        .query(&sql)
+        .bind(service)
+        .bind(from)
+        .bind(to)
         .bind(service)
         .bind(from)
         .bind(to)

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_symbols.sql",
         sql: include_str!("../../schema/0003_symbols.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_scale.sql",
+        sql: include_str!("../../schema/0004_scale.sql"),
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]
@@ -98,6 +103,12 @@ impl Store {
     /// newer than the database's version. Refuses ([`StoreError::SchemaTooNew`]) to touch a
     /// database migrated by a newer collector. Returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.migrate_to(u32::MAX).await
+    }
+
+    /// [`Store::migrate`], stopping after version `target` (to lay out an older schema, e.g. to
+    /// test the upgrade from it).
+    pub async fn migrate_to(&self, target: u32) -> Result<Vec<u32>, StoreError> {
         self.server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
@@ -122,8 +133,14 @@ impl Store {
             });
         }
         let mut applied = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        for migration in MIGRATIONS
+            .iter()
+            .filter(|m| m.version > current && m.version <= target)
+        {
             for statement in split_statements(migration.sql) {
+                if self.already_dropped(&statement).await? {
+                    continue;
+                }
                 self.client
                     .query_raw(&statement)
                     .execute()
@@ -155,6 +172,36 @@ impl Store {
             applied.push(migration.version);
         }
         Ok(applied)
+    }
+
+    /// Whether `statement` is an `ALTER TABLE t DROP COLUMN c` whose column is already gone:
+    /// 18.16 has no `DROP COLUMN IF EXISTS`, and a migration interrupted after that statement
+    /// must still be able to run again.
+    async fn already_dropped(&self, statement: &str) -> Result<bool, StoreError> {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let [alter, table_kw, table, drop, column_kw, column] = words.as_slice() else {
+            return Ok(false);
+        };
+        let is = |w: &str, kw: &str| w.eq_ignore_ascii_case(kw);
+        if !(is(alter, "ALTER")
+            && is(table_kw, "TABLE")
+            && is(drop, "DROP")
+            && is(column_kw, "COLUMN"))
+        {
+            return Ok(false);
+        }
+        let present: u64 = self
+            .client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(self.database.as_str())
+            .bind(*table)
+            .bind(*column)
+            .fetch_one()
+            .await
+            .map_err(StoreError::ch("reading system.columns"))?;
+        Ok(present == 0)
     }
 
     /// The database's schema version (0 when `schema_migrations` is empty).

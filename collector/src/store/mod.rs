@@ -19,6 +19,8 @@ pub(crate) mod energy;
 pub mod local_server;
 mod migrate;
 mod model;
+mod named;
+mod retention;
 mod writer;
 
 use std::time::Duration;
@@ -33,7 +35,9 @@ pub use model::{
     Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
     StoredFrame, frame_id, stack_id,
 };
-pub use writer::{PresentParts, WriteOutcome};
+pub use named::named_samples;
+pub use retention::{DroppedPartition, Period, RETAINED_TABLES};
+pub use writer::{KNOWN_IDS_LIMIT, PresentParts, WriteOutcome};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
 /// `keep_alive_timeout` of 3 s, so the client never reuses a connection the server is closing.

@@ -27,6 +27,8 @@ pub struct WriteOutcome {
     pub sample_rows: u64,
     /// Sum of the written samples' counts.
     pub samples: u64,
+    /// Rows written into `function_minutes` (the collector's per-group rollup).
+    pub function_minute_rows: u64,
 }
 
 #[derive(Row, Serialize)]
@@ -45,7 +47,6 @@ struct SampleRow<'a> {
     thread: &'a str,
     container_id: &'a str,
     stack_id: u64,
-    functions: &'a [String],
     count: u64,
 }
 
@@ -158,6 +159,103 @@ struct LossRow<'a> {
     spool_dropped_samples: u64,
 }
 
+/// A `function_minutes` row: one (service, function, minute, version) of an INSERT group.
+#[derive(Row, Serialize)]
+struct FunctionMinuteRow<'a> {
+    service: &'a str,
+    function: &'a str,
+    minute: u32,
+    version: &'a str,
+    self_samples: u64,
+    total_samples: u64,
+}
+
+/// A `service_minutes` row: one (service, minute, version, host) of an INSERT group.
+#[derive(Row, Serialize)]
+struct ServiceMinuteRow<'a> {
+    service: &'a str,
+    minute: u32,
+    version: &'a str,
+    host: &'a str,
+    samples: u64,
+}
+
+/// At most this many stack (and frame) ids are remembered as written; past it the memory starts
+/// afresh, so a long-running collector stays bounded and re-writes a hot stack once in a while
+/// (ReplacingMergeTree folds the copy).
+pub const KNOWN_IDS_LIMIT: usize = 2_000_000;
+
+/// The per-minute rollups of `samples` for one INSERT group, aggregated here rather than by a
+/// materialized view expanding every sample row into one row per function of its stack: sample
+/// rows are first summed per (service, version, minute, stack), then each distinct stack is
+/// expanded once. A function counts once per stack for `total_samples` even when recursive;
+/// `self_samples` is the leaf's.
+fn rollups<'a>(
+    samples: &[(&'a Batch, &'a SampleInfo)],
+) -> (Vec<FunctionMinuteRow<'a>>, Vec<ServiceMinuteRow<'a>>) {
+    type StackKey<'a> = (&'a str, &'a str, u32, u64);
+    let mut per_stack: HashMap<StackKey<'a>, (u64, &'a super::StackInfo)> = HashMap::new();
+    let mut per_host: HashMap<(&'a str, u32, &'a str, &'a str), u64> = HashMap::new();
+    for (b, s) in samples {
+        let p = &b.processes[s.process as usize];
+        let st = &b.stacks[s.stack as usize];
+        let minute = b.time() / 60 * 60;
+        per_stack
+            .entry((p.service.as_str(), p.version.as_str(), minute, st.stack_id))
+            .or_insert((0, st))
+            .0 += s.count;
+        *per_host
+            .entry((
+                p.service.as_str(),
+                minute,
+                p.version.as_str(),
+                b.hostname.as_str(),
+            ))
+            .or_default() += s.count;
+    }
+    let mut per_function: HashMap<(&'a str, &'a str, u32, &'a str), (u64, u64)> = HashMap::new();
+    let mut seen: HashSet<&'a str> = HashSet::new();
+    for ((service, version, minute, _), (count, stack)) in per_stack {
+        seen.clear();
+        let leaf = stack.functions.last().map(String::as_str);
+        for f in &stack.functions {
+            if seen.insert(f.as_str()) {
+                let e = per_function
+                    .entry((service, f.as_str(), minute, version))
+                    .or_default();
+                e.1 += count;
+                if Some(f.as_str()) == leaf {
+                    e.0 += count;
+                }
+            }
+        }
+    }
+    let functions = per_function
+        .into_iter()
+        .map(
+            |((service, function, minute, version), (s, t))| FunctionMinuteRow {
+                service,
+                function,
+                minute,
+                version,
+                self_samples: s,
+                total_samples: t,
+            },
+        )
+        .collect();
+    let services = per_host
+        .into_iter()
+        .map(|((service, minute, version, host), n)| ServiceMinuteRow {
+            service,
+            minute,
+            version,
+            host,
+            samples: n,
+        })
+        .collect();
+    (functions, services)
+}
+
 /// Which tables already hold rows of a batch (an earlier attempt failed part-way): those tables
 /// are skipped when the batch is written again, so every table gets the batch's rows once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -238,7 +336,6 @@ fn sample_row<'a>((b, s): (&'a Batch, &'a SampleInfo)) -> SampleRow<'a> {
         thread: &s.thread,
         container_id: &p.container_id,
         stack_id: st.stack_id,
-        functions: &st.functions,
         count: s.count,
     }
 }
@@ -264,6 +361,12 @@ impl Store {
         known_frames: &mut HashSet<u64>,
     ) -> Result<WriteOutcome, StoreError> {
         let received = unix_now();
+        if known_stacks.len() > KNOWN_IDS_LIMIT {
+            known_stacks.clear();
+        }
+        if known_frames.len() > KNOWN_IDS_LIMIT {
+            known_frames.clear();
+        }
         let mut new_stacks = HashSet::new();
         let mut new_frames = HashSet::new();
         let stacks = batches
@@ -308,6 +411,9 @@ impl Store {
                 samples.push((b, s));
             }
         }
+        // The rollups go with the sample rows: a batch whose samples are already stored (an
+        // earlier attempt) has had its rollups written in the same attempt.
+        let (function_minutes, service_minutes) = rollups(&samples);
         let processes = batches
             .iter()
             .filter(|b| !has(b, |p| p.processes))
@@ -417,6 +523,8 @@ impl Store {
             process_energy_r,
             losses_r,
             host_energy_r,
+            function_minutes_r,
+            service_minutes_r,
         ) = futures::join!(
             insert_rows!(self, SampleRow<'_>, "samples", samples, sample_row),
             insert_rows!(self, StackRow<'_>, "stacks", stack_rows, same),
@@ -438,6 +546,20 @@ impl Store {
                 host_energy,
                 same
             ),
+            insert_rows!(
+                self,
+                FunctionMinuteRow<'_>,
+                "function_minutes",
+                function_minutes,
+                same
+            ),
+            insert_rows!(
+                self,
+                ServiceMinuteRow<'_>,
+                "service_minutes",
+                service_minutes,
+                same
+            ),
         );
         let sample_rows = samples_r?;
         stacks_r?;
@@ -447,6 +569,8 @@ impl Store {
         process_energy_r?;
         losses_r?;
         host_energy_r?;
+        let function_minute_rows = function_minutes_r?;
+        service_minutes_r?;
         let batch_rows = batches
             .iter()
             .map(|b| BatchRow {
@@ -478,6 +602,7 @@ impl Store {
             batches: batches.len(),
             sample_rows,
             samples: sample_batches.iter().map(|b| b.total_samples()).sum(),
+            function_minute_rows,
         })
     }
 
@@ -605,5 +730,92 @@ impl Store {
             .fetch_one::<u64>()
             .await
             .map_err(StoreError::ch("counting stored samples"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ProcessInfo, StackInfo};
+
+    fn stack(id: u64, functions: &[&str]) -> StackInfo {
+        StackInfo {
+            stack_id: id,
+            frame_ids: (0..functions.len() as u64).collect(),
+            functions: functions.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    fn sample(process: u32, stack: u32, count: u64) -> SampleInfo {
+        SampleInfo {
+            process,
+            stack,
+            tid: 1,
+            thread: String::new(),
+            count,
+        }
+    }
+
+    /// The collector's rollup counts as the v1 view did: self is the leaf's, total counts a
+    /// function once per stack even when recursive, per (service, version, minute); the service
+    /// rollup is per host.
+    #[test]
+    fn rollups_count_self_at_the_leaf_and_total_once_per_stack() {
+        let process = |service: &str, version: &str| ProcessInfo {
+            service: service.into(),
+            version: version.into(),
+            ..Default::default()
+        };
+        let batch = |host: &str, start_s: u64| Batch {
+            hostname: host.into(),
+            start_time_ns: start_s * 1_000_000_000,
+            processes: vec![process("checkout", "1.0"), process("search", "2.0")],
+            stacks: vec![
+                stack(1, &["main", "recurse", "recurse", "leaf"]),
+                stack(2, &["main", "recurse"]),
+            ],
+            samples: vec![
+                sample(0, 0, 5),
+                sample(0, 1, 3),
+                sample(1, 0, 7),
+                sample(0, 0, 1),
+            ],
+            ..Default::default()
+        };
+        // Two hosts in the same minute, one batch in the next minute.
+        let batches = [batch("a", 600), batch("b", 630), batch("a", 660)];
+        let rows: Vec<(&Batch, &SampleInfo)> = batches
+            .iter()
+            .flat_map(|b| b.samples.iter().map(move |s| (b, s)))
+            .collect();
+        let (functions, services) = rollups(&rows);
+        let f: HashMap<(&str, &str, u32), (u64, u64)> = functions
+            .iter()
+            .map(|r| {
+                (
+                    (r.service, r.function, r.minute),
+                    (r.self_samples, r.total_samples),
+                )
+            })
+            .collect();
+        assert_eq!(f[&("checkout", "main", 600)], (0, 18));
+        assert_eq!(f[&("checkout", "recurse", 600)], (6, 18));
+        assert_eq!(f[&("checkout", "leaf", 600)], (12, 12));
+        assert_eq!(f[&("checkout", "leaf", 660)], (6, 6));
+        assert_eq!(f[&("search", "recurse", 660)], (0, 7));
+        assert_eq!(
+            functions.len(),
+            3 * 2 * 2,
+            "3 functions x 2 services x 2 minutes"
+        );
+        let s: HashMap<(&str, u32, &str), u64> = services
+            .iter()
+            .map(|r| ((r.service, r.minute, r.host), r.samples))
+            .collect();
+        assert_eq!(s[&("checkout", 600, "a")], 9);
+        assert_eq!(s[&("checkout", 600, "b")], 9);
+        assert_eq!(s[&("search", 600, "b")], 7);
+        assert_eq!(s[&("checkout", 660, "a")], 9);
+        assert_eq!(s.len(), 6);
     }
 }

@@ -436,80 +436,68 @@ async fn write_back(
     for chunk in stacks.chunks(STACKS_PER_MUTATION) {
         // Only the stacks through these very frames (frame ids include the build-id): another
         // build of a binary with the same file name has the same `name+0x…` names.
-        let pending_stacks: CountRow = client
-            .query(
-                "SELECT count() AS n FROM stacks WHERE has(?, stack_id) AND hasAny(functions, ?)",
-            )
+        let pending: Vec<StackIdRow> = client
+            .query("SELECT DISTINCT stack_id FROM stacks WHERE has(?, stack_id) AND hasAny(functions, ?)")
             .bind(chunk)
             .bind(&olds)
-            .fetch_one()
+            .fetch_all()
             .await
-            .map_err(SymbolsError::ch("counting stacks to rename"))?;
-        if pending_stacks.n > 0 {
-            // In `stacks` the frame ids say exactly which position to rename.
-            client
-                .query(
-                    "ALTER TABLE stacks UPDATE functions = \
-                     arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
-                     WHERE has(?, stack_id) AND hasAny(functions, ?)",
-                )
-                .bind(&ids)
-                .bind(&functions)
-                .bind(chunk)
-                .bind(&olds)
-                .execute()
-                .await
-                .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+            .map_err(SymbolsError::ch("finding stacks to rename"))?;
+        if pending.is_empty() {
+            continue;
         }
-        let pending: CountRow = client
-            .query(
-                "SELECT count() AS n FROM samples WHERE has(?, stack_id) AND hasAny(functions, ?)",
-            )
-            .bind(chunk)
-            .bind(&olds)
+        let pending: Vec<u64> = pending.into_iter().map(|s| s.stack_id).collect();
+        let rows: CountRow = client
+            .query("SELECT count() AS n FROM samples WHERE has(?, stack_id)")
+            .bind(&pending)
             .fetch_one()
             .await
             .map_err(SymbolsError::ch("counting samples to rename"))?;
-        if pending.n == 0 {
-            continue;
-        }
-        renamed_rows += pending.n;
-        // `function_minutes` (a SummingMergeTree that `query top` and detection read) has the
-        // name in its key, which a mutation cannot change: add the renamed rows' counts under
-        // the new names, computed from the sample rows that still carry the old names, then
-        // drop the old names' rows below.
-        client
-            .query(
+        renamed_rows += rows.n;
+        if rows.n > 0 {
+            // `function_minutes` (a SummingMergeTree that `query top` and detection read) has
+            // the name in its key, which a mutation cannot change: add the renamed stacks'
+            // counts under the new names, computed while `stacks` still carries the old names,
+            // then drop the old names' rows below. (Sample rows carry only the stack id since
+            // schema v4, so renaming `stacks` renames them.)
+            let sql = format!(
                 "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
                  SELECT service, function, minute, version, self_samples, total_samples FROM ( \
                  SELECT service, function, toStartOfMinute(time) AS minute, version, \
                  sum(count * (function = renamed[-1])) AS self_samples, sum(count) AS total_samples \
                  FROM (SELECT service, time, version, count, \
-                 arrayMap(f -> transform(f, ?, ?, f), functions) AS renamed FROM samples \
-                 WHERE has(?, stack_id) AND hasAny(functions, ?)) \
+                 arrayMap(f -> transform(f, ?, ?, f), functions) AS renamed FROM {}) \
                  ARRAY JOIN arrayDistinct(renamed) AS function \
                  GROUP BY service, function, minute, version) WHERE has(?, function)",
-            )
-            .bind(&olds)
-            .bind(&news)
-            .bind(chunk)
-            .bind(&olds)
-            .bind(&news)
-            .execute()
-            .await
-            .map_err(SymbolsError::ch("adding renamed frames to function_minutes"))?;
+                crate::store::named_samples("service, time, version", "has(?, stack_id)")
+            );
+            client
+                .query(&sql)
+                .bind(&olds)
+                .bind(&news)
+                .bind(&pending)
+                .bind(&pending)
+                .bind(&news)
+                .execute()
+                .await
+                .map_err(SymbolsError::ch(
+                    "adding renamed frames to function_minutes",
+                ))?;
+        }
+        // In `stacks` the frame ids say exactly which position to rename.
         client
             .query(
-                "ALTER TABLE samples UPDATE functions = arrayMap(f -> transform(f, ?, ?, f), functions) \
+                "ALTER TABLE stacks UPDATE functions = \
+                 arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
                  WHERE has(?, stack_id) AND hasAny(functions, ?)",
             )
-            .bind(&olds)
-            .bind(&news)
-            .bind(chunk)
+            .bind(&ids)
+            .bind(&functions)
+            .bind(&pending)
             .bind(&olds)
             .execute()
             .await
-            .map_err(SymbolsError::ch("renaming frames in samples"))?;
+            .map_err(SymbolsError::ch("renaming frames in stacks"))?;
     }
     if renamed_rows > 0 {
         // The next pass (and the recount below) must see these rows renamed.
@@ -535,15 +523,20 @@ async fn write_back(
             .await
             .map_err(SymbolsError::ch("checking other builds' names"))?;
         if others.n > 0 {
-            client
-                .query(
-                    "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
-                     SELECT service, function, toStartOfMinute(time) AS minute, version, \
-                     sum(count * (function = functions[-1])) AS self_samples, sum(count) AS total_samples \
-                     FROM samples ARRAY JOIN arrayDistinct(functions) AS function \
-                     WHERE hasAny(functions, ?) AND has(?, function) \
-                     GROUP BY service, function, minute, version",
+            let sql = format!(
+                "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
+                 SELECT service, function, toStartOfMinute(time) AS minute, version, \
+                 sum(count * (function = functions[-1])) AS self_samples, sum(count) AS total_samples \
+                 FROM {} ARRAY JOIN arrayDistinct(functions) AS function \
+                 WHERE has(?, function) GROUP BY service, function, minute, version",
+                crate::store::named_samples(
+                    "service, time, version",
+                    "stack_id IN (SELECT stack_id FROM stacks WHERE hasAny(functions, ?))"
                 )
+            );
+            client
+                .query(&sql)
+                .bind(&olds)
                 .bind(&olds)
                 .bind(&olds)
                 .execute()

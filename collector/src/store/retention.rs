@@ -1,0 +1,137 @@
+//! Retention: drop whole partitions of the large tables once every row in them is older than
+//! the retention period (ClickHouse 18.16 has no TTL; dropping a partition is immediate and
+//! rewrites nothing).
+//!
+//! ```no_run
+//! # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::store::StoreError> {
+//! let keep = std::time::Duration::from_secs(30 * 86_400);
+//! for p in store.drop_older_than(keep, false).await? {
+//!     println!("dropped {} partition {} ({} rows)", p.table, p.partition, p.rows);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::{Store, StoreError};
+
+/// How a table is partitioned, and so how its partition ids compare with the cutoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// `toYYYYMMDD(...)`: one partition per day.
+    Day,
+    /// `toYYYYMM(...)`: one partition per month.
+    Month,
+}
+
+/// The tables retention trims, with their partitioning: every table that grows with the fleet's
+/// samples. Left alone: `stacks`, `frames` and `symbolized_frames` (each stack, frame or
+/// address once, not per sample; no time partitions), and the small `changes`, `deploys` and
+/// `regressions`, which root-cause ranking and the agent read over long spans.
+pub const RETAINED_TABLES: &[(&str, Period)] = &[
+    ("samples", Period::Day),
+    ("function_minutes", Period::Day),
+    ("service_minutes", Period::Day),
+    ("processes", Period::Day),
+    ("losses", Period::Day),
+    ("energy", Period::Day),
+    ("process_energy", Period::Day),
+    ("host_energy", Period::Day),
+    // The batches' identities (ingest's dedup key) are kept by month: a host retrying a batch
+    // older than the retention period can at worst store it again, to be dropped next pass.
+    ("batches", Period::Month),
+];
+
+/// A partition [`Store::drop_older_than`] dropped (or would drop, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct DroppedPartition {
+    /// The table.
+    pub table: String,
+    /// The partition id: `YYYYMMDD` for a day, `YYYYMM` for a month.
+    pub partition: String,
+    /// Rows it held.
+    pub rows: u64,
+    /// Bytes it took on disk (compressed).
+    pub bytes: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct Cutoff {
+    day: u32,
+    month: u32,
+}
+
+impl Store {
+    /// Drops the partitions of [`RETAINED_TABLES`] whose every row is older than `keep` (a day
+    /// partition before the day `now - keep` falls in, a month partition before its month), in
+    /// the server's time zone, which is the one the partition keys were computed in. With
+    /// `dry_run` nothing is dropped. Returns what was (or would be) dropped, oldest first per
+    /// table.
+    pub async fn drop_older_than(
+        &self,
+        keep: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<DroppedPartition>, StoreError> {
+        let keep_secs = u32::try_from(keep.as_secs()).unwrap_or(u32::MAX);
+        let cutoff = self
+            .client
+            .query(
+                "SELECT toUInt32(toYYYYMMDD(now() - ?)) AS day, toUInt32(toYYYYMM(now() - ?)) AS month",
+            )
+            .bind(keep_secs)
+            .bind(keep_secs)
+            .fetch_one::<Cutoff>()
+            .await
+            .map_err(StoreError::ch("computing the retention cutoff"))?;
+        let mut dropped = Vec::new();
+        for &(table, period) in RETAINED_TABLES {
+            let limit = match period {
+                Period::Day => cutoff.day,
+                Period::Month => cutoff.month,
+            };
+            let old = self
+                .client
+                .query(
+                    "SELECT table, partition, toUInt64(sum(rows)) AS rows, \
+                     toUInt64(sum(bytes_on_disk)) AS bytes FROM system.parts \
+                     WHERE database = ? AND table = ? AND active \
+                     AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < ? \
+                     GROUP BY table, partition ORDER BY partition",
+                )
+                .bind(self.database.as_str())
+                .bind(table)
+                .bind(limit)
+                .fetch_all::<DroppedPartition>()
+                .await
+                .map_err(StoreError::ch(format!("listing the partitions of {table}")))?;
+            for p in old {
+                if !dry_run {
+                    // The id comes from system.parts and is all digits (checked above), so it
+                    // can stand in the statement as the partition's literal value.
+                    self.client
+                        .query(&format!(
+                            "ALTER TABLE {table} DROP PARTITION {}",
+                            p.partition
+                        ))
+                        .execute()
+                        .await
+                        .map_err(StoreError::ch(format!(
+                            "dropping partition {} of {table}",
+                            p.partition
+                        )))?;
+                    tracing::info!(
+                        table,
+                        partition = p.partition,
+                        rows = p.rows,
+                        "retention dropped a partition"
+                    );
+                }
+                dropped.push(p);
+            }
+        }
+        Ok(dropped)
+    }
+}

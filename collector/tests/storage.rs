@@ -1,0 +1,454 @@
+//! Storage at fleet scale (schema v4): the upgrade from schema v1–v3 keeps old rows queryable,
+//! new rows land beside them through the collector's own rollups, and retention drops old days.
+//!
+//! Each test starts its own throwaway ClickHouse (`LocalClickHouse`, about 0.2 s); without
+//! `/usr/sbin/clickhouse-server` they FAIL with that reason rather than pass silently.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fleetprof_collector::ingest::{Limits, validate};
+use fleetprof_collector::query::{self, By, Window};
+use fleetprof_collector::regressions::{SeriesOptions, read_series};
+use fleetprof_collector::store::local_server::LocalClickHouse;
+use fleetprof_collector::store::{Store, StoreConfig};
+use fleetprof_proto::fleetprof::v1 as pb;
+
+const SERVICE: &str = "checkout";
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A batch of `checkout` 1.1 ending `ago_s` seconds ago: main → handle → hot_loop ×90,
+/// main → handle ×10.
+fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
+    let end = (now_s() - ago_s) * 1_000_000_000;
+    let frame = |name: &str| pb::Frame {
+        function: name.into(),
+        module: "/usr/bin/checkout".into(),
+        build_id: "abc123".into(),
+        ..Default::default()
+    };
+    let sample = |stack_index, count| pb::Sample {
+        process_index: 0,
+        stack_index,
+        tid: 4243,
+        thread_name: "worker".into(),
+        count,
+    };
+    pb::ProfileBatch {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        host: Some(pb::HostIdentity {
+            hostname: "web-2".into(),
+            host_id: "machine-2".into(),
+            boot_id: "boot-1".into(),
+            ..Default::default()
+        }),
+        sequence,
+        start_time_unix_nanos: end - 10_000_000_000,
+        end_time_unix_nanos: end,
+        frequency_hz: 19,
+        processes: vec![pb::Process {
+            pid: 4242,
+            comm: "checkout".into(),
+            exe: "/usr/bin/checkout".into(),
+            service: SERVICE.into(),
+            version: "1.1".into(),
+            ..Default::default()
+        }],
+        frames: vec![frame("hot_loop"), frame("handle"), frame("main")],
+        stacks: vec![
+            pb::Stack {
+                frame_indexes: vec![0, 1, 2],
+            },
+            pb::Stack {
+                frame_indexes: vec![1, 2],
+            },
+        ],
+        samples: vec![sample(0, 90), sample(1, 10)],
+        energy: Some(pb::Energy {
+            available: false,
+            unavailable_reason: "test".into(),
+            ..Default::default()
+        }),
+        losses: Some(pb::LossCounters::default()),
+    }
+}
+
+/// Stores `batches` through the store's writer, as the collector does.
+async fn write(store: &Store, batches: &[pb::ProfileBatch]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let validated: Vec<_> = batches
+        .iter()
+        .map(|b| validate(b, &Limits::default(), now).unwrap())
+        .collect();
+    let refs: Vec<_> = validated.iter().collect();
+    let (mut stacks, mut frames) = (HashSet::new(), HashSet::new());
+    store
+        .write_batches(&refs, &HashMap::new(), &mut stacks, &mut frames)
+        .await
+        .unwrap();
+}
+
+async fn one_u64(store: &Store, sql: &str) -> u64 {
+    store
+        .client()
+        .query(sql)
+        .fetch_one::<u64>()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
+}
+
+/// A database laid out and filled by schema v3 (names in every sample row, rollups filled by
+/// materialized views) is upgraded to v4: the column goes, every old row stays queryable
+/// through `stacks`, and rows the v4 writer adds (with the collector's rollups) add up with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_v1_keeps_data_queryable() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("upgrade"))
+        .await
+        .unwrap();
+    assert_eq!(store.migrate_to(3).await.unwrap(), vec![1, 2, 3]);
+
+    // What a v1–v3 collector stored: stacks once, sample rows with the names, a batch row.
+    let t = now_s() - 120;
+    for sql in [
+        "INSERT INTO stacks (stack_id, frame_ids, functions, first_seen) VALUES \
+         (11, [1, 2, 3], ['main', 'handle', 'hot_loop'], now()), (12, [1, 2], ['main', 'handle'], now())"
+            .to_owned(),
+        format!(
+            "INSERT INTO samples (time, host, host_id, boot_id, sequence, service, version, pid, tid, \
+             stack_id, functions, count) VALUES \
+             ({t}, 'web-1', 'machine-1', 'boot-1', 1, '{SERVICE}', '1.0', 1, 1, 11, ['main', 'handle', 'hot_loop'], 90), \
+             ({t}, 'web-1', 'machine-1', 'boot-1', 1, '{SERVICE}', '1.0', 1, 1, 12, ['main', 'handle'], 10)"
+        ),
+        format!(
+            "INSERT INTO batches (host_id, boot_id, sequence, host, time, samples) VALUES \
+             ('machine-1', 'boot-1', 1, 'web-1', {t}, 100)"
+        ),
+    ] {
+        store.client().query(&sql).execute().await.unwrap();
+    }
+    assert_eq!(
+        one_u64(
+            &store,
+            "SELECT toUInt64(sum(total_samples)) FROM function_minutes WHERE function = 'main'"
+        )
+        .await,
+        100,
+        "v1's view filled the rollup"
+    );
+
+    assert_eq!(store.migrate().await.unwrap(), vec![4]);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(
+        one_u64(
+            &store,
+            "SELECT count() FROM system.columns WHERE database = 'upgrade' AND table = 'samples' \
+             AND name = 'functions'"
+        )
+        .await,
+        0,
+        "sample rows no longer carry names"
+    );
+    assert_eq!(
+        one_u64(
+            &store,
+            "SELECT count() FROM system.tables WHERE database = 'upgrade' AND engine = 'MaterializedView'"
+        )
+        .await,
+        0,
+        "no view expands sample rows any more"
+    );
+
+    // The old rows, through every reader that needs names.
+    let window = Window::last(Duration::from_secs(3600));
+    let folded = query::flamegraph(&store, SERVICE, window).await.unwrap();
+    assert_eq!(
+        query::folded_text(&folded),
+        "main;handle 10\nmain;handle;hot_loop 90\n"
+    );
+    let through = query::stacks_through(&store, SERVICE, "hot_loop", window, 5)
+        .await
+        .unwrap();
+    assert_eq!((through.len(), through[0].samples), (1, 90));
+    let raw = read_series(
+        &store,
+        SERVICE,
+        window,
+        SeriesOptions {
+            bucket_secs: 10,
+            ..SeriesOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+    .expect("old samples in the window");
+    let hot = raw
+        .functions
+        .iter()
+        .find(|f| f.function == "hot_loop")
+        .unwrap();
+    assert_eq!(hot.k_self.iter().map(|&k| u64::from(k)).sum::<u64>(), 90);
+    assert_eq!(hot.callers, ["handle"]);
+
+    // New rows through the v4 writer: the collector's rollups add up with the view's.
+    write(&store, &[batch(1, 60), batch(2, 50)]).await;
+    let folded = query::flamegraph(&store, SERVICE, window).await.unwrap();
+    assert_eq!(
+        query::folded_text(&folded),
+        "main;handle 30\nmain;handle;hot_loop 270\n"
+    );
+    let top = query::top(&store, SERVICE, window, By::Self_, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            top[0].function.as_str(),
+            top[0].self_samples,
+            top[0].self_pct
+        ),
+        ("hot_loop", 270, 90.0),
+        "{top:?}"
+    );
+    let total = query::top(&store, SERVICE, window, By::Total, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (total[0].total_samples, total[0].total_pct),
+        (300, 100.0),
+        "{total:?}"
+    );
+    let minutes = read_series(&store, SERVICE, window, SeriesOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        minutes.samples.iter().map(|&n| u64::from(n)).sum::<u64>(),
+        300
+    );
+    let (callers, _) = query::callers_callees(&store, SERVICE, "hot_loop", window, 5)
+        .await
+        .unwrap();
+    assert_eq!(callers[0].samples, 270);
+    assert_eq!(store.stored_sample_count().await.unwrap(), 300);
+    // Stacks are stored once however many batches (and hosts) use them.
+    assert_eq!(
+        one_u64(&store, "SELECT uniqExact(stack_id) FROM stacks").await,
+        4,
+        "two v1 stacks and the two of the new batches"
+    );
+    assert_eq!(
+        one_u64(&store, "SELECT count() FROM stacks").await,
+        4,
+        "the second batch's stacks were not written again"
+    );
+}
+
+/// Runs `fleetprof-collector retention` against `url`/`database`; returns stdout, failing the
+/// test on a non-zero exit.
+fn retention(url: &str, database: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetprof-collector"))
+        .arg("retention")
+        .args(args)
+        .args(["--clickhouse-url", url, "--database", database])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running fleetprof-collector retention");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "retention failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `retention --keep 30d` drops the days (and, for `batches`, the months) wholly older than 30
+/// days from every large table, says which, and leaves newer rows and every query working;
+/// `--dry-run` only lists them; a second pass finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_partitions_of_every_large_table() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let url = clickhouse.url();
+    let store = Store::connect(&StoreConfig::new(&url).with_database("retention"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    write(&store, &[batch(1, 60)]).await;
+
+    // Rows 40 days old in every day-partitioned table, 20 days old (kept) in samples, and a
+    // batch identity 70 days old (its month is wholly older than the cutoff's).
+    let old = now_s() - 40 * 86_400;
+    let kept = now_s() - 20 * 86_400;
+    let very_old = now_s() - 70 * 86_400;
+    for sql in [
+        format!(
+            "INSERT INTO samples (time, service, stack_id, count) VALUES ({old}, '{SERVICE}', 1, 5), ({kept}, '{SERVICE}', 1, 7)"
+        ),
+        format!(
+            "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) VALUES ('{SERVICE}', 'main', {old}, '1.0', 1, 5)"
+        ),
+        format!(
+            "INSERT INTO service_minutes (service, minute, version, host, samples) VALUES ('{SERVICE}', {old}, '1.0', 'web-1', 5)"
+        ),
+        format!(
+            "INSERT INTO processes (time, host, pid, service) VALUES ({old}, 'web-1', 1, '{SERVICE}')"
+        ),
+        format!("INSERT INTO losses (time, host, sequence) VALUES ({old}, 'web-1', 1)"),
+        format!(
+            "INSERT INTO energy (time, host, domain, joules) VALUES ({old}, 'web-1', 'package-0', 1.5)"
+        ),
+        format!(
+            "INSERT INTO process_energy (time, host, pid, service, joules) VALUES ({old}, 'web-1', 1, '{SERVICE}', 1.5)"
+        ),
+        format!(
+            "INSERT INTO host_energy (time, host, domain, measured_joules) VALUES ({old}, 'web-1', 'package-0', 1.5)"
+        ),
+        format!(
+            "INSERT INTO batches (host_id, boot_id, sequence, time, samples) VALUES ('machine-1', 'b', 1, {very_old}, 5)"
+        ),
+    ] {
+        store
+            .client()
+            .query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+    }
+    let day = |t: u64| format!("SELECT toUInt64(toYYYYMMDD(toDateTime({t})))");
+    let old_day = one_u64(&store, &day(old)).await.to_string();
+    let kept_day = one_u64(&store, &day(kept)).await.to_string();
+    let samples = || one_u64(&store, "SELECT toUInt64(sum(count)) FROM samples");
+
+    let listed = retention(&url, "retention", &["--keep", "30d", "--dry-run"]);
+    assert!(
+        listed.contains(&format!("would drop samples partition {old_day}: 1 rows")),
+        "{listed}"
+    );
+    assert_eq!(samples().await, 112, "a dry run drops nothing");
+
+    let report = retention(&url, "retention", &["--keep", "30d"]);
+    for table in [
+        "samples",
+        "function_minutes",
+        "service_minutes",
+        "processes",
+        "losses",
+        "energy",
+        "process_energy",
+        "host_energy",
+    ] {
+        assert!(
+            report.contains(&format!("dropped {table} partition {old_day}: 1 rows")),
+            "{table}: {report}"
+        );
+    }
+    assert!(report.contains("dropped batches partition "), "{report}");
+    assert!(
+        report.contains("dropped 9 partitions older than 30days"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&kept_day),
+        "the 20-day-old day is kept: {report}"
+    );
+    assert_eq!(
+        samples().await,
+        107,
+        "the new batch and the 20-day-old row are kept"
+    );
+    for table in [
+        "function_minutes",
+        "service_minutes",
+        "processes",
+        "losses",
+        "energy",
+    ] {
+        let column = match table {
+            "function_minutes" | "service_minutes" => "minute",
+            _ => "time",
+        };
+        let sql = format!(
+            "SELECT count() FROM {table} WHERE {column} < toDateTime({})",
+            now_s() - 35 * 86_400
+        );
+        assert_eq!(one_u64(&store, &sql).await, 0, "{table}");
+    }
+    assert_eq!(
+        store.stored_sample_count().await.unwrap(),
+        100,
+        "the new batch's row stays"
+    );
+    let window = Window::last(Duration::from_secs(3600));
+    let top = query::top(&store, SERVICE, window, By::Self_, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (top[0].function.as_str(), top[0].self_samples),
+        ("hot_loop", 90)
+    );
+
+    let again = retention(&url, "retention", &["--keep", "30d"]);
+    assert!(again.contains("nothing dropped"), "{again}");
+}
+
+/// `serve --retention 30d` runs a retention pass as it starts (and hourly): an old day is
+/// dropped while the collector serves, and the pass is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_retention_drops_old_days() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let url = clickhouse.url();
+    let store = Store::connect(&StoreConfig::new(&url).with_database("serve_retention"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let old = now_s() - 40 * 86_400;
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO samples (time, service, stack_id, count) VALUES ({old}, '{SERVICE}', 1, 5)"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_fleetprof-collector"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--retention", "30d"])
+        .args(["--clickhouse-url", &url, "--database", "serve_retention"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("starting fleetprof-collector serve");
+    // Waits on the condition (the row gone and the pass logged), up to a generous bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dropped = loop {
+        let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let left = one_u64(&store, "SELECT count() FROM samples").await;
+        if left == 0 && logged.contains("retention: dropped samples partition") {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || serve.try_wait().unwrap().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        dropped,
+        "serve --retention did not drop the 40-day-old day:\n{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+}
