@@ -52,7 +52,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC ingest endpoint hosts push profiles to (creates or upgrades the schema first).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create or upgrade the ClickHouse schema, then exit.
     Migrate(migrate::MigrateArgs),
     /// Drop the days (partitions) of every large table older than --keep, and say what went.
@@ -132,7 +132,7 @@ impl ClickHouseArgs {
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Retention(args) => retention::run(args).await,
         Command::Query(args) => query::run(args).await,
