@@ -88,11 +88,12 @@ impl FileDiff {
 }
 
 fn touched_lines(ranges: &[(u32, u32)]) -> impl Iterator<Item = u32> + '_ {
+    // Saturating: a hand-written or hostile hunk header may say `+4294967295,9`.
     ranges.iter().flat_map(|&(start, count)| {
         if count == 0 {
-            start.max(1)..start + 2
+            start.max(1)..start.saturating_add(2)
         } else {
-            start..start + count
+            start..start.saturating_add(count)
         }
     })
 }
@@ -105,11 +106,16 @@ pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
     let mut in_hunk = false;
     for line in diff.lines() {
         if let Some(rest) = line.strip_prefix("diff --git ") {
-            // With --no-renames both sides name one path: `a/P b/P`, so P is half of the rest.
+            // With --no-renames both sides name one path: `a/P b/P` is 2·|P| + 5 bytes. This is
+            // the only name a diff without `---`/`+++` lines has (empty, binary, mode-only files).
             let mut f = FileDiff::default();
             if !rest.starts_with('"') && rest.len() >= 7 && rest.len() % 2 == 1 {
-                let half = (rest.len() - 3) / 2;
-                if let Some(p) = rest.get(2..2 + half) {
+                let len = (rest.len() - 5) / 2;
+                let old = rest.get(..2 + len).and_then(|a| a.strip_prefix("a/"));
+                let new = rest.get(2 + len..).and_then(|b| b.strip_prefix(" b/"));
+                if let (Some(p), Some(q)) = (old, new)
+                    && p == q
+                {
                     f.old_path = Some(p.to_owned());
                     f.new_path = Some(p.to_owned());
                 }
@@ -150,9 +156,9 @@ pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
         } else if in_hunk {
             if let Some(added) = line.strip_prefix('+') {
                 f.added.push((new_line, added.to_string()));
-                new_line += 1;
+                new_line = new_line.saturating_add(1);
             } else if line.starts_with(' ') || line.is_empty() {
-                new_line += 1;
+                new_line = new_line.saturating_add(1);
             }
         }
     }

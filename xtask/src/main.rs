@@ -10,6 +10,7 @@ mod cmd;
 mod demo;
 mod eval;
 mod fault;
+mod fuzz;
 mod setup;
 mod test;
 mod workspace;
@@ -31,7 +32,9 @@ use clap::{Parser, Subcommand};
   cargo xtask test                     # what CI runs (.ci/run)
   cargo xtask test --skip-lint energy  # only tests whose name contains `energy`, no fmt/clippy
   cargo xtask test energy --nocapture  # the same, with the tests' output shown
-  cargo xtask bench ingest             # one benchmark; figures go into BENCHMARKS.md"
+  cargo xtask bench ingest             # one benchmark; figures go into BENCHMARKS.md
+  cargo xtask fuzz sql_check --seconds 60  # one fuzz target for a minute
+  cargo xtask test --repeat 3 --skip-lint  # the end-to-end tests three times in a row"
 )]
 struct Cli {
     /// The task to run.
@@ -64,6 +67,9 @@ enum Task {
     /// Measure the agent on a corpus of seeded regressions in six languages: fixed / validated /
     /// refused per case (`cargo xtask eval agent --llm openai --model M`).
     Eval(eval::Args),
+    /// Run the fuzz targets in fuzz/ (cargo-fuzz, nightly) for a bounded time each: batch
+    /// decoding and validation, the diff parser, the SQL checker, perf-map parsing.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Demo(args) => demo::run(&args),
         Task::Fault(args) => fault::run(&args),
         Task::Eval(args) => eval::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }
 
@@ -113,7 +120,7 @@ mod tests {
         };
         assert_eq!(
             format!("{args:?}"),
-            r#"Args { skip_lint: true, filter: ["energy", "--nocapture"] }"#
+            r#"Args { skip_lint: true, repeat: 1, filter: ["energy", "--nocapture"] }"#
         );
         assert_eq!(args.test_binary_args(), ["energy", "--nocapture"]);
 

@@ -9,6 +9,8 @@
 //! 3. Build `bpf-linker` against the nightly toolchain's own libLLVM, through a persistent prefix
 //!    [`LLVM_PREFIX`] (bpf-linker keeps an rpath to it).
 //!
+//! 4. `cargo install cargo-fuzz` (the fuzz targets in `fuzz/`, run by `cargo xtask fuzz`).
+//!
 //! It never installs or switches Rust toolchains: stable 1.95 and `nightly` are expected to be
 //! there already, as they are on the machines fleetprof is developed and tested on.
 
@@ -98,6 +100,8 @@ enum Missing {
     RustSrc,
     /// A working `bpf-linker` on `PATH`.
     BpfLinker,
+    /// `cargo fuzz` (cargo-fuzz), for `cargo xtask fuzz`.
+    CargoFuzz,
 }
 
 /// Installs whatever is missing (or, with `--check`, only reports it).
@@ -160,6 +164,16 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             Missing::BpfLinker => {
                 let version = install_bpf_linker()?;
                 done.push(format!("built {version}"));
+            }
+            Missing::CargoFuzz => {
+                cmd::run_with_spinner(
+                    "cargo-fuzz: build from crates.io (a minute or two)",
+                    // Outside the workspace, so that its .cargo/config.toml does not apply.
+                    Command::new("cargo")
+                        .args(["install", "--locked", "cargo-fuzz"])
+                        .current_dir(std::env::temp_dir()),
+                )?;
+                done.push("installed cargo-fuzz".to_owned());
             }
         }
     }
@@ -232,6 +246,18 @@ fn survey() -> Result<Vec<Missing>> {
         missing.push(Missing::BpfLinker);
     }
 
+    let fuzz = probe(Command::new("cargo").args(["fuzz", "--version"]));
+    report(
+        fuzz.is_some(),
+        &format!(
+            "{} (runs the fuzz targets)",
+            fuzz.as_deref().unwrap_or("cargo-fuzz")
+        ),
+    );
+    if fuzz.is_none() {
+        missing.push(Missing::CargoFuzz);
+    }
+
     Ok(missing)
 }
 
@@ -247,6 +273,7 @@ fn describe(item: &Missing) -> String {
         Missing::AptPackages(packages) => format!("Debian packages {}", packages.join(", ")),
         Missing::RustSrc => "nightly's rust-src".to_owned(),
         Missing::BpfLinker => "bpf-linker".to_owned(),
+        Missing::CargoFuzz => "cargo-fuzz".to_owned(),
     }
 }
 
@@ -272,6 +299,7 @@ fn manual_steps(missing: &[Missing]) -> String {
                  \x20   # the file of that name in $(rustc +nightly --print sysroot)/lib, then:\n\
                  \x20   LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --no-default-features --features llvm-<major>"
             )),
+            Missing::CargoFuzz => steps.push("    cargo install --locked cargo-fuzz".to_owned()),
         }
     }
     steps.join("\n")

@@ -25,6 +25,11 @@ pub(crate) struct Args {
     #[arg(long)]
     skip_lint: bool,
 
+    /// Run the end-to-end tests N times in a row, stopping at the first failing run (default: 1).
+    /// A test that fails one run in N is flaky, and a flaky test is a defect.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+
     /// Passed to the test binaries: a test-name filter, and libtest flags such as
     /// `--nocapture`, with or without a `--` before them (default: none, run every test).
     #[arg(
@@ -118,13 +123,26 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         )
     })?;
 
-    steps.step("end-to-end tests", || {
-        run_cargo(
-            "end-to-end tests: real eBPF, real ClickHouse, real gRPC (root, one at a time)",
-            ["test", "-p", "fleetprof-tests", "--no-fail-fast"],
-            &[&["--test-threads=1".to_owned()], test_args.as_slice()].concat(),
-        )
-    })?;
+    for run in 1..=args.repeat {
+        let (name, title) = if args.repeat == 1 {
+            ("end-to-end tests".to_owned(), String::new())
+        } else {
+            (
+                format!("end-to-end tests, run {run}/{}", args.repeat),
+                format!(" (run {run} of {})", args.repeat),
+            )
+        };
+        steps.step(&name, || {
+            run_cargo(
+                &format!(
+                    "end-to-end tests: real eBPF, real ClickHouse, real gRPC (root, one at a \
+                     time){title}"
+                ),
+                ["test", "-p", "fleetprof-tests", "--no-fail-fast"],
+                &[&["--test-threads=1".to_owned()], test_args.as_slice()].concat(),
+            )
+        })?;
+    }
 
     steps.finish();
     Ok(())

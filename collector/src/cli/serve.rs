@@ -48,7 +48,10 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     dead_letter_dir: Option<PathBuf>,
     /// Memory budget for batches waiting to be written, e.g. 512MiB; pushes beyond it get
-    /// RESOURCE_EXHAUSTED and hosts retry from their spool. [default: 512MiB]
+    /// RESOURCE_EXHAUSTED and hosts retry from their spool. Pushes still being received and
+    /// decoded get an eighth of it more (at least the largest batch, 64 MiB), each holding about
+    /// four copies of its size: peak memory is about the budget, plus four times that eighth,
+    /// plus the process's own ~100 MiB. [default: 512MiB]
     #[arg(long, default_value = "512MiB", hide_default_value = true, value_parser = parse_bytes)]
     memory_budget: usize,
     /// Time allowed for each ClickHouse call; past it ClickHouse counts as unreachable and
@@ -273,6 +276,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             dead_letter_dir: args.dead_letter_dir.clone(),
             ..WriterConfig::default()
         },
+        max_inflight_bytes: args.memory_budget / 8,
         ..IngestConfig::default()
     };
     let detection = args

@@ -28,6 +28,7 @@
 //! ```
 
 mod auth;
+pub mod inflight;
 pub mod validate;
 pub mod writer;
 
@@ -104,6 +105,9 @@ pub struct IngestConfig {
     pub max_concurrent_pushes: usize,
     /// Time allowed for one push, from its arrival to its answer. Default 60 s.
     pub request_timeout: Duration,
+    /// Bytes of pushes being received, decoded and validated at once (see [`inflight`]); raised
+    /// to the largest batch the limits allow, so any valid batch can be taken. Default 64 MiB.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -116,6 +120,7 @@ impl Default for IngestConfig {
             host_tokens: None,
             max_concurrent_pushes: 64,
             request_timeout: Duration::from_secs(60),
+            max_inflight_bytes: 64 << 20,
         }
     }
 }
@@ -224,6 +229,12 @@ impl RunningCollector {
             .concurrency_limit_per_connection(config.max_concurrent_pushes.max(1))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 config.max_concurrent_pushes.max(1),
+            ))
+            // Each push holds a few copies of its size until answered: bound them in bytes.
+            .layer(inflight::InflightLayer::new(
+                config
+                    .max_inflight_bytes
+                    .max(config.limits.max_bytes.saturating_add(64 << 10)),
             ));
         if let Some(tls) = &config.tls {
             let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);

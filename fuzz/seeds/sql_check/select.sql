@@ -1,0 +1,1 @@
+SELECT function, sum(count) AS c FROM samples WHERE service = 'demo' GROUP BY function ORDER BY c DESC LIMIT 10

@@ -1,0 +1,2 @@
+WITH 1 AS x SELECT x, 'a;b' FROM system.one -- comment
+;
