@@ -801,24 +801,14 @@ impl Fixer {
         }
         let status = git(
             &wt_path,
-            &["status", "--porcelain", "--untracked-files=all"],
+            &["status", "--porcelain", "-z", "--untracked-files=all"],
         )?;
         if status.trim().is_empty() {
             wt.discard();
             return Ok(Err("the patch changes nothing".into()));
         }
         // Only source changes are judged: a patch that edits what judges it proves nothing.
-        let changed: Vec<String> = status
-            .lines()
-            .filter_map(|l| l.get(3..))
-            .map(|p| {
-                p.rsplit(" -> ")
-                    .next()
-                    .unwrap_or(p)
-                    .trim_matches('"')
-                    .to_string()
-            })
-            .collect();
+        let changed = porcelain_z_paths(&status);
         if let Some((p, why)) = changed
             .iter()
             .find_map(|p| validate::protected_path(p).map(|why| (p, why)))
@@ -1117,6 +1107,26 @@ pub fn extract_diff(answer: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Every path `git status --porcelain -z` names: each entry's path and, for a rename or copy, the
+/// path it came from too (moving a protected file away touches it). NUL-separated and unquoted,
+/// so no file name (`tests/a -> b.rs`, one with quotes) can pass for another.
+fn porcelain_z_paths(status: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut entries = status.split('\0').filter(|e| !e.is_empty());
+    while let Some(entry) = entries.next() {
+        let (Some(code), Some(path)) = (entry.get(..2), entry.get(3..)) else {
+            continue;
+        };
+        paths.push(path.to_owned());
+        if code.contains(['R', 'C'])
+            && let Some(from) = entries.next()
+        {
+            paths.push(from.to_owned());
+        }
+    }
+    paths
 }
 
 #[cfg(test)]

@@ -666,3 +666,21 @@ async fn repository_without_config_gets_a_draft() {
             .unwrap();
     assert_eq!(proposal["draft"], true);
 }
+
+/// `git status --porcelain -z` entries name each path once, unquoted; a rename names both sides;
+/// a file whose name looks like a rename is one path.
+#[test]
+fn porcelain_paths_are_read_whole() {
+    let status =
+        " M src/lib.rs\0?? tests/a -> b.rs\0R  src/new.rs\0fleetprof.toml\0?? say \"hi\".c\0";
+    assert_eq!(
+        super::porcelain_z_paths(status),
+        [
+            "src/lib.rs",
+            "tests/a -> b.rs",
+            "src/new.rs",
+            "fleetprof.toml",
+            "say \"hi\".c"
+        ]
+    );
+}
