@@ -203,6 +203,25 @@ pub struct ReadArgs {
     pub end_line: Option<usize>,
 }
 
+/// `search_code` over `repo`: `path:line: text` per matching line, or a sentence saying none
+/// matched. Shared by the MCP tools and the fix session's worktree.
+pub fn search_code(repo: &Repo, a: &SearchArgs) -> Result<String, RepoError> {
+    let max = a.max_results.unwrap_or(50).clamp(1, 500);
+    let hits = repo.search(&a.pattern, a.path_contains.as_deref(), max)?;
+    if hits.is_empty() {
+        return Ok(format!("no lines match /{}/", a.pattern));
+    }
+    Ok(hits
+        .iter()
+        .map(|h| format!("{}:{}: {}\n", h.path, h.line, h.text))
+        .collect())
+}
+
+/// `read_code` over `repo`: a numbered line range of one file.
+pub fn read_code(repo: &Repo, a: &ReadArgs) -> Result<String, RepoError> {
+    repo.read(&a.path, a.start_line.unwrap_or(1), a.end_line)
+}
+
 /// Arguments of `list_skills`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -513,20 +532,12 @@ impl ToolBox {
             "search_code" => {
                 let a: SearchArgs = parse(name, args)?;
                 let repo = self.repo.as_ref().ok_or(ToolError::NoRepo)?;
-                let max = a.max_results.unwrap_or(50).clamp(1, 500);
-                let hits = repo.search(&a.pattern, a.path_contains.as_deref(), max)?;
-                if hits.is_empty() {
-                    return Ok(format!("no lines match /{}/", a.pattern));
-                }
-                Ok(hits
-                    .iter()
-                    .map(|h| format!("{}:{}: {}\n", h.path, h.line, h.text))
-                    .collect())
+                Ok(search_code(repo, &a)?)
             }
             "read_code" => {
                 let a: ReadArgs = parse(name, args)?;
                 let repo = self.repo.as_ref().ok_or(ToolError::NoRepo)?;
-                Ok(repo.read(&a.path, a.start_line.unwrap_or(1), a.end_line)?)
+                Ok(read_code(repo, &a)?)
             }
             "list_skills" => {
                 let a: ListSkillsArgs = parse(name, args)?;

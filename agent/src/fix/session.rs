@@ -26,34 +26,10 @@ use serde_json::Value;
 use super::validate::{self, Reprofiler, ValidateConfig, ValidateError, Worktree};
 use crate::llm::{ToolExecutor, ToolSpec};
 use crate::repo::{Repo, git};
-use crate::tools::ToolBox;
+use crate::tools::{self, ReadArgs, SearchArgs, ToolBox};
 
 /// The largest text one edit may insert, bytes: a fix is small; a larger edit is a rewrite.
 pub const MAX_EDIT_BYTES: usize = 16 * 1024;
-
-/// Arguments of `read_code` (in the worktree).
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadArgs {
-    /// Repository-relative file path.
-    pub path: String,
-    /// First line, 1-based. Default 1.
-    pub start_line: Option<usize>,
-    /// Last line, inclusive. Default start_line + 199.
-    pub end_line: Option<usize>,
-}
-
-/// Arguments of `search_code` (in the worktree).
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SearchArgs {
-    /// A regular expression (Rust regex syntax) matched against each line.
-    pub pattern: String,
-    /// Only files whose repository-relative path contains this text.
-    pub path_contains: Option<String>,
-    /// Maximum matching lines. Default 50, at most 500.
-    pub max_results: Option<usize>,
-}
 
 /// Arguments of `replace_snippet`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -421,24 +397,11 @@ impl ToolExecutor for FixSession {
             match name {
                 "read_code" => {
                     let a: ReadArgs = parse(name, args)?;
-                    self.tree
-                        .read(&a.path, a.start_line.unwrap_or(1), a.end_line)
-                        .map_err(|e| e.to_string())
+                    tools::read_code(&self.tree, &a).map_err(|e| e.to_string())
                 }
                 "search_code" => {
                     let a: SearchArgs = parse(name, args)?;
-                    let max = a.max_results.unwrap_or(50).clamp(1, 500);
-                    let hits = self
-                        .tree
-                        .search(&a.pattern, a.path_contains.as_deref(), max)
-                        .map_err(|e| e.to_string())?;
-                    if hits.is_empty() {
-                        return Ok(format!("no lines match /{}/", a.pattern));
-                    }
-                    Ok(hits
-                        .iter()
-                        .map(|h| format!("{}:{}: {}\n", h.path, h.line, h.text))
-                        .collect())
+                    tools::search_code(&self.tree, &a).map_err(|e| e.to_string())
                 }
                 "replace_snippet" => self.replace(parse(name, args)?),
                 "insert_lines" => self.insert(parse(name, args)?),
