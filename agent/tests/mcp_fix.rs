@@ -11,29 +11,18 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
 
-const V1: &str = r#"#include <stdio.h>
-#include <stdlib.h>
-
-long price_items(const long *v, int n)
-{
-    long total = 0;
-    for (int i = 0; i < n; i++) {
-        total += v[i] * 3;
-    }
-    return total;
+/// The C service of the eval corpus's `c-logging` case, before its root-cause commit.
+fn v1() -> String {
+    let case = fleetprof_agent::eval::corpus()
+        .into_iter()
+        .find(|c| c.name == "c-logging")
+        .expect("the corpus has c-logging");
+    case.files
+        .into_iter()
+        .find(|(path, _)| *path == "svc.c")
+        .map(|(_, text)| text)
+        .expect("c-logging has svc.c")
 }
-
-int main(int argc, char **argv)
-{
-    int n = argc > 1 ? atoi(argv[1]) : 1000;
-    long *v = malloc(sizeof(long) * n);
-    for (int i = 0; i < n; i++)
-        v[i] = i;
-    printf("total %ld\n", price_items(v, n));
-    free(v);
-    return 0;
-}
-"#;
 
 const LOG_LINE: &str = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
 
@@ -54,7 +43,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A C service whose second commit (the root cause) logs a line per item in `price_items`'s loop.
 fn c_repo(root: &Path) -> String {
-    std::fs::write(root.join("svc.c"), V1).unwrap();
+    std::fs::write(root.join("svc.c"), v1()).unwrap();
     std::fs::write(root.join(".gitignore"), "svc\n").unwrap();
     std::fs::write(
         root.join("fleetprof.toml"),
@@ -67,7 +56,7 @@ fn c_repo(root: &Path) -> String {
     git(root, &["config", "user.email", "dev@example.com"]);
     git(root, &["add", "-A"]);
     git(root, &["commit", "--quiet", "-m", "price items"]);
-    let v2 = V1.replace(
+    let v2 = v1().replace(
         "        total += v[i] * 3;\n",
         &format!("        total += v[i] * 3;\n{LOG_LINE}"),
     );
