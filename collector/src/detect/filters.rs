@@ -190,7 +190,8 @@ fn absolute_step(
     ))
 }
 
-/// Whether `g`'s fall is more than the whole rest of the service shrinking around `f`.
+/// Whether `g`'s fall is more than the whole rest of the service shrinking around `f`; `rest` is
+/// what the service without `f` spent per bucket before and after the onset.
 ///
 /// A service that is CPU-bound cannot spend more: when `f` gets slower, everything else loses
 /// absolute cost in proportion (fewer requests get through), so a sibling that is a large part of
@@ -200,20 +201,10 @@ fn absolute_step(
 /// must reach `needed` (`shift_ratio` of `f`'s rise) times what a move leaves of it, `1 − g/rest`. When `g`
 /// is nearly all of the rest the two cannot be told apart; the floor on that factor then keeps the
 /// step reported (a regression shown rather than one explained away).
-fn lost_ground(
-    series: &ServiceSeries,
-    (f_before, f_after): (f64, f64),
-    (g_before, g_after): (f64, f64),
-    needed: f64,
-    onset: usize,
-    half: usize,
-) -> bool {
-    let service = |i: usize| f64::from(series.samples[i]);
-    let Some((n_before, n_after, _)) = absolute_step(service, series.samples.len(), onset, half)
-    else {
+fn lost_ground(rest: Option<(f64, f64)>, (g_before, g_after): (f64, f64), needed: f64) -> bool {
+    let Some((rest_before, rest_after)) = rest else {
         return true;
     };
-    let (rest_before, rest_after) = (n_before - f_before, n_after - f_after);
     if rest_before <= 0.0 {
         return true;
     }
@@ -255,6 +246,8 @@ pub(crate) fn is_cost_shift(
     // A share that rose while the function's own cost did not is cost leaving its neighbours;
     // the related-decrease test below decides whether it left along the call path.
     let delta = (f_after - f_before).max(0.0);
+    let rest = absolute_step(|i| f64::from(series.samples[i]), len, onset, win.half)
+        .map(|(n_before, n_after, _)| (n_before - f_before, n_after - f_after));
     for g in rel.related(f) {
         let gs = &series.functions[g];
         // The related drop may be found a bucket or two off the increase's onset.
@@ -270,14 +263,7 @@ pub(crate) fn is_cost_shift(
         if g_z > -params.confirm_z || g_before - g_after < params.shift_ratio * delta {
             continue;
         }
-        if !lost_ground(
-            series,
-            (f_before, f_after),
-            (g_before, g_after),
-            params.shift_ratio * delta,
-            onset,
-            win.half,
-        ) {
+        if !lost_ground(rest, (g_before, g_after), params.shift_ratio * delta) {
             continue;
         }
         let path_cost = |i: usize| match rel.path_root(f, g) {
