@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use fleetprof_collector::ingest::{
-    IngestConfig, RunningCollector, TlsFiles, WriterConfig, WriterStats, parse_host_tokens,
+    IngestConfig, Limits, RunningCollector, TlsFiles, WriterConfig, WriterStats, parse_host_tokens,
 };
 use fleetprof_collector::query::Window;
 use fleetprof_collector::regressions;
@@ -47,11 +47,11 @@ pub(crate) struct ServeArgs {
     /// [default: none: rejected batches are only logged and counted]
     #[arg(long)]
     dead_letter_dir: Option<PathBuf>,
-    /// Memory budget for batches waiting to be written, e.g. 512MiB; pushes beyond it get
-    /// RESOURCE_EXHAUSTED and hosts retry from their spool. Pushes still being received and
-    /// decoded get an eighth of it more (at least the largest batch, 64 MiB), each holding about
-    /// four copies of its size: peak memory is about the budget, plus four times that eighth,
-    /// plus the process's own ~100 MiB. [default: 512MiB]
+    /// Memory for what hosts send, e.g. 512MiB: half for pushes being received and decoded
+    /// (each charged four copies of its size), half for batches waiting to be written. Pushes
+    /// beyond it get RESOURCE_EXHAUSTED and hosts retry from their spool; a batch that could
+    /// never fit is refused INVALID_ARGUMENT. The process itself needs ~100 MiB besides; batch
+    /// expansion limits are lowered to fit. [default: 512MiB]
     #[arg(long, default_value = "512MiB", hide_default_value = true, value_parser = parse_bytes)]
     memory_budget: usize,
     /// Time allowed for each ClickHouse call; past it ClickHouse counts as unreachable and
@@ -266,17 +266,25 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let writer = WriterConfig {
+        max_pending_bytes: args.memory_budget / 2,
+        clickhouse_timeout: args.clickhouse_timeout,
+        dead_letter_dir: args.dead_letter_dir.clone(),
+        ..WriterConfig::default()
+    };
+    // A batch may not expand past what the writer's half of the budget can hold.
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_expanded_bytes: defaults.max_expanded_bytes.min(writer.max_pending_bytes),
+        ..defaults
+    };
     let config = IngestConfig {
         token,
         tls,
         host_tokens,
-        writer: WriterConfig {
-            max_pending_bytes: args.memory_budget,
-            clickhouse_timeout: args.clickhouse_timeout,
-            dead_letter_dir: args.dead_letter_dir.clone(),
-            ..WriterConfig::default()
-        },
-        max_inflight_bytes: args.memory_budget / 8,
+        limits,
+        writer,
+        max_inflight_bytes: args.memory_budget / 2,
         ..IngestConfig::default()
     };
     let detection = args

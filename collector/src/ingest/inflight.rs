@@ -4,10 +4,11 @@
 //! The writer's budget ([`super::WriterConfig::max_pending_bytes`]) covers batches waiting to be
 //! written; this covers the step before, while a push is received, decoded, validated and
 //! re-encoded for the dead-letter directory (each a copy of about its size). Each push reserves
-//! its message's length from the gRPC frame header — all of it at once, so pushes arriving
-//! together cannot each hold part and starve the others — or is answered `RESOURCE_EXHAUSTED`
-//! at once (hosts keep the batch and retry); a message larger than the whole budget is
-//! `INVALID_ARGUMENT` (it could never be taken).
+//! [`COPIES`] times its message's length, read from the gRPC frame header — all of it at once, so
+//! pushes arriving together cannot each hold part and starve the others — or is answered
+//! `RESOURCE_EXHAUSTED` at once (hosts keep the batch and retry); a message whose copies exceed
+//! the whole budget is `INVALID_ARGUMENT` (it could never be taken). Because the copies are
+//! charged, the budget bounds the memory itself, not the bytes on the wire.
 
 use std::{
     pin::Pin,
@@ -29,6 +30,10 @@ const UNIT: usize = 1024;
 /// A gRPC message starts with a 1-byte compression flag and a 4-byte big-endian length.
 const HEADER: usize = 5;
 
+/// Copies of a message a push holds at its peak: the received bytes, the decoded batch, the
+/// validated batch and the re-encoded wire batch kept for the dead-letter directory.
+pub const COPIES: usize = 4;
+
 /// A tower layer charging each request's gRPC message against a shared byte budget.
 #[derive(Debug, Clone)]
 pub struct InflightLayer {
@@ -49,6 +54,11 @@ impl InflightLayer {
     /// Bytes currently reserved by requests in flight.
     pub fn reserved(&self) -> usize {
         self.bytes - self.budget.available_permits() * UNIT
+    }
+
+    /// The largest message this budget can ever take (its [`COPIES`] must fit).
+    pub fn largest_message(&self) -> usize {
+        (self.bytes / COPIES).saturating_sub(HEADER)
     }
 }
 
@@ -129,12 +139,14 @@ impl Counted {
             self.header[3],
             self.header[4],
         ]) as usize;
-        let need = (len + HEADER).div_ceil(UNIT);
+        let need = ((len + HEADER) * COPIES).div_ceil(UNIT);
         if need * UNIT > self.layer.bytes {
             return Err(Status::invalid_argument(format!(
-                "the batch is {len} bytes, more than this collector takes at once ({} bytes, from \
-                 --memory-budget); send smaller batches",
-                self.layer.bytes
+                "the batch is {len} bytes; receiving and decoding it takes about {COPIES} times \
+                 that, more than this collector's budget for pushes in flight ({} bytes, half of \
+                 --memory-budget): send batches under {} bytes, or raise --memory-budget",
+                self.layer.bytes,
+                self.layer.largest_message()
             )));
         }
         let permits = u32::try_from(need).unwrap_or(u32::MAX);
@@ -213,17 +225,21 @@ mod tests {
     /// refused RESOURCE_EXHAUSTED while the first holds the budget.
     #[test]
     fn reserves_whole_messages_and_refuses_what_does_not_fit() {
-        let layer = InflightLayer::new(100 * UNIT);
+        let layer = InflightLayer::new(400 * UNIT);
         let mut first = counted(&layer);
         let h = header(60 * 1024);
         first.reserve(&h[..2]).unwrap();
         assert_eq!(layer.reserved(), 0, "header incomplete");
         first.reserve(&h[2..]).unwrap();
-        assert_eq!(layer.reserved(), 61 * UNIT);
+        assert_eq!(
+            layer.reserved(),
+            241 * UNIT,
+            "{COPIES} copies of 60 KiB + header"
+        );
         first.reserve(&[1; 4096]).unwrap();
         assert_eq!(
             layer.reserved(),
-            61 * UNIT,
+            241 * UNIT,
             "body bytes are not charged twice"
         );
         let mut second = counted(&layer);
@@ -233,7 +249,8 @@ mod tests {
         assert_eq!(layer.reserved(), 0);
         let mut third = counted(&layer);
         third.reserve(&header(50 * 1024)).unwrap();
-        let e = counted(&layer).reserve(&header(200 * 1024)).unwrap_err();
+        assert!(layer.largest_message() < 100 * 1024);
+        let e = counted(&layer).reserve(&header(101 * 1024)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("--memory-budget"), "{}", e.message());
     }

@@ -9,6 +9,7 @@
 //! | already stored | OK, `duplicate: true`, nothing stored |
 //! | unknown `protocol_version` | FAILED_PRECONDITION naming the version |
 //! | malformed, or past a size/expansion limit | INVALID_ARGUMENT saying what was wrong; nothing stored |
+//! | larger than the memory budget could ever take | INVALID_ARGUMENT naming `--memory-budget` |
 //! | rejected by ClickHouse on its own | INVALID_ARGUMENT; kept in the dead-letter directory |
 //! | missing/wrong token, or a token of another host | UNAUTHENTICATED / PERMISSION_DENIED |
 //! | ClickHouse unreachable or hung | UNAVAILABLE "ClickHouse unreachable: …; retry later" |
@@ -105,8 +106,10 @@ pub struct IngestConfig {
     pub max_concurrent_pushes: usize,
     /// Time allowed for one push, from its arrival to its answer. Default 60 s.
     pub request_timeout: Duration,
-    /// Bytes of pushes being received, decoded and validated at once (see [`inflight`]); raised
-    /// to the largest batch the limits allow, so any valid batch can be taken. Default 64 MiB.
+    /// Memory for pushes being received, decoded and validated at once, each charged
+    /// [`inflight::COPIES`] times its size (see [`inflight`]). A batch whose copies do not fit
+    /// is refused INVALID_ARGUMENT. Default: enough for one batch of the default
+    /// [`Limits::max_bytes`] (64 MiB) at a time, 256 MiB.
     pub max_inflight_bytes: usize,
 }
 
@@ -120,7 +123,7 @@ impl Default for IngestConfig {
             host_tokens: None,
             max_concurrent_pushes: 64,
             request_timeout: Duration::from_secs(60),
-            max_inflight_bytes: 64 << 20,
+            max_inflight_bytes: inflight::COPIES * ((64 << 20) + (64 << 10)),
         }
     }
 }
@@ -130,12 +133,19 @@ impl Default for IngestConfig {
 pub struct IngestService {
     writer: WriterHandle,
     limits: Limits,
+    /// The writer's budget ([`WriterConfig::max_pending_bytes`]): a batch needing more could
+    /// never be taken, so it is refused for good rather than as busy.
+    max_pending_bytes: usize,
 }
 
 impl IngestService {
-    /// A service submitting to `writer`.
-    pub fn new(writer: WriterHandle, limits: Limits) -> Self {
-        Self { writer, limits }
+    /// A service submitting to `writer`, whose budget is `max_pending_bytes`.
+    pub fn new(writer: WriterHandle, limits: Limits, max_pending_bytes: usize) -> Self {
+        Self {
+            writer,
+            limits,
+            max_pending_bytes,
+        }
     }
 }
 
@@ -169,6 +179,15 @@ impl Ingest for IngestService {
             ValidationError::Invalid(_) => Status::invalid_argument(e.to_string()),
         })?;
         let wire = wire.encode_to_vec();
+        let needs = batch.approx_bytes() + wire.len();
+        if needs > self.max_pending_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the batch needs {needs} bytes once decoded, more than this collector's budget for \
+                 batches waiting to be written ({} bytes, half of --memory-budget): send smaller \
+                 batches, or raise --memory-budget",
+                self.max_pending_bytes
+            )));
+        }
         let key = batch.key.clone();
         match self.writer.submit(Submission { batch, wire }).await {
             Ok(Ack::Stored { samples }) => Ok(Response::new(pb::PushResponse {
@@ -216,8 +235,12 @@ impl RunningCollector {
             .map_err(|source| IngestError::Bind { addr, source })?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (writer, writer_task) = WriterHandle::spawn(store, config.writer.clone());
-        let service = IngestServer::new(IngestService::new(writer.clone(), config.limits.clone()))
-            .max_decoding_message_size(config.limits.max_bytes.saturating_add(1024));
+        let service = IngestServer::new(IngestService::new(
+            writer.clone(),
+            config.limits.clone(),
+            config.writer.max_pending_bytes,
+        ))
+        .max_decoding_message_size(config.limits.max_bytes.saturating_add(1024));
         let service = InterceptedService::new(
             service,
             BearerAuth::new(config.token.clone()).with_host_tokens(config.host_tokens.clone()),
@@ -231,11 +254,7 @@ impl RunningCollector {
                 config.max_concurrent_pushes.max(1),
             ))
             // Each push holds a few copies of its size until answered: bound them in bytes.
-            .layer(inflight::InflightLayer::new(
-                config
-                    .max_inflight_bytes
-                    .max(config.limits.max_bytes.saturating_add(64 << 10)),
-            ));
+            .layer(inflight::InflightLayer::new(config.max_inflight_bytes));
         if let Some(tls) = &config.tls {
             let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
             builder = builder
