@@ -47,6 +47,9 @@ pub struct SamplerConfig {
     /// Capacity of the unwind-row array shared by every loaded table (8 bytes a row, allocated
     /// up front). Default [`DEFAULT_UNWIND_ROWS`].
     pub unwind_rows: u32,
+    /// How long a process goes unsampled before its unwind tables may be evicted to make room for
+    /// a sampled process's. Default [`crate::unwind::DEFAULT_EVICT_IDLE_AFTER`] (30 s).
+    pub unwind_evict_idle_after: std::time::Duration,
     /// Walk every stack by frame pointers, loading no unwind tables (to compare the two; stacks
     /// of code without frame pointers are cut). Default: false.
     pub frame_pointers_only: bool,
@@ -61,6 +64,7 @@ impl Default for SamplerConfig {
             counts_entries: DEFAULT_COUNTS_ENTRIES,
             stack_entries: DEFAULT_STACK_ENTRIES,
             unwind_rows: DEFAULT_UNWIND_ROWS,
+            unwind_evict_idle_after: crate::unwind::DEFAULT_EVICT_IDLE_AFTER,
             frame_pointers_only: false,
         }
     }

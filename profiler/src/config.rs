@@ -82,6 +82,10 @@ pub struct DaemonConfig {
     /// (8 bytes each, allocated at start; tables beyond it are counted and walked by frame
     /// pointers). Default: 4,000,000 (32 MB).
     pub unwind_rows: u32,
+    /// When a table does not fit in `unwind_rows`, processes not sampled for this long give up
+    /// theirs to make room (they are described again when next sampled). Default: 30s.
+    #[serde(with = "human_duration")]
+    pub unwind_evict_idle_after: Duration,
     /// Walk stacks with `.eh_frame` unwind tables where a module has no frame pointers (whole
     /// stacks for distribution and release binaries); false walks frame pointers only.
     /// Default: true. `record` always uses the tables.
@@ -117,6 +121,7 @@ impl Default for DaemonConfig {
             counts_entries: profiler_ebpf::DEFAULT_COUNTS_ENTRIES,
             stack_entries: profiler_ebpf::DEFAULT_STACK_ENTRIES,
             unwind_rows: profiler_ebpf::DEFAULT_UNWIND_ROWS,
+            unwind_evict_idle_after: crate::unwind::DEFAULT_EVICT_IDLE_AFTER,
             unwind_tables: true,
             services: Vec::new(),
             powercap_dir: None,

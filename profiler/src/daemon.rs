@@ -205,6 +205,7 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
             counts_entries: config.counts_entries,
             stack_entries: config.stack_entries,
             unwind_rows: config.unwind_rows,
+            unwind_evict_idle_after: config.unwind_evict_idle_after,
             frame_pointers_only: !config.unwind_tables,
         },
         config.services.clone(),

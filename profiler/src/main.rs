@@ -110,6 +110,10 @@ struct RecordArgs {
     /// each; tables that do not fit are counted and walked by frame pointers.
     #[arg(long, default_value_t = DEFAULT_UNWIND_ROWS)]
     unwind_rows: u32,
+    /// When a table does not fit, processes not sampled for this long give up theirs to make
+    /// room (described again when next sampled), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    unwind_evict_idle_after: std::time::Duration,
     /// Read RAPL energy counters from this directory, laid out like /sys/class/powercap.
     /// [default: detect (/sys/class/powercap, then the perf power PMU)]
     #[arg(long)]
@@ -153,6 +157,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             counts_entries: args.counts_entries,
             stack_entries: args.stack_entries,
             unwind_rows: args.unwind_rows,
+            unwind_evict_idle_after: args.unwind_evict_idle_after,
             frame_pointers_only: false,
         },
         powercap_dir: args.powercap_dir,

@@ -73,7 +73,7 @@ pub struct Metrics {
 }
 
 /// The tracker's and unwinder's figures: (name, type, help), in [`tracker_values`] order.
-const TRACKER_FIELDS: [(&str, &str, &str); 9] = [
+const TRACKER_FIELDS: [(&str, &str, &str); 10] = [
     (
         "processes_captured_total",
         "counter",
@@ -115,6 +115,11 @@ const TRACKER_FIELDS: [(&str, &str, &str); 9] = [
         "Tables evicted because no process mapped them any more.",
     ),
     (
+        "unwind_idle_processes_evicted_total",
+        "counter",
+        "Processes not sampled for unwind_evict_idle_after whose tables made room for a sampled process's.",
+    ),
+    (
         "unwind_table_errors_total",
         "counter",
         "Files whose call-frame information could not be read.",
@@ -131,6 +136,7 @@ fn tracker_values(t: &TrackerStats) -> [u64; TRACKER_FIELDS.len()] {
         t.unwind.rows_capacity,
         t.unwind.tables_dropped,
         t.unwind.tables_evicted,
+        t.unwind.idle_processes_evicted,
         t.unwind.table_errors,
     ]
 }

@@ -38,7 +38,12 @@ pub struct Sampling {
 impl Sampling {
     /// Drains what was sampled since the last call.
     pub fn drain(&mut self) -> Result<RawProfile, BpfError> {
-        self.drainer.drain(&mut self.sampler)
+        let raw = self.drainer.drain(&mut self.sampler)?;
+        let mut active: Vec<u32> = raw.samples.iter().map(|s| s.pid).collect();
+        active.sort_unstable();
+        active.dedup();
+        self.tracker.note_active(active);
+        Ok(raw)
     }
 
     /// The sampler (CPUs, frequency, program statistics).
@@ -67,7 +72,9 @@ impl Session {
             );
         }
         let (events, loader) = sampler.take_tracker_maps()?;
-        let loader = loader.frame_pointers_only(config.frame_pointers_only);
+        let loader = loader
+            .frame_pointers_only(config.frame_pointers_only)
+            .evict_idle_after(config.unwind_evict_idle_after);
         let tracker = ProcessTracker::start(TrackerParts {
             events,
             loader,

@@ -111,8 +111,49 @@ pub struct ProcessTracker {
     table: ProcessTable,
     stats: Arc<Mutex<TrackerStats>>,
     stop: Arc<AtomicBool>,
+    /// Work for the table thread; dropped at stop so that thread ends.
+    tables: Option<std::sync::mpsc::Sender<TableWork>>,
     handle: Option<JoinHandle<()>>,
     tables_handle: Option<JoinHandle<()>>,
+}
+
+/// The table thread's record of what it described: the last snapshot of each process, so a
+/// process evicted for room, or short of a table, can be described again without a new capture.
+#[derive(Default)]
+struct Described {
+    snapshots: HashMap<u32, Arc<ProcessSnapshot>>,
+    evicted: HashSet<u32>,
+}
+
+impl Described {
+    /// Queues `work`, or handles it at once when it is news of sampled processes.
+    fn accept(&mut self, work: TableWork, queue: &mut TableQueue, loader: &mut TableLoader) {
+        let TableWork::Active(pids) = work else {
+            queue.push(work);
+            return;
+        };
+        let evicted: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| self.evicted.remove(pid))
+            .collect();
+        for pid in evicted.into_iter().chain(loader.note_active(pids)) {
+            if let Some(snapshot) = self.snapshots.get(&pid) {
+                queue.push(TableWork::Load(pid, snapshot.clone()));
+            }
+        }
+    }
+
+    fn loaded(&mut self, pid: u32, snapshot: Arc<ProcessSnapshot>, loader: &mut TableLoader) {
+        self.evicted.remove(&pid);
+        self.snapshots.insert(pid, snapshot);
+        self.evicted.extend(loader.take_evicted());
+    }
+
+    fn unloaded(&mut self, pid: u32) {
+        self.snapshots.remove(&pid);
+        self.evicted.remove(&pid);
+    }
 }
 
 /// What the tracker needs to start.
@@ -146,17 +187,18 @@ impl ProcessTracker {
         let tables_handle = std::thread::Builder::new()
             .name("fleetprof-tables".into())
             .spawn(move || {
-                // Ends when the tracker thread drops its sender; at stop, the queue is dropped.
+                // Ends when every sender is dropped; at stop, the queue is dropped.
                 let mut queue = TableQueue::default();
+                let mut described = Described::default();
                 loop {
                     if queue.is_empty() {
                         match table_work.recv() {
-                            Ok(work) => queue.push(work),
+                            Ok(work) => described.accept(work, &mut queue, &mut loader),
                             Err(_) => break,
                         }
                     }
                     while let Ok(work) = table_work.try_recv() {
-                        queue.push(work);
+                        described.accept(work, &mut queue, &mut loader);
                     }
                     if table_stop.load(Ordering::Relaxed) {
                         break;
@@ -169,11 +211,16 @@ impl ProcessTracker {
                             if let Err(err) = loader.load_process(pid, &snapshot.mappings) {
                                 tracing::warn!(pid, %err, "could not describe the process to the unwinder");
                             }
+                            described.loaded(pid, snapshot, &mut loader);
                         }
-                        TableWork::Unload(pid) => loader.unload_process(pid),
+                        TableWork::Unload(pid) => {
+                            loader.unload_process(pid);
+                            described.unloaded(pid);
+                        }
                         TableWork::Notify(done) => {
                             let _ = done.send(());
                         }
+                        TableWork::Active(_) => {}
                     }
                     table_stats.lock().unwrap_or_else(|e| e.into_inner()).unwind = loader.stats();
                 }
@@ -186,7 +233,7 @@ impl ProcessTracker {
             proc_root: parts.proc_root,
         };
         let mut worker = Worker {
-            tables,
+            tables: tables.clone(),
             initial_done: Some(initial_done),
             parts,
             modules: ModuleCache::default(),
@@ -203,9 +250,18 @@ impl ProcessTracker {
             table,
             stats,
             stop,
+            tables: Some(tables),
             handle: Some(handle),
             tables_handle: Some(tables_handle),
         })
+    }
+
+    /// Tells the unwinder's table thread which processes were just sampled: tables of processes
+    /// idle for long may make room for theirs (see [`crate::unwind`]).
+    pub fn note_active(&self, pids: Vec<u32>) {
+        if let Some(tables) = &self.tables {
+            let _ = tables.send(TableWork::Active(pids));
+        }
     }
 
     /// Blocks until the processes running at start have been captured and their unwind tables
@@ -229,10 +285,11 @@ impl ProcessTracker {
 impl Drop for ProcessTracker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.tables = None;
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        // The tracker thread is gone, and with it the sender: the table thread finishes its queue.
+        // The tracker thread is gone, and with it the last sender: the table thread finishes its queue.
         if let Some(handle) = self.tables_handle.take() {
             let _ = handle.join();
         }

@@ -15,7 +15,7 @@ use std::{
 use fleetprof_profiler::{
     bpf::SamplerConfig,
     profile::{Frame, SymbolizedProfile},
-    record::{RecordOptions, record},
+    record::{RecordOptions, RecorderStats, record},
 };
 use fleetprof_tests::{
     build_c_fixture_without_frame_pointers, number_before, process_cpu_seconds, require_root,
@@ -58,12 +58,23 @@ fn wait_until_busy(pid: u32) {
 /// Records `pids` at 99 Hz until each has used `cpu_seconds` more CPU (about 99 samples per
 /// CPU-second, however loaded the machine is), or a minute has passed.
 fn record_pids(pids: Vec<u32>, cpu_seconds: f64) -> SymbolizedProfile {
+    record_pids_with(pids.clone(), &pids, cpu_seconds, SamplerConfig::default()).0
+}
+
+/// Records `pids` until each of `busy` has used `cpu_seconds` more CPU, with these sampler
+/// settings (frequency and pids are set here); the profile and the recorder's figures.
+fn record_pids_with(
+    pids: Vec<u32>,
+    busy: &[u32],
+    cpu_seconds: f64,
+    sampler: SamplerConfig,
+) -> (SymbolizedProfile, RecorderStats) {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();
         let started = started.clone();
-        let pids = pids.clone();
+        let pids = busy.to_vec();
         std::thread::spawn(move || {
             // Count CPU from the moment sampling starts (loading the tables of a large binary
             // comes first).
@@ -91,15 +102,33 @@ fn record_pids(pids: Vec<u32>, cpu_seconds: f64) -> SymbolizedProfile {
         sampler: SamplerConfig {
             frequency_hz: 99,
             pids,
-            ..Default::default()
+            ..sampler
         },
         started: Some(started),
         ..Default::default()
     };
-    let profile = record(&options, Some(&stop)).expect("record").0;
+    let recorded = record(&options, Some(&stop)).expect("record");
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
-    profile
+    recorded
+}
+
+/// Rows of the unwind-row array that describing `pids` takes (their modules' tables, each once).
+fn rows_used_by(pids: Vec<u32>) -> u64 {
+    let options = RecordOptions {
+        duration: Duration::from_millis(200),
+        sampler: SamplerConfig {
+            pids,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    record(&options, None)
+        .expect("record")
+        .1
+        .tracker
+        .unwind
+        .rows_used
 }
 
 /// Each sample of `pid` as (frames root first, count).
@@ -551,4 +580,77 @@ fn truncation_and_dropped_tables_are_counted() {
         .unwrap();
     assert!(dropped >= 1, "tables that did not fit are counted: {line}");
     drop(workload);
+}
+
+/// A full row array makes room for a sampled process: the tables of a process that has not been
+/// sampled for a while (an idle Python interpreter) are evicted so that a busy workload's fit,
+/// and the workload's stacks are whole instead of cut by frame-pointer walks.
+#[test]
+fn idle_processes_make_room_for_sampled_ones() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c_fixture_without_frame_pointers(
+        "unwind_workload",
+        dir.path(),
+        "unwind_workload",
+        &[],
+    );
+    let idle = spawn("/usr/bin/python3", &["-c", "import time; time.sleep(600)"]);
+    // The interpreter is idle once it sleeps: wait for that (its state in /proc says so).
+    let idle_pid = idle.0.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(format!("/proc/{idle_pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('S'))
+    }) {
+        assert!(Instant::now() < deadline, "python3 never went to sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // How many rows the interpreter's tables take, and the workload's on top of them.
+    let probe = spawn(&exe, &["qsort", "60"]);
+    let rows_idle = rows_used_by(vec![idle_pid]);
+    let rows_both = rows_used_by(vec![idle_pid, probe.0.id()]);
+    drop(probe);
+    assert!(
+        rows_both > rows_idle,
+        "the workload has tables of its own: {rows_idle} -> {rows_both} rows"
+    );
+    // One row short of holding both: the workload's table fits only if the interpreter's goes.
+    // The workload starts after the interpreter was described (it execs two seconds in).
+    let script = format!("sleep 2; exec {} qsort 60", exe.display());
+    let workload = spawn("/bin/sh", &["-c", &script]);
+    let pid = workload.0.id();
+    let (profile, stats) = record_pids_with(
+        vec![idle_pid, pid],
+        &[pid],
+        8.0,
+        SamplerConfig {
+            unwind_rows: u32::try_from(rows_both - 1).unwrap(),
+            unwind_evict_idle_after: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    drop(workload);
+    drop(idle);
+    let unwind = stats.tracker.unwind;
+    let (whole, total) = share(&profile, pid, reaches_entry);
+    eprintln!(
+        "rows: interpreter {rows_idle}, both {rows_both}; {total} samples of the workload, \
+         {:.1}% whole; {unwind:?}",
+        whole * 100.0
+    );
+    print_top(&profile, pid, 5);
+    assert!(
+        unwind.idle_processes_evicted >= 1,
+        "the idle interpreter gave up its tables: {unwind:?}"
+    );
+    assert!(total >= 100, "too few samples to judge: {total}");
+    // Until the interpreter has been idle for a second (and a drain has passed) the workload's
+    // code may be walked by frame pointers, cut: two seconds at most of its eight.
+    assert!(
+        whole >= 0.6,
+        "{:.1}% of the workload's samples reach its entry point, need 60%",
+        whole * 100.0
+    );
 }

@@ -4,16 +4,20 @@
 //!
 //! Tables are shared by module (build-id, or device and inode) across processes, built once,
 //! and evicted when no process maps them any more. The row array has a fixed capacity
-//! (`unwind_rows` in the configuration): a table that does not fit is not loaded, its mappings
-//! are walked by frame pointers, and the drop is counted in [`UnwindStats`].
+//! (`unwind_rows` in the configuration). When a table does not fit, the processes that have not
+//! been sampled for a while ([`TableLoader::evict_idle_after`]) give up their description to make
+//! room — most of a host's processes are idle, and they are described again when next sampled.
+//! When even that is not enough, the table is not loaded, its mappings are walked by frame
+//! pointers, and the drop is counted in [`UnwindStats`]; once the process is sampled and room
+//! can be made, its table is loaded after all.
 
 pub(crate) mod queue;
 pub mod rows;
 pub mod table;
 
 use std::collections::HashMap;
-
 use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError};
 use profiler_ebpf::{MAX_MAPPINGS, Mapping, MappingKey, ProcessInfo, UnwindRow, mapping_kind};
@@ -40,6 +44,9 @@ pub struct UnwindStats {
     pub tables_dropped: u64,
     /// Tables evicted because no process mapped them any more.
     pub tables_evicted: u64,
+    /// Processes whose description was evicted, after they had not been sampled for a while, to
+    /// make room for the table of a process being sampled.
+    pub idle_processes_evicted: u64,
     /// Files whose call-frame information could not be read.
     pub table_errors: u64,
     /// Executable mappings left out because a process had more than the unwinder searches.
@@ -57,6 +64,9 @@ pub struct UnwindMapError {
     pub source: MapError,
 }
 
+/// How long a process goes unsampled before its tables may make room for a sampled process's.
+pub const DEFAULT_EVICT_IDLE_AFTER: Duration = Duration::from_secs(30);
+
 /// A module's table as loaded.
 #[derive(Debug)]
 struct LoadedTable {
@@ -65,6 +75,20 @@ struct LoadedTable {
     kind: u32,
     /// Processes mapping the module.
     refs: u32,
+    /// Rows the table needs, when it was built but did not fit (the module is then walked by
+    /// frame pointers until room is made).
+    unloaded_rows: Option<u32>,
+}
+
+/// What the kernel was told of a process.
+#[derive(Debug)]
+struct KnownProcess {
+    /// Mapping entries written.
+    mapping_count: u32,
+    /// The module keys it holds a reference on, one per file mapping.
+    keys: Vec<String>,
+    /// When it was described or last seen in a drain.
+    last_active: Instant,
 }
 
 /// The kernel's row array, mapped into this process: tables are written with one copy each.
@@ -130,10 +154,12 @@ pub struct TableLoader {
     mappings: BpfHashMap<MapData, MappingKey, Mapping>,
     alloc: RowAllocator,
     tables: HashMap<String, LoadedTable>,
-    /// Per process: mapping count written and the module keys it holds a reference on.
-    known: HashMap<u32, (u32, Vec<String>)>,
+    known: HashMap<u32, KnownProcess>,
     stats: UnwindStats,
     frame_pointers_only: bool,
+    evict_idle_after: Duration,
+    /// Processes evicted for room, since [`TableLoader::take_evicted`] was last called.
+    evicted: Vec<u32>,
 }
 
 impl std::fmt::Debug for TableLoader {
@@ -171,7 +197,47 @@ impl TableLoader {
                 ..Default::default()
             },
             frame_pointers_only: false,
+            evict_idle_after: DEFAULT_EVICT_IDLE_AFTER,
+            evicted: Vec::new(),
         })
+    }
+
+    /// How long a process goes unsampled before its tables may be evicted to make room for a
+    /// sampled process's (default [`DEFAULT_EVICT_IDLE_AFTER`]).
+    pub fn evict_idle_after(mut self, after: Duration) -> Self {
+        self.evict_idle_after = after;
+        self
+    }
+
+    /// Notes that `pids` were just sampled. Returns those among them that have a module walked by
+    /// frame pointers for lack of room which now fits, counting what idle processes would give
+    /// up: describing them again loads it.
+    pub fn note_active(&mut self, pids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        for pid in pids {
+            let Some(process) = self.known.get_mut(&pid) else {
+                continue;
+            };
+            process.last_active = now;
+            let wanted = process
+                .keys
+                .iter()
+                .filter_map(|k| self.tables.get(k).and_then(|t| t.unloaded_rows))
+                .max();
+            if let Some(rows) = wanted
+                && (self.alloc.largest_free() >= rows || self.plan_eviction(rows, pid).is_some())
+            {
+                retry.push(pid);
+            }
+        }
+        retry
+    }
+
+    /// The processes evicted for room since the last call: they must be described again when
+    /// they are next sampled.
+    pub fn take_evicted(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Loads no tables: every mapping is walked by frame pointers (for comparing the two).
@@ -241,7 +307,7 @@ impl TableLoader {
             let (kind, start, len, load_bias) = match &m.backing {
                 Backing::File(module) => {
                     let load_bias = m.load_bias().unwrap_or(0);
-                    let table = self.table_for(module);
+                    let table = self.table_for(module, pid);
                     table.refs += 1;
                     let entry = (table.kind, table.start, table.len, load_bias);
                     keys.push(module.key.clone());
@@ -284,26 +350,79 @@ impl TableLoader {
                 0,
             )
             .map_err(|source| map_err("PROCESS_INFO", source))?;
-        if let Some((old_count, old_keys)) = previous {
-            for index in count..old_count {
+        if let Some(old) = previous {
+            for index in count..old.mapping_count {
                 let _ = self.mappings.remove(&MappingKey { pid, index });
             }
-            self.release(old_keys);
+            self.release(old.keys);
         }
-        self.known.insert(pid, (count, keys));
+        self.known.insert(
+            pid,
+            KnownProcess {
+                mapping_count: count,
+                keys,
+                last_active: Instant::now(),
+            },
+        );
         Ok(())
     }
 
     /// Forgets `pid` (it exited or exec'd) and evicts the tables no process needs any more.
     pub fn unload_process(&mut self, pid: u32) {
-        let Some((count, keys)) = self.known.remove(&pid) else {
+        let Some(process) = self.known.remove(&pid) else {
             return;
         };
         let _ = self.processes.remove(&pid);
-        for index in 0..count {
+        for index in 0..process.mapping_count {
             let _ = self.mappings.remove(&MappingKey { pid, index });
         }
-        self.release(keys);
+        self.release(process.keys);
+    }
+
+    /// The idle processes (oldest activity first) whose eviction frees a range of `rows`
+    /// contiguous rows, or `None` when evicting every idle process would not. `loading` is the
+    /// process being described, never evicted.
+    fn plan_eviction(&self, rows: u32, loading: u32) -> Option<Vec<u32>> {
+        let mut idle: Vec<(Instant, u32)> = self
+            .known
+            .iter()
+            .filter(|&(&pid, p)| pid != loading && p.last_active.elapsed() >= self.evict_idle_after)
+            .map(|(&pid, p)| (p.last_active, pid))
+            .collect();
+        idle.sort_unstable();
+        let mut alloc = self.alloc.clone();
+        let mut refs: HashMap<&str, u32> = HashMap::new();
+        let mut chosen = Vec::new();
+        for (_, pid) in idle {
+            for key in &self.known[&pid].keys {
+                let Some(table) = self.tables.get(key) else {
+                    continue;
+                };
+                let left = refs.entry(key).or_insert(table.refs);
+                *left = left.saturating_sub(1);
+                if *left == 0 && table.kind == mapping_kind::TABLE {
+                    alloc.release(table.start, table.len);
+                }
+            }
+            chosen.push(pid);
+            if alloc.largest_free() >= rows {
+                return Some(chosen);
+            }
+        }
+        None
+    }
+
+    /// Rows for a table of `rows`, evicting idle processes when that makes room.
+    fn allocate(&mut self, rows: u32, loading: u32) -> Option<u32> {
+        if let Some(start) = self.alloc.allocate(rows) {
+            return Some(start);
+        }
+        for pid in self.plan_eviction(rows, loading)? {
+            self.unload_process(pid);
+            self.evicted.push(pid);
+            self.stats.idle_processes_evicted += 1;
+        }
+        self.alloc.allocate(rows)
     }
 
     fn release(&mut self, keys: Vec<String>) {
@@ -322,21 +441,39 @@ impl TableLoader {
         }
     }
 
-    /// The module's loaded table, building and loading it on first use.
-    fn table_for(&mut self, module: &ModuleFile) -> &mut LoadedTable {
-        if !self.tables.contains_key(&module.key) {
-            let loaded = self.build_and_load(module);
-            self.tables.insert(module.key.clone(), loaded);
+    /// The module's loaded table, building and loading it on first use, and loading it after
+    /// all when it did not fit before and room can be made now.
+    fn table_for(&mut self, module: &ModuleFile, loading: u32) -> &mut LoadedTable {
+        match self.tables.get(&module.key).map(|t| t.unloaded_rows) {
+            None => {
+                let loaded = self.build_and_load(module, loading);
+                self.tables.insert(module.key.clone(), loaded);
+            }
+            Some(Some(rows))
+                if self.alloc.largest_free() >= rows
+                    || self.plan_eviction(rows, loading).is_some() =>
+            {
+                let loaded = self.build_and_load(module, loading);
+                let table = self.tables.get_mut(&module.key).expect("present");
+                // Processes described before keep their frame-pointer entries until described
+                // again (their next sample asks for it); the reference counts carry over.
+                table.start = loaded.start;
+                table.len = loaded.len;
+                table.kind = loaded.kind;
+                table.unloaded_rows = loaded.unloaded_rows;
+            }
+            Some(_) => {}
         }
         self.tables.get_mut(&module.key).expect("inserted above")
     }
 
-    fn build_and_load(&mut self, module: &ModuleFile) -> LoadedTable {
+    fn build_and_load(&mut self, module: &ModuleFile, loading: u32) -> LoadedTable {
         let frame_pointers = LoadedTable {
             start: 0,
             len: 0,
             kind: mapping_kind::FRAME_POINTER,
             refs: 0,
+            unloaded_rows: None,
         };
         if self.frame_pointers_only {
             return frame_pointers;
@@ -353,7 +490,7 @@ impl TableLoader {
             return frame_pointers;
         }
         let len = table.rows.len() as u32;
-        let Some(start) = self.alloc.allocate(len) else {
+        let Some(start) = self.allocate(len, loading) else {
             self.stats.tables_dropped += 1;
             tracing::warn!(
                 module = %module.path,
@@ -362,7 +499,10 @@ impl TableLoader {
                 capacity = self.alloc.capacity(),
                 "unwind row array full: this module is walked by frame pointers (raise unwind_rows)"
             );
-            return frame_pointers;
+            return LoadedTable {
+                unloaded_rows: Some(len),
+                ..frame_pointers
+            };
         };
         self.rows.rows_mut()[start as usize..(start + len) as usize].copy_from_slice(&table.rows);
         tracing::debug!(module = %module.path, rows = len, "unwind table loaded");
@@ -371,6 +511,7 @@ impl TableLoader {
             len,
             kind: mapping_kind::TABLE,
             refs: 0,
+            unloaded_rows: None,
         }
     }
 }

@@ -26,13 +26,15 @@ pub(crate) enum TableWork {
     Unload(u32),
     /// Say so once everything before this is done.
     Notify(Sender<()>),
+    /// These processes were just sampled (handled as it arrives, never queued).
+    Active(Vec<u32>),
 }
 
 impl TableWork {
     fn pid(&self) -> Option<u32> {
         match self {
             Self::Load(pid, _) | Self::Unload(pid) => Some(*pid),
-            Self::Notify(_) => None,
+            Self::Notify(_) | Self::Active(_) => None,
         }
     }
 }
@@ -119,6 +121,7 @@ mod tests {
                 TableWork::Load(pid, _) => format!("load {pid}"),
                 TableWork::Unload(pid) => format!("unload {pid}"),
                 TableWork::Notify(_) => "notify".to_owned(),
+                TableWork::Active(pids) => format!("active {pids:?}"),
             })
             .collect()
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 /// First-fit allocator of contiguous row ranges, coalescing freed neighbours.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RowAllocator {
     /// Free ranges: start → length.
     free: BTreeMap<u32, u32>,
@@ -33,6 +33,11 @@ impl RowAllocator {
     /// Rows in all.
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// The longest free range: the largest table that fits now.
+    pub fn largest_free(&self) -> u32 {
+        self.free.values().copied().max().unwrap_or(0)
     }
 
     /// The start of a free range of `len` rows, now taken; `None` when no range is long enough.
@@ -83,8 +88,10 @@ mod tests {
         let y = a.allocate(40).unwrap();
         assert_eq!((x, y), (0, 40));
         assert_eq!(a.allocate(30), None);
+        assert_eq!(a.largest_free(), 20);
         let z = a.allocate(20).unwrap();
         assert_eq!(z, 80);
+        assert_eq!(a.largest_free(), 0);
         a.release(x, 40);
         a.release(z, 20);
         a.release(y, 40);
