@@ -203,6 +203,11 @@ fn print_top(profile: &SymbolizedProfile, pid: u32, n: usize) {
     }
 }
 
+/// `tests/fixtures/unwind_workload.c`, built without frame pointers into `dir`.
+fn unwind_workload(dir: &Path) -> PathBuf {
+    build_c_fixture_without_frame_pointers("unwind_workload", dir, "unwind_workload", &[])
+}
+
 /// Acceptance 1: a workload of our own built without frame pointers, whose hot path goes from
 /// `main` through libc's `qsort` back into a comparator: nearly every sample carries the whole
 /// chain, from `_start` to the leaf, by name.
@@ -210,12 +215,7 @@ fn print_top(profile: &SymbolizedProfile, pid: u32, n: usize) {
 fn own_code_without_frame_pointers_has_whole_stacks() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let exe = build_c_fixture_without_frame_pointers(
-        "unwind_workload",
-        dir.path(),
-        "unwind_workload",
-        &[],
-    );
+    let exe = unwind_workload(dir.path());
     let workload = spawn(&exe, &["qsort", "60"]);
     let pid = workload.0.id();
     wait_until_busy(pid);
@@ -589,12 +589,7 @@ fn truncation_and_dropped_tables_are_counted() {
 fn idle_processes_make_room_for_sampled_ones() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let exe = build_c_fixture_without_frame_pointers(
-        "unwind_workload",
-        dir.path(),
-        "unwind_workload",
-        &[],
-    );
+    let exe = unwind_workload(dir.path());
     let idle = spawn("/usr/bin/python3", &["-c", "import time; time.sleep(600)"]);
     // The interpreter is idle once it sleeps: wait for that (its state in /proc says so).
     let idle_pid = idle.0.id();
