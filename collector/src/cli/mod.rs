@@ -119,6 +119,11 @@ pub(crate) struct ClickHouseArgs {
 
 impl ClickHouseArgs {
     pub(crate) fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::new(&self.config())?)
+    }
+
+    /// The store's configuration from these flags.
+    pub(crate) fn config(&self) -> StoreConfig {
         let mut config = StoreConfig::new(&self.clickhouse_url).with_database(&self.database);
         if let Some(user) = &self.clickhouse_user {
             config =
@@ -126,7 +131,7 @@ impl ClickHouseArgs {
         } else if let Some(password) = &self.clickhouse_password {
             config = config.with_credentials("default", password);
         }
-        Ok(Store::new(&config)?)
+        config
     }
 }
 
