@@ -326,10 +326,11 @@ fn migration_tables() -> BTreeSet<String> {
     for migration in MIGRATIONS {
         for statement in split_statements(migration.sql) {
             let t = tokens(&statement);
-            if is(t.first(), "CREATE") && is(t.get(1), "TABLE") {
-                if let Some(name) = t.get(name_index(&t, 2)) {
-                    tables.insert(name.text.to_owned());
-                }
+            if is(t.first(), "CREATE")
+                && is(t.get(1), "TABLE")
+                && let Some(name) = t.get(name_index(&t, 2))
+            {
+                tables.insert(name.text.to_owned());
             }
         }
     }
@@ -410,9 +411,7 @@ fn plan(
     if first("CREATE") && is(t.get(1), "MATERIALIZED") && is(t.get(2), "VIEW") {
         // Each node's view reads its local rows and fills its local target.
         let renamed: Vec<usize> = (1..t.len())
-            .filter(|&i| {
-                ["TO", "FROM", "JOIN"].iter().any(|kw| is(t.get(i - 1), kw)) && known(i)
-            })
+            .filter(|&i| ["TO", "FROM", "JOIN"].iter().any(|kw| is(t.get(i - 1), kw)) && known(i))
             .collect();
         if !t.iter().any(|x| x.text.eq_ignore_ascii_case("TO")) {
             return Err(unsupported());
@@ -518,7 +517,10 @@ pub async fn cluster_nodes(
     let store = Store::new(seed)?;
     let rows = cluster_rows(&store, &options.cluster).await?;
     let shared = cluster_rows(&store, &options.shared_cluster).await?;
-    for (name, rows) in [(&options.cluster, &rows), (&options.shared_cluster, &shared)] {
+    for (name, rows) in [
+        (&options.cluster, &rows),
+        (&options.shared_cluster, &shared),
+    ] {
         if rows.is_empty() {
             let known: Vec<String> = store
                 .server
@@ -610,10 +612,8 @@ pub async fn migrate_cluster(
             source,
         };
         let current = store.prepare_migrations().await.map_err(at_node)?;
-        let pending: Vec<&(&Migration, Vec<Step>)> = plans
-            .iter()
-            .filter(|(m, _)| m.version > current)
-            .collect();
+        let pending: Vec<&(&Migration, Vec<Step>)> =
+            plans.iter().filter(|(m, _)| m.version > current).collect();
         if !pending.is_empty() {
             check_not_single_server(&store, &node, &tables).await?;
         }
@@ -870,8 +870,10 @@ mod tests {
         let steps = plan("x", statement, &tables()).unwrap();
         assert_eq!(
             sql(&steps),
-            ["CREATE MATERIALIZED VIEW IF NOT EXISTS service_minutes_mv TO service_minutes_local AS \
-              SELECT service, sum(count) AS samples FROM samples_local GROUP BY service"]
+            [
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS service_minutes_mv TO service_minutes_local AS \
+              SELECT service, sum(count) AS samples FROM samples_local GROUP BY service"
+            ]
         );
     }
 
@@ -900,8 +902,16 @@ mod tests {
             ]
         );
 
-        let steps = plan("x", "ALTER TABLE stacks DELETE WHERE stack_id = 0", &tables()).unwrap();
-        assert_eq!(sql(&steps), ["ALTER TABLE stacks_local DELETE WHERE stack_id = 0"]);
+        let steps = plan(
+            "x",
+            "ALTER TABLE stacks DELETE WHERE stack_id = 0",
+            &tables(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql(&steps),
+            ["ALTER TABLE stacks_local DELETE WHERE stack_id = 0"]
+        );
 
         assert!(
             plan(
@@ -919,7 +929,10 @@ mod tests {
         let steps = plan("x", "DROP TABLE IF EXISTS frames", &tables()).unwrap();
         assert_eq!(
             sql(&steps),
-            ["DROP TABLE IF EXISTS frames", "DROP TABLE IF EXISTS frames_local"]
+            [
+                "DROP TABLE IF EXISTS frames",
+                "DROP TABLE IF EXISTS frames_local"
+            ]
         );
         let steps = plan("x", "DROP TABLE IF EXISTS function_minutes_mv", &tables()).unwrap();
         assert_eq!(sql(&steps), ["DROP TABLE IF EXISTS function_minutes_mv"]);

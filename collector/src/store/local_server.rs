@@ -456,8 +456,12 @@ impl LocalCluster {
                 interserver: p[2],
             })
             .collect();
-        let replica =
-            |p: &Ports| format!("<replica><host>127.0.0.1</host><port>{}</port></replica>", p.tcp);
+        let replica = |p: &Ports| {
+            format!(
+                "<replica><host>127.0.0.1</host><port>{}</port></replica>",
+                p.tcp
+            )
+        };
         let shards: String = ports
             .iter()
             .map(|p| format!("<shard>{}</shard>", replica(p)))
