@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fleetprof_collector::changes;
 use fleetprof_collector::ingest::{IngestConfig, RunningCollector};
 use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::regressions::{self, DetectOptions, ListFilter};
@@ -156,7 +157,8 @@ fn migrate_cluster_cli(cluster: &LocalCluster, node_urls: bool) -> (bool, String
 }
 
 /// The rows of every ```sql block of QUERIES.md, sorted (a Distributed table returns
-/// unordered rows in another order than one server).
+/// unordered rows in another order than one server); of a query showing when batches were
+/// received, each row's first column.
 async fn documented_queries(store: &Store) -> Vec<Vec<String>> {
     let mut results = Vec::new();
     for block in include_str!("../schema/QUERIES.md").split("```sql").skip(1) {
@@ -169,9 +171,18 @@ async fn documented_queries(store: &Store) -> Vec<Vec<String>> {
             .collect()
             .await
             .unwrap_or_else(|e| panic!("QUERIES.md query failed:\n{sql}\n{e}"));
+        // When each batch arrived differs between the servers (wall-clock receive times): keep
+        // the rows' keys of such queries.
+        let arrival = sql.contains("received");
         let mut rows: Vec<String> = String::from_utf8_lossy(&bytes)
             .lines()
-            .map(str::to_owned)
+            .map(|row| {
+                if arrival {
+                    row.split('\t').next().unwrap_or_default().to_owned()
+                } else {
+                    row.to_owned()
+                }
+            })
             .collect();
         rows.sort();
         results.push(rows);
@@ -377,6 +388,32 @@ async fn two_shard_cluster_answers_like_one_server() {
     }
 
     println!("readers compared in {:.1?}", started.elapsed());
+    // A deploy recorded through node B is read through node A, as on one server.
+    let step_s = i64::try_from(end_s - (MINUTES - 1 - STEP) * 60).unwrap();
+    changes::record_deploy(&alone, SERVICE, "1.1", step_s, Some("c0ffee"))
+        .await
+        .unwrap();
+    changes::record_deploy(&nodes[1], SERVICE, "1.1", step_s, Some("c0ffee"))
+        .await
+        .unwrap();
+    let expected_deploys = changes::deploys(&alone, SERVICE, 10).await.unwrap();
+    assert_eq!(expected_deploys.len(), 1);
+    let expected_changes = changes::change_records(&alone, SERVICE, step_s - 3600)
+        .await
+        .unwrap();
+    for node in &nodes {
+        assert_eq!(
+            changes::deploys(node, SERVICE, 10).await.unwrap(),
+            expected_deploys
+        );
+        assert_eq!(
+            changes::change_records(node, SERVICE, step_s - 3600)
+                .await
+                .unwrap(),
+            expected_changes
+        );
+    }
+
     // Detection through node A finds what it finds on one server, and node B reads its rows.
     let mut options = DetectOptions::new(window);
     options.detector.window_secs = 1800;
