@@ -15,9 +15,9 @@ use fleetprof_collector::changes;
 use fleetprof_collector::ingest::{IngestConfig, RunningCollector};
 use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::regressions::{self, DetectOptions, ListFilter};
-use fleetprof_collector::store::cluster::LOCAL_SUFFIX;
+use fleetprof_collector::store::cluster::{ClusterOptions, LOCAL_SUFFIX, migrate_cluster_with};
 use fleetprof_collector::store::local_server::{LocalClickHouse, LocalCluster};
-use fleetprof_collector::store::{MIGRATIONS, Store, StoreConfig};
+use fleetprof_collector::store::{MIGRATIONS, Migration, Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use futures::StreamExt;
 use pb::ingest_client::IngestClient;
@@ -156,12 +156,18 @@ fn migrate_cluster_cli(cluster: &LocalCluster, node_urls: bool) -> (bool, String
     (out.status.success(), stdout, stderr)
 }
 
-/// The rows of every ```sql block of QUERIES.md, sorted (a Distributed table returns
+/// The rows of every ```sql block of QUERIES.md and of the README's "Queries" section, sorted (a Distributed table returns
 /// unordered rows in another order than one server); of a query showing when batches were
 /// received, each row's first column.
 async fn documented_queries(store: &Store) -> Vec<Vec<String>> {
+    let readme = include_str!("../../README.md");
+    let readme = &readme[readme
+        .find("### Queries")
+        .expect("README has a \"Queries\" section")..];
+    let readme = &readme[..readme[4..].find("\n### ").map_or(readme.len(), |i| i + 4)];
+    let doc = format!("{}\n{readme}", include_str!("../schema/QUERIES.md"));
     let mut results = Vec::new();
-    for block in include_str!("../schema/QUERIES.md").split("```sql").skip(1) {
+    for block in doc.split("```sql").skip(1) {
         let sql = block.split("```").next().unwrap().trim();
         let bytes = store
             .client()
@@ -385,6 +391,11 @@ async fn two_shard_cluster_answers_like_one_server() {
             expected_history
         );
         assert_eq!(documented_queries(node).await, expected_docs);
+        assert!(
+            expected_docs.len() >= 12,
+            "{} documented queries",
+            expected_docs.len()
+        );
     }
 
     println!("readers compared in {:.1?}", started.elapsed());
@@ -432,7 +443,18 @@ async fn two_shard_cluster_answers_like_one_server() {
     let found = regressions::run_detection(&nodes[0], &[], &options)
         .await
         .unwrap();
-    assert_eq!(found.regressions, expected.regressions);
+    // Everything but the wall-clock time each was detected at.
+    let detected_at_zero = |run: &regressions::DetectionRun| -> Vec<regressions::StoredRegression> {
+        run.regressions
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                (r.detected, r.updated) = (0, 0);
+                r
+            })
+            .collect()
+    };
+    assert_eq!(detected_at_zero(&found), detected_at_zero(&expected));
     println!("detection compared in {:.1?}", started.elapsed());
     let listed = regressions::list(&nodes[1], &ListFilter::default())
         .await
@@ -452,7 +474,77 @@ async fn two_shard_cluster_answers_like_one_server() {
         );
     }
 
+    future_migration_reaches_every_node(&cluster, &nodes).await;
+
     collector_a.shutdown().await;
     collector_b.shutdown().await;
     collector_single.shutdown().await;
+}
+
+/// A migration of the kind the next schema version brings (a column added to a large table, a
+/// new per-batch table), laid out by the generic cluster path: both tables of the pair get the
+/// column, the new table is sharded by its key, rows written on one node are read on the other,
+/// and a second run changes nothing.
+async fn future_migration_reaches_every_node(cluster: &LocalCluster, nodes: &[Store]) {
+    let next = Migration {
+        version: MIGRATIONS.last().unwrap().version + 1,
+        name: "next_cluster_test.sql",
+        sql: "ALTER TABLE losses ADD COLUMN truncated_stacks UInt64 DEFAULT 0;\n\
+              CREATE TABLE IF NOT EXISTS batch_marks (host_id String, boot_id String, \
+              sequence UInt64, time DateTime) ENGINE = ReplacingMergeTree \
+              PARTITION BY toYYYYMM(time) ORDER BY (host_id, boot_id, sequence)",
+    };
+    let migrations: Vec<Migration> = MIGRATIONS.iter().copied().chain([next]).collect();
+    let seed = StoreConfig::new(cluster.nodes()[0].url());
+    let mut options = ClusterOptions::new(cluster.name());
+    options.node_urls = cluster.node_urls().into_iter().collect();
+    for run in 0..2 {
+        let done = migrate_cluster_with(&seed, &options, &migrations)
+            .await
+            .unwrap();
+        let applied: Vec<Vec<u32>> = done.iter().map(|n| n.applied.clone()).collect();
+        let expected = if run == 0 { vec![next.version] } else { vec![] };
+        assert_eq!(applied, [expected.clone(), expected], "run {run}");
+    }
+    for node in nodes {
+        assert_eq!(node.schema_version().await.unwrap(), next.version);
+        for table in ["losses", "losses_local"] {
+            let n = one_u64(
+                node,
+                &format!(
+                    "SELECT count() FROM system.columns WHERE database = currentDatabase() \
+                     AND table = '{table}' AND name = 'truncated_stacks'"
+                ),
+            )
+            .await;
+            assert_eq!(n, 1, "{table} lacks the new column");
+        }
+        let engine: String = node
+            .client()
+            .query(
+                "SELECT engine_full FROM system.tables WHERE database = currentDatabase() \
+                 AND name = 'batch_marks'",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        assert!(engine.contains("cityHash64(host_id)"), "{engine}");
+    }
+    nodes[0]
+        .client()
+        .query(
+            "INSERT INTO batch_marks SELECT concat('machine-', toString(number)), 'boot-1', 1, \
+             now() FROM system.numbers LIMIT 8",
+        )
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        one_u64(&nodes[1], "SELECT count() FROM batch_marks").await,
+        8
+    );
+    assert_eq!(
+        one_u64(&nodes[1], "SELECT sum(truncated_stacks) FROM losses").await,
+        0
+    );
 }

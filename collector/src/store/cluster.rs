@@ -320,10 +320,10 @@ fn localize(sql: &str, tokens: &[Token<'_>], indexes: &[usize]) -> String {
     out
 }
 
-/// The tables the migrations create (what a cluster lays out as local + Distributed).
-fn migration_tables() -> BTreeSet<String> {
+/// The tables `migrations` create (what a cluster lays out as local + Distributed).
+fn migration_tables(migrations: &[Migration]) -> BTreeSet<String> {
     let mut tables = BTreeSet::new();
-    for migration in MIGRATIONS {
+    for migration in migrations {
         for statement in split_statements(migration.sql) {
             let t = tokens(&statement);
             if is(t.first(), "CREATE")
@@ -584,9 +584,19 @@ pub async fn migrate_cluster(
     seed: &StoreConfig,
     options: &ClusterOptions,
 ) -> Result<Vec<NodeMigration>, ClusterError> {
-    let tables = migration_tables();
+    migrate_cluster_with(seed, options, MIGRATIONS).await
+}
+
+/// [`migrate_cluster`] with `migrations` (oldest first, versions increasing) instead of the
+/// collector's own: to test how a future migration is laid out over a cluster.
+pub async fn migrate_cluster_with(
+    seed: &StoreConfig,
+    options: &ClusterOptions,
+    migrations: &[Migration],
+) -> Result<Vec<NodeMigration>, ClusterError> {
+    let tables = migration_tables(migrations);
     let mut plans: Vec<(&Migration, Vec<Step>)> = Vec::new();
-    for migration in MIGRATIONS {
+    for migration in migrations {
         let mut steps = Vec::new();
         for statement in split_statements(migration.sql) {
             steps.extend(plan(migration.name, &statement, &tables)?);
@@ -611,7 +621,8 @@ pub async fn migrate_cluster(
             url: node.url.clone(),
             source,
         };
-        let current = store.prepare_migrations().await.map_err(at_node)?;
+        let known = migrations.last().map_or(0, |m| m.version);
+        let current = store.prepare_migrations(known).await.map_err(at_node)?;
         let pending: Vec<&(&Migration, Vec<Step>)> =
             plans.iter().filter(|(m, _)| m.version > current).collect();
         if !pending.is_empty() {
@@ -811,7 +822,7 @@ mod tests {
     use super::*;
 
     fn tables() -> BTreeSet<String> {
-        migration_tables()
+        migration_tables(MIGRATIONS)
     }
 
     fn sql(steps: &[Step]) -> Vec<String> {

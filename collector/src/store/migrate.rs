@@ -110,7 +110,9 @@ impl Store {
     /// test the upgrade from it). Refuses ([`StoreError::ClusterLayout`]) a database laid out by
     /// `migrate --cluster`: applied to one node only, a migration would break the cluster.
     pub async fn migrate_to(&self, target: u32) -> Result<Vec<u32>, StoreError> {
-        let current = self.prepare_migrations().await?;
+        let current = self
+            .prepare_migrations(MIGRATIONS.last().map_or(0, |m| m.version))
+            .await?;
         let pending: Vec<&Migration> = MIGRATIONS
             .iter()
             .filter(|m| m.version > current && m.version <= target)
@@ -139,8 +141,8 @@ impl Store {
     }
 
     /// Creates the database and `schema_migrations` if missing and returns the database's
-    /// schema version; refuses a version newer than this collector knows.
-    pub(super) async fn prepare_migrations(&self) -> Result<u32, StoreError> {
+    /// schema version; refuses a version newer than `known`, the newest migration at hand.
+    pub(super) async fn prepare_migrations(&self, known: u32) -> Result<u32, StoreError> {
         self.server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
@@ -157,7 +159,6 @@ impl Store {
             .await
             .map_err(StoreError::ch("creating schema_migrations"))?;
         let current = self.schema_version().await?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.version);
         if current > known {
             return Err(StoreError::SchemaTooNew {
                 database: self.database.clone(),
