@@ -17,7 +17,7 @@ use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::regressions::{self, DetectOptions, ListFilter};
 use fleetprof_collector::store::cluster::{ClusterOptions, LOCAL_SUFFIX, migrate_cluster_with};
 use fleetprof_collector::store::local_server::{LocalClickHouse, LocalCluster};
-use fleetprof_collector::store::{MIGRATIONS, Migration, Store, StoreConfig};
+use fleetprof_collector::store::{MIGRATIONS, Migration, Store, StoreConfig, StoreError};
 use fleetprof_proto::fleetprof::v1 as pb;
 use futures::StreamExt;
 use pb::ingest_client::IngestClient;
@@ -530,6 +530,17 @@ async fn future_migration_reaches_every_node(cluster: &LocalCluster, nodes: &[St
             .unwrap();
         assert!(engine.contains("cityHash64(host_id)"), "{engine}");
     }
+    // A node of a cluster left behind is upgraded by `migrate --cluster` only: the single-server
+    // path, as `serve` runs it, refuses.
+    let older = StoreConfig::new(cluster.nodes()[1].url()).with_database("older");
+    migrate_cluster_with(&older, &options, &MIGRATIONS[..3])
+        .await
+        .unwrap();
+    let refused = Store::new(&older).unwrap().migrate().await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ClusterLayout { .. }),
+        "{refused}"
+    );
     nodes[0]
         .client()
         .query(

@@ -53,7 +53,7 @@ pub(crate) struct Cli {
 enum Command {
     /// Serve the gRPC ingest endpoint hosts push profiles to (creates or upgrades the schema first).
     Serve(Box<serve::ServeArgs>),
-    /// Create or upgrade the ClickHouse schema, then exit.
+    /// Create or upgrade the ClickHouse schema (one server, or every node of a cluster with --cluster), then exit.
     Migrate(migrate::MigrateArgs),
     /// Drop the days (partitions) of every large table older than --keep, and say what went.
     Retention(retention::RetentionArgs),

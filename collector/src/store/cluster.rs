@@ -612,6 +612,7 @@ pub async fn migrate_cluster_with(
             ..seed.clone()
         })?;
         check_node(&store, node, options).await?;
+        check_not_single_server(&store, node, &tables).await?;
         stores.push(store);
     }
     let mut done = Vec::new();
@@ -625,9 +626,6 @@ pub async fn migrate_cluster_with(
         let current = store.prepare_migrations(known).await.map_err(at_node)?;
         let pending: Vec<&(&Migration, Vec<Step>)> =
             plans.iter().filter(|(m, _)| m.version > current).collect();
-        if !pending.is_empty() {
-            check_not_single_server(&store, &node, &tables).await?;
-        }
         let mut applied = Vec::new();
         for (migration, steps) in pending {
             for step in steps {
@@ -698,8 +696,9 @@ async fn check_not_single_server(
     tables: &BTreeSet<String>,
 ) -> Result<(), ClusterError> {
     let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    // The server-level client: the database may not exist yet.
     let found: Vec<TableEngine> = store
-        .client
+        .server
         .query(
             "SELECT name, engine FROM system.tables WHERE database = ? AND has(?, name) \
              AND engine != 'Distributed' ORDER BY name LIMIT 1",
