@@ -259,6 +259,42 @@ async fn two_shard_cluster_answers_like_one_server() {
                 .unwrap_or_else(|e| panic!("{table}: {e}"));
             assert_eq!(found, engine, "{table}");
         }
+        // Per-host tables by host, stacks and frames by id, the small tables on every node.
+        for (table, key) in [
+            (
+                "samples",
+                "'fleetprof', fleetprof, samples_local, cityHash64(host))",
+            ),
+            (
+                "batches",
+                "'fleetprof', fleetprof, batches_local, cityHash64(host))",
+            ),
+            (
+                "stacks",
+                "'fleetprof', fleetprof, stacks_local, cityHash64(stack_id))",
+            ),
+            (
+                "frames",
+                "'fleetprof', fleetprof, frames_local, cityHash64(frame_id))",
+            ),
+            (
+                "function_minutes",
+                "'fleetprof', fleetprof, function_minutes_local, cityHash64(service))",
+            ),
+            (
+                "regressions",
+                "'fleetprof_shared', fleetprof, regressions_local, rand())",
+            ),
+        ] {
+            let engine: String = node
+                .client()
+                .query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?")
+                .bind(table)
+                .fetch_one()
+                .await
+                .unwrap();
+            assert!(engine.contains(key), "{table}: {engine}");
+        }
         // Schema v4 dropped the names from samples, on both tables of the pair.
         for table in ["samples", "samples_local"] {
             let n = one_u64(
