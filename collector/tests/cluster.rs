@@ -399,6 +399,26 @@ async fn two_shard_cluster_answers_like_one_server() {
         .await
         .unwrap();
     let expected_docs = documented_queries(&alone).await;
+    let other_readers = |store: Store| async move {
+        (
+            query::hot_lines(&store, SERVICE, "hot_loop", window, 10)
+                .await
+                .unwrap(),
+            query::stacks_through(&store, SERVICE, "handle", window, 10)
+                .await
+                .unwrap(),
+            query::service_usage(&store, window).await.unwrap(),
+            query::top_by_energy(&store, SERVICE, window, 10)
+                .await
+                .unwrap(),
+            query::service_watts(&store, window)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+    };
+    let expected_others = other_readers(alone.clone()).await;
     for node in &nodes {
         assert_eq!(
             query::flamegraph(node, SERVICE, window).await.unwrap(),
@@ -427,6 +447,7 @@ async fn two_shard_cluster_answers_like_one_server() {
             expected_history
         );
         assert_eq!(documented_queries(node).await, expected_docs);
+        assert_eq!(other_readers(node.clone()).await, expected_others);
         assert!(
             expected_docs.len() >= 12,
             "{} documented queries",
