@@ -14,7 +14,8 @@
 //! - [`ingest`]: the tonic `Ingest` service — auth, validation, the single writer with its
 //!   bounded retry buffer.
 //! - [`store`]: the one ClickHouse client — schema migrations (`collector/schema/*.sql`),
-//!   batched writes, and [`store::local_server`], a throwaway server for tests and demos.
+//!   batched writes, [`store::cluster`] (the schema laid out over a ClickHouse cluster), and
+//!   [`store::local_server`], throwaway servers (one, or a cluster) for tests and demos.
 //! - [`query`]: top functions, flame graphs, diffs, services, a function's history, stacks
 //!   through a function — as plain data.
 //! - [`detect`]: regression detection on per-(service, function, bucket) series and root-cause

@@ -53,7 +53,7 @@ pub(crate) struct Cli {
 enum Command {
     /// Serve the gRPC ingest endpoint hosts push profiles to (creates or upgrades the schema first).
     Serve(Box<serve::ServeArgs>),
-    /// Create or upgrade the ClickHouse schema, then exit.
+    /// Create or upgrade the ClickHouse schema (one server, or every node of a cluster with --cluster), then exit.
     Migrate(migrate::MigrateArgs),
     /// Drop the days (partitions) of every large table older than --keep, and say what went.
     Retention(retention::RetentionArgs),
@@ -119,6 +119,11 @@ pub(crate) struct ClickHouseArgs {
 
 impl ClickHouseArgs {
     pub(crate) fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::new(&self.config())?)
+    }
+
+    /// The store's configuration from these flags.
+    pub(crate) fn config(&self) -> StoreConfig {
         let mut config = StoreConfig::new(&self.clickhouse_url).with_database(&self.database);
         if let Some(user) = &self.clickhouse_user {
             config =
@@ -126,7 +131,7 @@ impl ClickHouseArgs {
         } else if let Some(password) = &self.clickhouse_password {
             config = config.with_credentials("default", password);
         }
-        Ok(Store::new(&config)?)
+        config
     }
 }
 

@@ -72,14 +72,46 @@ pub struct LocalClickHouse {
     child: Option<Child>,
 }
 
-fn free_port() -> Result<u16, LocalServerError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(io_err("binding", Path::new("127.0.0.1:0")))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_err("binding", Path::new("127.0.0.1:0")))?
-        .port();
-    Ok(port)
+/// `N` distinct free ports.
+fn free_ports<const N: usize>() -> Result<[u16; N], LocalServerError> {
+    let list = free_port_list(N)?;
+    let mut ports = [0; N];
+    ports.copy_from_slice(&list);
+    Ok(ports)
+}
+
+/// `n` distinct free ports (each listener is held until all are picked, so none repeats).
+fn free_port_list(n: usize) -> Result<Vec<u16>, LocalServerError> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(io_err("binding", Path::new("127.0.0.1:0")))?;
+        ports.push(
+            listener
+                .local_addr()
+                .map_err(io_err("binding", Path::new("127.0.0.1:0")))?
+                .port(),
+        );
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
+
+/// The ports of one server.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    http: u16,
+    tcp: u16,
+    interserver: u16,
+}
+
+/// Configuration added to the copied files: `<remote_servers>` entries, and settings of the
+/// `default` and read-only profiles.
+#[derive(Debug, Default)]
+struct Extras {
+    remote_servers: String,
+    profile_settings: String,
 }
 
 fn random_password() -> String {
@@ -101,6 +133,19 @@ impl LocalClickHouse {
     /// Like [`LocalClickHouse::start`], with the server's directory created inside `parent`
     /// (the demo keeps its data under `target/demo/`).
     pub fn start_in(parent: &Path) -> Result<Self, LocalServerError> {
+        let [http, tcp, interserver] = free_ports()?;
+        Self::start_with(
+            parent,
+            Ports {
+                http,
+                tcp,
+                interserver,
+            },
+            &Extras::default(),
+        )
+    }
+
+    fn start_with(parent: &Path, ports: Ports, extras: &Extras) -> Result<Self, LocalServerError> {
         if !Path::new(SERVER_BINARY).exists() {
             return Err(LocalServerError::NotInstalled);
         }
@@ -113,7 +158,11 @@ impl LocalClickHouse {
         for sub in ["data", "log"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io_err("creating", &root.join(sub)))?;
         }
-        let (http_port, tcp_port, interserver_port) = (free_port()?, free_port()?, free_port()?);
+        let Ports {
+            http: http_port,
+            tcp: tcp_port,
+            interserver: interserver_port,
+        } = ports;
         let src = Path::new(CONFIG_DIR);
         let config = std::fs::read_to_string(src.join("config.xml"))
             .map_err(io_err("reading", &src.join("config.xml")))?;
@@ -137,6 +186,13 @@ impl LocalClickHouse {
             .replace("<port>9000</port>", &format!("<port>{tcp_port}</port>"))
             .replace("<level>trace</level>", "<level>warning</level>")
             .replace(
+                "<remote_servers incl=\"clickhouse_remote_servers\" >",
+                &format!(
+                    "<remote_servers incl=\"clickhouse_remote_servers\" >{}",
+                    extras.remote_servers
+                ),
+            )
+            .replace(
                 "</yandex>",
                 "    <listen_host>127.0.0.1</listen_host>\n</yandex>",
             );
@@ -146,19 +202,25 @@ impl LocalClickHouse {
         let users = users
             .replacen(
                 "<default>",
-                "<default>\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>",
+                &format!(
+                    "<default>\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>{}",
+                    extras.profile_settings
+                ),
                 1,
             )
             .replacen(
                 "</profiles>",
+                &format!(
                 "    <fleetprof_readonly>\n            <readonly>1</readonly>\n            \
                  <max_execution_time>60</max_execution_time>\n            \
                  <max_result_rows>1000000</max_result_rows>\n            \
                  <max_result_bytes>200000000</max_result_bytes>\n            \
                  <result_overflow_mode>throw</result_overflow_mode>\n            \
                  <max_memory_usage>2000000000</max_memory_usage>\n            \
-                 <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>\n        \
+                 <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>{}\n        \
                  </fleetprof_readonly>\n    </profiles>",
+                    extras.profile_settings
+                ),
                 1,
             )
             .replacen(
@@ -359,6 +421,90 @@ impl LocalClickHouse {
                 .expect("temp dir"),
         );
         (pid, dir.keep())
+    }
+}
+
+/// Several throwaway servers on loopback that form a ClickHouse cluster, laid out as
+/// `fleetprof-collector migrate --cluster` expects (see [`super::cluster`]): every server's
+/// `<remote_servers>` defines `NAME` with one shard per server and `NAME_shared` with one shard
+/// listing every server as a replica (`internal_replication` false); the `default` and read-only
+/// profiles carry [`super::cluster::REQUIRED_SETTINGS`].
+///
+/// ```no_run
+/// use fleetprof_collector::store::local_server::LocalCluster;
+/// let cluster = LocalCluster::start("fleetprof", 2)?;
+/// for (address, url) in cluster.node_urls() {
+///     println!("{address} at {url}");
+/// }
+/// # Ok::<(), fleetprof_collector::store::local_server::LocalServerError>(())
+/// ```
+#[derive(Debug)]
+pub struct LocalCluster {
+    name: String,
+    nodes: Vec<LocalClickHouse>,
+}
+
+impl LocalCluster {
+    /// Starts `servers` servers forming the cluster `name` (and `name_shared`); returns when
+    /// every one answers `/ping`.
+    pub fn start(name: &str, servers: usize) -> Result<Self, LocalServerError> {
+        let ports: Vec<Ports> = free_port_list(3 * servers)?
+            .chunks(3)
+            .map(|p| Ports {
+                http: p[0],
+                tcp: p[1],
+                interserver: p[2],
+            })
+            .collect();
+        let replica = |p: &Ports| {
+            format!(
+                "<replica><host>127.0.0.1</host><port>{}</port></replica>",
+                p.tcp
+            )
+        };
+        let shards: String = ports
+            .iter()
+            .map(|p| format!("<shard>{}</shard>", replica(p)))
+            .collect();
+        let replicas: String = ports.iter().map(replica).collect();
+        let extras = Extras {
+            remote_servers: format!(
+                "\n        <{name}>{shards}</{name}>\n        <{name}_shared><shard>\
+                 <internal_replication>false</internal_replication>{replicas}</shard>\
+                 </{name}_shared>"
+            ),
+            profile_settings: super::cluster::REQUIRED_SETTINGS
+                .iter()
+                .map(|(setting, value)| format!("\n            <{setting}>{value}</{setting}>"))
+                .collect(),
+        };
+        let nodes = ports
+            .into_iter()
+            .map(|p| LocalClickHouse::start_with(&std::env::temp_dir(), p, &extras))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            name: name.to_owned(),
+            nodes,
+        })
+    }
+
+    /// The cluster's name in `<remote_servers>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The servers, in shard order.
+    pub fn nodes(&self) -> &[LocalClickHouse] {
+        &self.nodes
+    }
+
+    /// Each server's `host:port` as `system.clusters` lists it, with its HTTP endpoint (the
+    /// `--node-url` values of `migrate --cluster`).
+    pub fn node_urls(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (format!("127.0.0.1:{}", n.tcp_port()), n.url()))
+            .collect()
     }
 }
 

@@ -107,13 +107,48 @@ impl Store {
     }
 
     /// [`Store::migrate`], stopping after version `target` (to lay out an older schema, e.g. to
-    /// test the upgrade from it).
+    /// test the upgrade from it). Refuses ([`StoreError::ClusterLayout`]) a database laid out by
+    /// `migrate --cluster`: applied to one node only, a migration would break the cluster.
     pub async fn migrate_to(&self, target: u32) -> Result<Vec<u32>, StoreError> {
+        let current = self
+            .prepare_migrations(MIGRATIONS.last().map_or(0, |m| m.version))
+            .await?;
+        let pending: Vec<&Migration> = MIGRATIONS
+            .iter()
+            .filter(|m| m.version > current && m.version <= target)
+            .collect();
+        if !pending.is_empty()
+            && let Some(table) = self.distributed_table().await?
+        {
+            return Err(StoreError::ClusterLayout {
+                database: self.database.clone(),
+                table,
+            });
+        }
+        let mut applied = Vec::new();
+        for migration in pending {
+            for statement in split_statements(migration.sql) {
+                if self.already_dropped(&statement).await? {
+                    continue;
+                }
+                self.execute_migration_statement(migration, &statement)
+                    .await?;
+            }
+            self.record_migration(migration).await?;
+            applied.push(migration.version);
+        }
+        Ok(applied)
+    }
+
+    /// Creates the database and `schema_migrations` if missing and returns the database's
+    /// schema version; refuses a version newer than `known`, the newest migration at hand.
+    pub(super) async fn prepare_migrations(&self, known: u32) -> Result<u32, StoreError> {
         self.server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
             .await
             .map_err(StoreError::ch("creating the database"))?;
+        // Per server, also on a cluster: each node records the version of its own tables.
         self.client
             .query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -124,7 +159,6 @@ impl Store {
             .await
             .map_err(StoreError::ch("creating schema_migrations"))?;
         let current = self.schema_version().await?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.version);
         if current > known {
             return Err(StoreError::SchemaTooNew {
                 database: self.database.clone(),
@@ -132,46 +166,62 @@ impl Store {
                 known,
             });
         }
-        let mut applied = Vec::new();
-        for migration in MIGRATIONS
-            .iter()
-            .filter(|m| m.version > current && m.version <= target)
-        {
-            for statement in split_statements(migration.sql) {
-                if self.already_dropped(&statement).await? {
-                    continue;
-                }
-                self.client
-                    .query_raw(&statement)
-                    .execute()
-                    .await
-                    .map_err(StoreError::ch(format!("applying {}", migration.name)))?;
-            }
-            let mut insert = self
-                .client
-                .insert::<MigrationRow>("schema_migrations")
-                .await
-                .map_err(StoreError::ch("recording a migration"))?;
-            insert
-                .write(&MigrationRow {
-                    version: migration.version,
-                    name: migration.name.to_owned(),
-                    applied: super::writer::unix_now(),
-                })
-                .await
-                .map_err(StoreError::ch("recording a migration"))?;
-            insert
-                .end()
-                .await
-                .map_err(StoreError::ch("recording a migration"))?;
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                "applied migration"
-            );
-            applied.push(migration.version);
-        }
-        Ok(applied)
+        Ok(current)
+    }
+
+    /// Runs one statement of `migration`.
+    pub(super) async fn execute_migration_statement(
+        &self,
+        migration: &Migration,
+        statement: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .query_raw(statement)
+            .execute()
+            .await
+            .map_err(StoreError::ch(format!("applying {}", migration.name)))
+    }
+
+    /// Records `migration` as applied in `schema_migrations`.
+    pub(super) async fn record_migration(&self, migration: &Migration) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<MigrationRow>("schema_migrations")
+            .await
+            .map_err(StoreError::ch("recording a migration"))?;
+        insert
+            .write(&MigrationRow {
+                version: migration.version,
+                name: migration.name.to_owned(),
+                applied: super::writer::unix_now(),
+            })
+            .await
+            .map_err(StoreError::ch("recording a migration"))?;
+        insert
+            .end()
+            .await
+            .map_err(StoreError::ch("recording a migration"))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        Ok(())
+    }
+
+    /// The first `Distributed` table of the database, if any (a cluster's layout).
+    async fn distributed_table(&self) -> Result<Option<String>, StoreError> {
+        let tables: Vec<String> = self
+            .client
+            .query(
+                "SELECT name FROM system.tables WHERE database = ? AND engine = 'Distributed' \
+                 ORDER BY name LIMIT 1",
+            )
+            .bind(self.database.as_str())
+            .fetch_all()
+            .await
+            .map_err(StoreError::ch("reading system.tables"))?;
+        Ok(tables.into_iter().next())
     }
 
     /// Whether `statement` is an `ALTER TABLE t DROP COLUMN c` whose column is already gone:
@@ -190,18 +240,23 @@ impl Store {
         {
             return Ok(false);
         }
+        Ok(!self.has_column(table, column).await?)
+    }
+
+    /// Whether `table` of the database has a column `column`.
+    pub(super) async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
         let present: u64 = self
             .client
             .query(
                 "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
             )
             .bind(self.database.as_str())
-            .bind(*table)
-            .bind(*column)
+            .bind(table)
+            .bind(column)
             .fetch_one()
             .await
             .map_err(StoreError::ch("reading system.columns"))?;
-        Ok(present == 0)
+        Ok(present > 0)
     }
 
     /// The database's schema version (0 when `schema_migrations` is empty).

@@ -15,6 +15,7 @@
 //! # let _ = services; Ok(()) }
 //! ```
 
+pub mod cluster;
 pub(crate) mod energy;
 pub mod local_server;
 mod migrate;
@@ -115,6 +116,18 @@ pub enum StoreError {
         found: u32,
         /// The newest version compiled into this collector.
         known: u32,
+    },
+    /// The database is laid out for a cluster (`migrate --cluster`): a migration applied to this
+    /// one server would leave its nodes apart.
+    #[error(
+        "database `{database}` is laid out for a ClickHouse cluster (`{table}` is a Distributed \
+         table); upgrade it with `fleetprof-collector migrate --cluster NAME`"
+    )]
+    ClusterLayout {
+        /// The database.
+        database: String,
+        /// A Distributed table found in it.
+        table: String,
     },
     /// The database name is not a plain identifier.
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
