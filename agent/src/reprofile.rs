@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::fix::validate::{Measurement, Reprofiler};
+use crate::fix::validate::{Measurement, Reprofiler, WorkloadSandbox};
 
 /// The environment variable naming the file a workload may report its progress in: the number of
 /// units of work done so far (requests served, items priced), one number per line, appended as it
@@ -300,24 +300,29 @@ impl ProfilerReprofiler {
     /// during the recording.
     pub fn profile_run(&self, worktree: &Path, workload: &str) -> Result<ProfileRun, String> {
         let out = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
-        let work_file = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
+        // The workload runs as the sandbox user (only the profiler keeps root), with the
+        // allow-listed environment.
+        let sandbox = WorkloadSandbox::prepare(worktree)
+            .map_err(|e| format!("preparing the workload's sandbox: {e}"))?;
+        let work_file = sandbox
+            .scratch_file("work")
+            .map_err(|e| format!("creating the work file: {e}"))?;
         let cgroup = WorkloadCgroup::create();
-        // The shell joins the cgroup before it becomes the workload (`exec`), so every process
+        if cgroup.is_none() {
+            tracing::warn!(
+                "no writable cgroup v2 hierarchy: re-profiling only the workload's own process, not its children"
+            );
+        }
+        // The child joins the cgroup before it becomes the workload (`exec`), so every process
         // the workload starts is born inside it.
-        let script = match &cgroup {
-            Some(cg) => format!("echo $$ > '{}' && exec {workload}", cg.procs().display()),
-            None => {
-                tracing::warn!(
-                    "no writable cgroup v2 hierarchy: re-profiling only the workload's own process, not its children"
-                );
-                format!("exec {workload}")
-            }
-        };
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(worktree)
-            .env(WORK_FILE_ENV, work_file.path())
+        let procs = cgroup.as_ref().map(WorkloadCgroup::procs);
+        let mut child = sandbox
+            .command(
+                &format!("exec {workload}"),
+                &[(WORK_FILE_ENV, work_file.as_os_str())],
+                procs.as_deref(),
+            )
+            .map_err(|e| format!("preparing the workload `{workload}`: {e}"))?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -362,7 +367,7 @@ impl ProfilerReprofiler {
         for pid in &pids {
             record.args(["--pid", pid]);
         }
-        let work_before = read_work(work_file.path());
+        let work_before = read_work(&work_file);
         let recorded = record
             .arg("--duration")
             .arg(format!("{}ms", self.duration.as_millis()))
@@ -372,7 +377,7 @@ impl ProfilerReprofiler {
             .arg(out.path())
             .stdout(Stdio::null())
             .output();
-        let work_after = read_work(work_file.path());
+        let work_after = read_work(&work_file);
         let seconds = self.duration.as_secs_f64();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let members = cgroup.as_ref().map(|cg| Members {

@@ -169,7 +169,7 @@ fn interleaved_rounds_report_an_interval_and_reject_a_no_op_fix() {
         "{stat}"
     );
     assert!(
-        stat.contains("per unit of work"),
+        stat.contains("units as the workload reported them in FLEETPROF_WORK_FILE"),
         "work units are used: {stat}"
     );
     assert!(stat.contains(" ± "), "intervals are reported: {stat}");

@@ -529,6 +529,109 @@ pub fn run_command(step: &str, cmd: &str, dir: &Path, timeout: Duration) -> Chec
     c
 }
 
+/// A re-profiled workload's sandbox: the same user, private area and scrubbed environment as
+/// [`run_command`], but the network of the host (a workload may serve and load itself over
+/// loopback) and, optionally, a cgroup joined before the workload starts. Only the profiler keeps
+/// root. Dropping it takes the worktree back.
+pub struct WorkloadSandbox {
+    dir: PathBuf,
+    private: Option<Private>,
+    ids: Option<(u32, u32)>,
+    owner: (u32, u32),
+    scratch: tempfile::TempDir,
+}
+
+impl WorkloadSandbox {
+    /// Hands `dir` to the sandbox user (when the agent is root).
+    pub fn prepare(dir: &Path) -> std::io::Result<WorkloadSandbox> {
+        let ids = sandbox_ids();
+        // SAFETY: geteuid/getegid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        let private = ids.map(|(u, g)| Private::create(u, g)).transpose()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("fleetprof-workload-")
+            .tempdir()?;
+        if let Some((u, g)) = ids {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))?;
+            chown_tree(dir, u, g)?;
+        }
+        Ok(WorkloadSandbox {
+            dir: dir.to_path_buf(),
+            private,
+            ids,
+            owner,
+            scratch,
+        })
+    }
+
+    /// An empty file the workload may write (its `FLEETPROF_WORK_FILE`).
+    pub fn scratch_file(&self, name: &str) -> std::io::Result<PathBuf> {
+        let p = self.scratch.path().join(name);
+        std::fs::write(&p, "")?;
+        if let Some((u, g)) = self.ids {
+            std::os::unix::fs::lchown(&p, Some(u), Some(g))?;
+        }
+        Ok(p)
+    }
+
+    /// `sh -c SCRIPT` in the directory, as the sandbox user, with `env` added to the allow-listed
+    /// environment, joining the cgroup whose `cgroup.procs` is given before it runs anything.
+    pub fn command(
+        &self,
+        script: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        cgroup_procs: Option<&Path>,
+    ) -> std::io::Result<Command> {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.dir)
+            .env_clear();
+        for k in ENV_ALLOW {
+            if let Some(v) = std::env::var_os(k) {
+                command.env(k, v);
+            }
+        }
+        if let Some(p) = &self.private {
+            for (k, v) in &p.env {
+                command.env(k, v);
+            }
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let binds = self
+            .private
+            .as_ref()
+            .map(|p| p.binds.clone())
+            .unwrap_or_default();
+        let procs = cgroup_procs
+            .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()))
+            .transpose()
+            .map_err(std::io::Error::other)?;
+        let ids = self.ids;
+        // SAFETY: as in `run_sandboxed`: only async-signal-safe system calls on data prepared
+        // before the fork.
+        unsafe {
+            command.pre_exec(move || enter_sandbox(false, &binds, ids, procs.as_deref()));
+        }
+        Ok(command)
+    }
+}
+
+impl Drop for WorkloadSandbox {
+    fn drop(&mut self) {
+        if self.ids.is_some()
+            && let Err(e) = chown_tree(&self.dir, self.owner.0, self.owner.1)
+        {
+            tracing::warn!(dir = %self.dir.display(), "could not take the worktree back from the sandbox user: {e}");
+        }
+    }
+}
+
 fn run_sandboxed(
     step: &str,
     cmd: &str,
@@ -559,7 +662,7 @@ fn run_sandboxed(
         // async-signal-safe system calls (unshare, mount, setgroups, setgid, setuid) on data
         // prepared before the fork.
         unsafe {
-            command.pre_exec(move || enter_sandbox(netns, &binds, ids));
+            command.pre_exec(move || enter_sandbox(netns, &binds, ids, None));
         }
     }
     let child = command
@@ -671,6 +774,7 @@ fn enter_sandbox(
     netns: bool,
     binds: &[(std::ffi::CString, std::ffi::CString)],
     ids: Option<(u32, u32)>,
+    cgroup_procs: Option<&std::ffi::CStr>,
 ) -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r == 0 {
@@ -715,6 +819,18 @@ fn enter_sandbox(
                     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
                     std::ptr::null(),
                 ))?;
+            }
+        }
+        if let Some(procs) = cgroup_procs {
+            // Writing 0 moves the writer itself: everything it starts is born in the group.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
             }
         }
         if let Some((uid, gid)) = ids {
@@ -833,6 +949,19 @@ pub fn validate(
     checks
 }
 
+/// `1000000` → `1,000,000`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The verdict on interleaved rounds.
 struct Verdict {
     passed: bool,
@@ -859,10 +988,33 @@ fn judge(
         .iter()
         .flat_map(|(_, ms)| ms)
         .all(|m| m.work.is_some_and(|w| w > 0.0));
-    let unit = if per_work { "unit of work" } else { "second" };
+    // Per unit of work, a cost is a small fraction of a sample: count per 10^k units so that
+    // the figures read in the hundreds.
+    let scale = if per_work {
+        let most = data
+            .iter()
+            .flat_map(|(_, ms)| ms)
+            .map(|m| m.samples as f64 / m.work.unwrap_or(1.0))
+            .fold(0.0f64, f64::max);
+        if most > 0.0 {
+            10f64.powi((3.0 - most.log10()).floor().clamp(0.0, 12.0) as i32)
+        } else {
+            1.0
+        }
+    } else {
+        1.0
+    };
+    let unit_text = if !per_work {
+        "second".to_string()
+    } else if scale == 1.0 {
+        "unit of work".to_string()
+    } else {
+        format!("{} units of work", group_thousands(scale as u64))
+    };
+    let unit = unit_text.as_str();
     let denom = |m: &Measurement| {
         if per_work {
-            m.work.unwrap_or(1.0)
+            m.work.unwrap_or(1.0) / scale
         } else {
             m.seconds.max(1e-9)
         }
@@ -884,7 +1036,7 @@ fn judge(
     let figure = |ms: &[Measurement]| if per_work { fn_cost(ms) } else { share(ms) };
     let show = |x: f64| {
         if per_work {
-            format!("{x:.3} per unit of work")
+            format!("{x:.3} per {unit}")
         } else {
             format!("{:.2}% of the workload's CPU", x * 100.0)
         }
@@ -937,7 +1089,7 @@ fn judge(
                 f.mean <= limit,
                 format!(
                     "`{function}` with the fix: {}, before the root cause {} (95% interval up to \
-                     {:.4}; limit {limit:.4})",
+                     {:.3}; limit {limit:.3})",
                     show(f.mean),
                     show(sb.mean),
                     sb.hi
@@ -1010,7 +1162,7 @@ fn judge(
             }
             table.push_str(&format!(
                 "- not absorbed elsewhere: {} — the rest of the workload changed by {rise:+.3} per \
-                 unit of work (limit: half the saving, {:.3}){}\n",
+                 {unit} (limit: half the saving, {:.3}){}\n",
                 if absorbed { "NO" } else { "yes" },
                 (saved / 2.0).max(0.0),
                 top.filter(|(_, d)| *d > 0.0)
@@ -1235,7 +1387,7 @@ mod tests {
         assert!(!v.passed, "{}", v.table);
         assert!(v.detail.contains("reappears elsewhere"), "{}", v.detail);
         assert!(v.table.contains("largest rise: `g`"), "{}", v.table);
-        assert!(v.table.contains("per unit of work"), "{}", v.table);
+        assert!(v.table.contains("per 10 units of work"), "{}", v.table);
         // The same saving without the move passes; twice the work in a round halves its cost.
         let good = vec![
             m(100, 500, 100.0, 100),
