@@ -427,6 +427,57 @@ mod tests {
         }
     }
 
+    /// PR.md names the reviewer (or says the login is unknown) and carries the re-profiling
+    /// statistic.
+    #[test]
+    fn pr_md_names_the_reviewer_and_the_statistic() {
+        let cause = rc("Dana <dana@example.com>", None);
+        let checks = [Check {
+            step: "reprofile".into(),
+            command: "./svc".into(),
+            passed: true,
+            seconds: 1.0,
+            detail: "f: 1.00% of CPU with the fix".into(),
+            statistic: Some("3 interleaved rounds (before, regressed, fixed)".into()),
+        }];
+        let mut c = PrContext {
+            title: "perf: t".into(),
+            kind: "regression",
+            service: "svc",
+            function: "f",
+            shares: (Some(0.1), 0.5),
+            cost: None,
+            id: "r1",
+            root_cause: Some(&cause),
+            evidence_lines: vec![],
+            evidence: vec![],
+            skill: "s",
+            produced_by: "recipe x".into(),
+            what: "w".into(),
+            checks: &checks,
+            stat: String::new(),
+            draft: false,
+            reviewer: Some("dana-gh".into()),
+            statistic: checks[0].statistic.clone(),
+        };
+        let md = render(&c);
+        assert!(md.contains("cc @dana-gh"), "{md}");
+        assert!(
+            md.contains("Reviewer: @dana-gh, the author of the root-cause commit."),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "### Re-profiling statistic\n\n3 interleaved rounds (before, regressed, fixed)"
+            ),
+            "{md}"
+        );
+        c.reviewer = None;
+        let md = render(&c);
+        assert!(md.contains("cc Dana <dana@example.com>"), "{md}");
+        assert!(md.contains("Reviewer: unknown."), "{md}");
+    }
+
     /// The login comes from the collector, a no-reply email or the explicit map; otherwise none.
     #[test]
     fn reviewer_logins_are_never_guessed() {
