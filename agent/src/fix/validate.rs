@@ -1041,6 +1041,13 @@ fn judge(
             format!("{:.2}% of the workload's CPU", x * 100.0)
         }
     };
+    let num = |x: f64| {
+        if per_work {
+            format!("{x:.3}")
+        } else {
+            format!("{:.2}%", x * 100.0)
+        }
+    };
     let get = |name: &str| {
         data.iter()
             .find(|(n, _)| *n == name)
@@ -1089,10 +1096,11 @@ fn judge(
                 f.mean <= limit,
                 format!(
                     "`{function}` with the fix: {}, before the root cause {} (95% interval up to \
-                     {:.3}; limit {limit:.3})",
+                     {}; limit {})",
                     show(f.mean),
                     show(sb.mean),
-                    sb.hi
+                    num(sb.hi),
+                    num(limit)
                 ),
             )
         }
