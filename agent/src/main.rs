@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use fleetprof_agent::fix::pr::GitHubOptions;
 use fleetprof_agent::fix::{FixOptions, FixOutcome, Fixer};
 use fleetprof_agent::llm::{LlmConfig, Provider};
 use fleetprof_agent::mcp::FleetprofMcp;
@@ -59,6 +60,49 @@ struct SourceArgs {
     regressions_file: Option<PathBuf>,
 }
 
+/// Where `--push` opens pull requests and who is asked to review them.
+#[derive(Debug, clap::Args)]
+struct GitHubArgs {
+    /// The GitHub repository to open pull requests in, as owner/name. Default: GITHUB_REPOSITORY,
+    /// else taken from the origin remote, which must then be a github.com URL.
+    #[arg(long, env = "GITHUB_REPOSITORY")]
+    github_repo: Option<String>,
+    /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3). Default:
+    /// https://api.github.com.
+    #[arg(long, env = "GITHUB_API_URL")]
+    github_api_url: Option<String>,
+    /// Map a commit author's email to their GitHub login, as EMAIL=LOGIN (repeatable), so the
+    /// root-cause author is asked to review even when their email is not GitHub's no-reply address.
+    /// Default: none (authors with other emails are named in PR.md but not requested).
+    #[arg(long = "reviewer-map", value_name = "EMAIL=LOGIN", value_parser = parse_reviewer)]
+    reviewer_map: Vec<(String, String)>,
+}
+
+impl GitHubArgs {
+    fn options(&self) -> GitHubOptions {
+        GitHubOptions {
+            repo: self.github_repo.clone().filter(|r| !r.is_empty()),
+            api_url: self.github_api_url.clone().filter(|u| !u.is_empty()),
+            reviewers: self
+                .reviewer_map
+                .iter()
+                .map(|(e, l)| (e.to_lowercase(), l.clone()))
+                .collect(),
+        }
+    }
+}
+
+fn parse_reviewer(s: &str) -> Result<(String, String), String> {
+    let (email, login) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not EMAIL=LOGIN"))?;
+    let (email, login) = (email.trim(), login.trim().trim_start_matches('@'));
+    if !email.contains('@') || login.is_empty() || login.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not EMAIL=LOGIN"));
+    }
+    Ok((email.to_string(), login.to_string()))
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Serve the tools over MCP on stdio.
@@ -90,7 +134,8 @@ enum Cmd {
         /// file / FLEETPROF_LLM_PROVIDER, else none.
         #[arg(long)]
         llm: Option<String>,
-        /// Push the branch and open a GitHub PR (needs GITHUB_TOKEN). Default: off.
+        /// Push the branch and open a GitHub PR (needs GITHUB_TOKEN), requesting the root-cause
+        /// author as reviewer. Default: off.
         #[arg(long)]
         push: bool,
         /// Where proposals are written. Default: ./fleetprof-outbox.
@@ -98,6 +143,8 @@ enum Cmd {
         outbox: PathBuf,
         #[command(flatten)]
         source: SourceArgs,
+        #[command(flatten)]
+        github: GitHubArgs,
     },
     /// Find hot functions that match an opportunity skill and propose validated improvements.
     Opportunities {
@@ -127,6 +174,8 @@ enum Cmd {
         outbox: PathBuf,
         #[command(flatten)]
         source: SourceArgs,
+        #[command(flatten)]
+        github: GitHubArgs,
     },
     /// Run the fix pipeline on a corpus of seeded regressions (small services in C, C++, Go, Rust,
     /// Java and Python, each with a known root cause) and print, per case, whether a patch was
@@ -223,7 +272,13 @@ async fn toolbox(skills: SkillSet, args: &SourceArgs, repo: Option<&PathBuf>) ->
     Ok(tb)
 }
 
-fn fix_options(cli: &Cli, llm: Option<&str>, push: bool, outbox: PathBuf) -> Result<FixOptions> {
+fn fix_options(
+    cli: &Cli,
+    llm: Option<&str>,
+    push: bool,
+    outbox: PathBuf,
+    github: GitHubOptions,
+) -> Result<FixOptions> {
     let mut cfg = LlmConfig::load(cli.config.as_deref())?;
     if let Some(p) = llm {
         cfg.provider = p.parse::<Provider>()?;
@@ -243,6 +298,7 @@ fn fix_options(cli: &Cli, llm: Option<&str>, push: bool, outbox: PathBuf) -> Res
         reprofiler: Some(Arc::new(
             fleetprof_agent::reprofile::ProfilerReprofiler::discover(),
         )),
+        github,
     })
 }
 
@@ -296,7 +352,13 @@ async fn main() -> Result<()> {
             tracing::info!(?tb, "serving MCP on stdio");
             let mut server = FleetprofMcp::new(tb.clone());
             if repo.is_some() {
-                let opts = fix_options(&cli, llm.as_deref(), false, outbox.clone())?;
+                let opts = fix_options(
+                    &cli,
+                    llm.as_deref(),
+                    false,
+                    outbox.clone(),
+                    GitHubOptions::default(),
+                )?;
                 server = server.with_fixer(Fixer::new(tb, opts));
             }
             server.serve_stdio().await?;
@@ -308,9 +370,16 @@ async fn main() -> Result<()> {
             push,
             outbox,
             source,
+            github,
         } => {
             let tb = toolbox(load_skills()?, source, Some(repo)).await?;
-            let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
+            let opts = fix_options(
+                &cli,
+                llm.as_deref(),
+                *push,
+                outbox.clone(),
+                github.options(),
+            )?;
             let outcome = Fixer::new(tb, opts).fix_regression(regression).await?;
             if !report(&outcome) {
                 std::process::exit(3);
@@ -326,9 +395,16 @@ async fn main() -> Result<()> {
             push,
             outbox,
             source,
+            github,
         } => {
             let tb = toolbox(load_skills()?, source, Some(repo)).await?;
-            let opts = fix_options(&cli, llm.as_deref(), *push, outbox.clone())?;
+            let opts = fix_options(
+                &cli,
+                llm.as_deref(),
+                *push,
+                outbox.clone(),
+                github.options(),
+            )?;
             let fixer = Fixer::new(tb.clone(), opts);
             let results = fleetprof_agent::opportunities::find_opportunities(
                 &tb, &fixer, service, functions, window, *limit,
@@ -354,7 +430,13 @@ async fn main() -> Result<()> {
             keep,
             json,
         } => {
-            let mut opts = fix_options(&cli, Some(llm.as_str()), false, PathBuf::new())?;
+            let mut opts = fix_options(
+                &cli,
+                Some(llm.as_str()),
+                false,
+                PathBuf::new(),
+                GitHubOptions::default(),
+            )?;
             if let Some(m) = model {
                 let mut cfg = LlmConfig::load(cli.config.as_deref())?;
                 cfg.provider = llm.parse::<Provider>()?;

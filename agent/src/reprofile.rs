@@ -11,7 +11,22 @@ use std::{
     time::Duration,
 };
 
-use crate::fix::validate::Reprofiler;
+use crate::fix::validate::{Measurement, Reprofiler, WorkloadSandbox};
+
+/// The environment variable naming the file a workload may report its progress in: the number of
+/// units of work done so far (requests served, items priced), one number per line, appended as it
+/// goes; the last complete number counts. Re-profiling then reports CPU per unit of work, which
+/// stays comparable when a build is faster or the machine is busier; without it, CPU per second.
+pub const WORK_FILE_ENV: &str = "FLEETPROF_WORK_FILE";
+
+/// The last complete number in a work file (a line being written is skipped).
+pub fn read_work(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .rfind(|w| w.is_finite() && *w >= 0.0)
+}
 
 /// A [`Reprofiler`] that shells out to `fleetprof-profiler record` (it needs root or CAP_BPF +
 /// CAP_PERFMON, like the profiler itself).
@@ -19,7 +34,8 @@ use crate::fix::validate::Reprofiler;
 pub struct ProfilerReprofiler {
     /// The `fleetprof-profiler` binary.
     pub profiler: PathBuf,
-    /// How long to record. Default: 4 s.
+    /// How long to record one round of one build. Default: 2 s (validation records
+    /// `rounds × 3` of them).
     pub duration: Duration,
     /// Sampling frequency. Default: 499 Hz: four seconds of one busy core give ~2,000 samples, a
     /// share within about one percentage point.
@@ -37,7 +53,7 @@ impl ProfilerReprofiler {
             .filter(|p| p.exists());
         Self {
             profiler: beside.unwrap_or_else(|| PathBuf::from("fleetprof-profiler")),
-            duration: Duration::from_secs(4),
+            duration: Duration::from_secs(2),
             frequency_hz: 499,
             warmup: Duration::from_millis(500),
         }
@@ -67,6 +83,17 @@ pub fn share_in_json_profile_of(
     function: &str,
     cgroup: Option<&Members>,
 ) -> Result<f64, String> {
+    let m = measure_json_profile(profile, function, cgroup)?;
+    Ok(m.through as f64 / m.samples as f64)
+}
+
+/// The workload's samples in a JSON profile: in all, through `function`, and per other function
+/// for the samples not through it (work and seconds are left for the caller).
+pub fn measure_json_profile(
+    profile: &serde_json::Value,
+    function: &str,
+    cgroup: Option<&Members>,
+) -> Result<Measurement, String> {
     let frames = profile["frames"]
         .as_array()
         .ok_or("profile has no frames")?;
@@ -103,6 +130,7 @@ pub fn share_in_json_profile_of(
         })
         .collect();
     let (mut total, mut through, mut symbolized) = (0u64, 0u64, 0u64);
+    let mut others: std::collections::BTreeMap<String, u64> = Default::default();
     for s in samples {
         if cgroup.is_some() {
             let p = s["process"].as_u64().unwrap_or(u64::MAX) as usize;
@@ -132,6 +160,16 @@ pub fn share_in_json_profile_of(
         });
         if hit {
             through += count;
+        } else if let Some(st) = s["stack"].as_array() {
+            let mut seen = std::collections::BTreeSet::new();
+            for id in st.iter().filter_map(serde_json::Value::as_u64) {
+                if named.get(id as usize).copied().unwrap_or(false)
+                    && let Some(name) = frames[id as usize]["function"].as_str()
+                    && seen.insert(name)
+                {
+                    *others.entry(name.to_string()).or_insert(0) += count;
+                }
+            }
         }
     }
     if total == 0 {
@@ -141,7 +179,13 @@ pub fn share_in_json_profile_of(
     if symbolized == 0 {
         return Err("none of the workload's samples could be symbolized".into());
     }
-    Ok(through as f64 / total as f64)
+    Ok(Measurement {
+        samples: total,
+        through,
+        others,
+        work: None,
+        seconds: 0.0,
+    })
 }
 
 /// A cgroup v2 directory made for one workload, removed (its processes killed) on drop.
@@ -211,6 +255,32 @@ impl Reprofiler for ProfilerReprofiler {
         let (profile, members) = self.profile(worktree, workload)?;
         share_in_json_profile_of(&profile, function, members.as_ref())
     }
+
+    fn measure(
+        &self,
+        worktree: &Path,
+        workload: &str,
+        function: &str,
+    ) -> Result<Measurement, String> {
+        let run = self.profile_run(worktree, workload)?;
+        let mut m = measure_json_profile(&run.profile, function, run.members.as_ref())?;
+        m.work = run.work;
+        m.seconds = run.seconds;
+        Ok(m)
+    }
+}
+
+/// One recorded run of a workload.
+#[derive(Debug, Clone)]
+pub struct ProfileRun {
+    /// The JSON profile.
+    pub profile: serde_json::Value,
+    /// The workload's processes (`None` when only its own pid was recorded).
+    pub members: Option<Members>,
+    /// Units of work the workload reported while recorded ([`WORK_FILE_ENV`]), if any.
+    pub work: Option<f64>,
+    /// Seconds recorded.
+    pub seconds: f64,
 }
 
 impl ProfilerReprofiler {
@@ -222,23 +292,37 @@ impl ProfilerReprofiler {
         worktree: &Path,
         workload: &str,
     ) -> Result<(serde_json::Value, Option<Members>), String> {
+        self.profile_run(worktree, workload)
+            .map(|r| (r.profile, r.members))
+    }
+
+    /// Like [`ProfilerReprofiler::profile`], also reading how much work the workload reported
+    /// during the recording.
+    pub fn profile_run(&self, worktree: &Path, workload: &str) -> Result<ProfileRun, String> {
         let out = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
+        // The workload runs as the sandbox user (only the profiler keeps root), with the
+        // allow-listed environment.
+        let sandbox = WorkloadSandbox::prepare(worktree)
+            .map_err(|e| format!("preparing the workload's sandbox: {e}"))?;
+        let work_file = sandbox
+            .scratch_file("work")
+            .map_err(|e| format!("creating the work file: {e}"))?;
         let cgroup = WorkloadCgroup::create();
-        // The shell joins the cgroup before it becomes the workload (`exec`), so every process
+        if cgroup.is_none() {
+            tracing::warn!(
+                "no writable cgroup v2 hierarchy: re-profiling only the workload's own process, not its children"
+            );
+        }
+        // The child joins the cgroup before it becomes the workload (`exec`), so every process
         // the workload starts is born inside it.
-        let script = match &cgroup {
-            Some(cg) => format!("echo $$ > '{}' && exec {workload}", cg.procs().display()),
-            None => {
-                tracing::warn!(
-                    "no writable cgroup v2 hierarchy: re-profiling only the workload's own process, not its children"
-                );
-                format!("exec {workload}")
-            }
-        };
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(worktree)
+        let procs = cgroup.as_ref().map(WorkloadCgroup::procs);
+        let mut child = sandbox
+            .command(
+                &format!("exec {workload}"),
+                &[(WORK_FILE_ENV, work_file.as_os_str())],
+                procs.as_deref(),
+            )
+            .map_err(|e| format!("preparing the workload `{workload}`: {e}"))?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -283,6 +367,7 @@ impl ProfilerReprofiler {
         for pid in &pids {
             record.args(["--pid", pid]);
         }
+        let work_before = read_work(&work_file);
         let recorded = record
             .arg("--duration")
             .arg(format!("{}ms", self.duration.as_millis()))
@@ -292,6 +377,8 @@ impl ProfilerReprofiler {
             .arg(out.path())
             .stdout(Stdio::null())
             .output();
+        let work_after = read_work(&work_file);
+        let seconds = self.duration.as_secs_f64();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let members = cgroup.as_ref().map(|cg| Members {
             cgroup: cg.path.clone(),
@@ -314,7 +401,18 @@ impl ProfilerReprofiler {
             std::fs::read_to_string(out.path()).map_err(|e| format!("reading the profile: {e}"))?;
         let profile: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("parsing the profile: {e}"))?;
-        Ok((profile, members))
+        // Work done while recording: both ends must have been reported (a workload that reports
+        // too rarely is measured per second instead).
+        let work = work_before
+            .zip(work_after)
+            .map(|(b, a)| a - b)
+            .filter(|w| *w > 0.0);
+        Ok(ProfileRun {
+            profile,
+            members,
+            work,
+            seconds,
+        })
     }
 }
 

@@ -90,13 +90,7 @@ fn store_err(what: &str) -> impl FnOnce(clickhouse::error::Error) -> SourceError
 /// A GitHub login from a commit author, when the address is GitHub's no-reply form
 /// (`12345+login@users.noreply.github.com` or `login@users.noreply.github.com`), so the PR can `cc @login`.
 fn github_login(author: &str) -> Option<String> {
-    let email = author
-        .rsplit_once('<')
-        .map_or(author, |(_, e)| e.trim_end_matches('>'))
-        .trim();
-    let local = email.strip_suffix("@users.noreply.github.com")?;
-    let login = local.rsplit_once('+').map_or(local, |(_, l)| l);
-    (!login.is_empty()).then(|| login.to_string())
+    crate::fix::pr::noreply_login(&crate::fix::pr::author_email(author)?)
 }
 
 /// The agent's view of a detector candidate: the change id is the commit.

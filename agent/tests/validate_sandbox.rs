@@ -44,7 +44,7 @@ fn commands_run_scrubbed_grouped_capped_and_offline() {
         build: Some("env".into()),
         ..Default::default()
     };
-    let checks = validate(dir.path(), &cfg, None, "f", None, None);
+    let checks = validate(dir.path(), &cfg, None, "f", None, None, None);
     let env_out = &checks[0].detail;
     assert!(checks[0].passed, "{env_out}");
     assert!(

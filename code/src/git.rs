@@ -99,16 +99,41 @@ fn touched_lines(ranges: &[(u32, u32)]) -> impl Iterator<Item = u32> + '_ {
 }
 
 /// Parses a unified diff (`git show`/`git diff`, any context, with `--no-renames`) into per-file
-/// changed ranges and added lines.
+/// changed ranges and added lines. Paths may be C-quoted (git's `core.quotePath`, and any name
+/// with a quote, backslash or control character); a CRLF file's lines keep their `\r`.
 pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
     let mut files: Vec<FileDiff> = Vec::new();
     let mut new_line = 0u32;
     let mut in_hunk = false;
-    for line in diff.lines() {
-        if let Some(rest) = line.strip_prefix("diff --git ") {
+    // Split on `\n` only: a line of a CRLF file ends in `\r`, which is part of its text.
+    for raw in diff.split_inclusive('\n') {
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        // Headers never end in `\r` (git quotes such a name), so a `\r` there is the patch file's
+        // own line ending.
+        let header = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(rest) = header.strip_prefix("diff --git ") {
+            let mut f = FileDiff::default();
+            if rest.starts_with('"') {
+                // `"a/P" "b/Q"` (or one side quoted): both names are exact.
+                if let Some((old, after)) = c_unquote(rest) {
+                    let after = after.strip_prefix(' ').unwrap_or_default();
+                    let new = if after.starts_with('"') {
+                        c_unquote(after).map(|(n, _)| n)
+                    } else {
+                        Some(after.to_owned())
+                    };
+                    if let (Some(p), Some(q)) = (
+                        old.strip_prefix("a/"),
+                        new.as_deref().and_then(|n| n.strip_prefix("b/")),
+                    ) && p == q
+                    {
+                        f.old_path = Some(p.to_owned());
+                        f.new_path = Some(p.to_owned());
+                    }
+                }
+            }
             // With --no-renames both sides name one path: `a/P b/P` is 2·|P| + 5 bytes. This is
             // the only name a diff without `---`/`+++` lines has (empty, binary, mode-only files).
-            let mut f = FileDiff::default();
             if !rest.starts_with('"') && rest.len() >= 7 && rest.len() % 2 == 1 {
                 let len = (rest.len() - 5) / 2;
                 let old = rest.get(..2 + len).and_then(|a| a.strip_prefix("a/"));
@@ -124,7 +149,7 @@ pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
             in_hunk = false;
             continue;
         }
-        if !in_hunk && let Some(p) = line.strip_prefix("--- ") {
+        if !in_hunk && let Some(p) = header.strip_prefix("--- ") {
             if files.is_empty() {
                 files.push(FileDiff::default());
             }
@@ -133,13 +158,13 @@ pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
             continue;
         }
         let Some(f) = files.last_mut() else { continue };
-        if !in_hunk && let Some(p) = line.strip_prefix("+++ ") {
+        if !in_hunk && let Some(p) = header.strip_prefix("+++ ") {
             f.new_path = unquote(p).strip_prefix("b/").map(str::to_owned);
-        } else if !in_hunk && line.starts_with("new file mode") {
+        } else if !in_hunk && header.starts_with("new file mode") {
             f.old_path = None;
-        } else if !in_hunk && line.starts_with("deleted file mode") {
+        } else if !in_hunk && header.starts_with("deleted file mode") {
             f.new_path = None;
-        } else if let Some(rest) = line.strip_prefix("@@ ") {
+        } else if let Some(rest) = header.strip_prefix("@@ ") {
             // `@@ -a[,b] +c[,d] @@ context`
             in_hunk = true;
             let mut parts = rest.split_whitespace();
@@ -165,8 +190,61 @@ pub fn parse_diff(diff: &str) -> Vec<FileDiff> {
     files
 }
 
-fn unquote(p: &str) -> &str {
-    p.trim_end_matches('\t').trim_matches('"')
+/// A `---`/`+++` name: git ends a name holding a space with a tab, and C-quotes names with
+/// special characters.
+fn unquote(p: &str) -> String {
+    let p = p.trim_end_matches('\t');
+    if p.starts_with('"')
+        && let Some((name, rest)) = c_unquote(p)
+        && rest.trim_end_matches('\t').is_empty()
+    {
+        return name;
+    }
+    p.to_owned()
+}
+
+/// Reads one C-quoted string at the start of `s` (git's quoting: `\"`, `\\`, `\a\b\t\n\v\f\r`
+/// and `\ooo` octal bytes, which together spell UTF-8) and returns it with the text after the
+/// closing quote. `None` when `s` is not a well-formed quoted string.
+pub fn c_unquote(s: &str) -> Option<(String, &str)> {
+    let body = s.strip_prefix('"')?;
+    let bytes = body.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let name = String::from_utf8_lossy(&out).into_owned();
+                return Some((name, &body[i + 1..]));
+            }
+            b'\\' => {
+                let c = *bytes.get(i + 1)?;
+                i += 2;
+                out.push(match c {
+                    b'a' => 0x07,
+                    b'b' => 0x08,
+                    b't' => b'\t',
+                    b'n' => b'\n',
+                    b'v' => 0x0b,
+                    b'f' => 0x0c,
+                    b'r' => b'\r',
+                    b'"' | b'\\' => c,
+                    b'0'..=b'3' => {
+                        let d1 = bytes.get(i).filter(|d| (b'0'..=b'7').contains(d))?;
+                        let d2 = bytes.get(i + 1).filter(|d| (b'0'..=b'7').contains(d))?;
+                        i += 2;
+                        ((c - b'0') << 6) | ((d1 - b'0') << 3) | (d2 - b'0')
+                    }
+                    _ => return None,
+                });
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
 }
 
 /// `a,b` → `(a, b)`; `a` → `(a, 1)`.
@@ -207,5 +285,26 @@ mod tests {
         assert_eq!(f[2].path(), Some("gone.py"));
         assert!(f[2].added.is_empty());
         assert_eq!(f[0].new_lines().collect::<Vec<_>>(), vec![4, 5, 12]);
+    }
+
+    /// C-quoted names (git's core.quotePath) are read back exactly; a CRLF line keeps its `\r`.
+    #[test]
+    fn quoted_names_and_crlf_lines() {
+        let diff = "diff --git \"a/t\\303\\251st \\\"x\\\".c\" \"b/t\\303\\251st \\\"x\\\".c\"\n\
+                    --- \"a/t\\303\\251st \\\"x\\\".c\"\n+++ \"b/t\\303\\251st \\\"x\\\".c\"\n\
+                    @@ -1 +1,2 @@\n-a\r\n+b\r\n+c\n";
+        let f = parse_diff(diff);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].path(), Some("t\u{e9}st \"x\".c"));
+        assert_eq!(f[0].old_path.as_deref(), Some("t\u{e9}st \"x\".c"));
+        assert_eq!(
+            f[0].added,
+            vec![(1, "b\r".to_string()), (2, "c".to_string())]
+        );
+        // Header-only (an empty file added) with a quoted name.
+        let f = parse_diff("diff --git \"a/tab\\there\" \"b/tab\\there\"\nnew file mode 100644\n");
+        assert_eq!(f[0].new_path.as_deref(), Some("tab\there"));
+        assert_eq!(c_unquote("\"x\\q\""), None);
+        assert_eq!(c_unquote("\"open"), None);
     }
 }

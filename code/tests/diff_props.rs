@@ -22,6 +22,7 @@ enum Edit {
 fn line() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => "[a-c ]{0,6}",
+        1 => "[a-c ]{0,4}\r",
         1 => Just(String::new()),
         1 => Just("-- a/src/x.rs".to_string()),
         1 => Just("++ b/src/x.rs".to_string()),
@@ -313,6 +314,44 @@ proptest! {
             let (o, n) = if f.path() == Some("a.rs") { (&ao, &an) } else { (&bo, &bn) };
             prop_assert_eq!(rebuild(&lines_of(o), f), lines_of(n));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Names git C-quotes (quotes, backslashes, tabs, and with core.quotePath non-ASCII) are read
+    /// back exactly from both the `diff --git` line and the `---`/`+++` lines, and the parse still
+    /// rebuilds the edited file (CRLF lines included).
+    #[test]
+    fn quoted_paths_are_read_exactly(
+        name in "[a-c\"\\\\\t é]{1,6}",
+        quote_path: bool,
+        c in case(),
+    ) {
+        let repo = repo();
+        let path = format!("d{name}/f{name}.c");
+        let (old, new) = (text(&c.old, c.old_eol), text(&c.new, c.new_eol));
+        let mut diff = diff_of(repo.path(), &path, Some(&old), Some(&new), 0);
+        if quote_path {
+            diff = ok(
+                git(repo.path(), &["-c", "core.quotepath=on", "diff", "--no-renames", "-U0", "--", &path]),
+                "diff quoted",
+            );
+        }
+        let files = parse_diff(&diff);
+        if old == new {
+            prop_assert!(files.is_empty());
+            return Ok(());
+        }
+        prop_assert_eq!(files.len(), 1, "{}", diff);
+        prop_assert_eq!(files[0].old_path.as_deref(), Some(path.as_str()), "{}", diff);
+        prop_assert_eq!(files[0].new_path.as_deref(), Some(path.as_str()), "{}", diff);
+        prop_assert_eq!(rebuild(&lines_of(&old), &files[0]), lines_of(&new), "{}", diff);
+        // The `diff --git` line alone names it too (what a header-only diff relies on).
+        let header = diff.lines().next().unwrap_or_default();
+        let only = parse_diff(&format!("{header}\nnew file mode 100644\n"));
+        prop_assert_eq!(only[0].new_path.as_deref(), Some(path.as_str()), "{}", header);
     }
 }
 

@@ -69,3 +69,119 @@ fn a_workload_that_spawns_children_is_profiled_whole() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A service whose `score` does `200 + EXTRA` rounds per item; `main` reports the items done in
+/// `FLEETPROF_WORK_FILE` every 50 ms, so re-profiling measures CPU per item.
+const WORK_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "extra.h"
+static volatile unsigned long sink;
+__attribute__((noinline)) unsigned long score(unsigned long x) {
+    unsigned long h = x;
+    for (int i = 0; i < 200 + EXTRA; i++) h = h * 6364136223846793005UL + 1442695040888963407UL;
+    return h;
+}
+__attribute__((noinline)) unsigned long other(unsigned long x) {
+    unsigned long h = x;
+    for (int i = 0; i < 300; i++) { h ^= h << 13; h ^= h >> 7; h ^= h << 17; }
+    return h;
+}
+int main(void) {
+    const char *path = getenv("FLEETPROF_WORK_FILE");
+    FILE *out = path ? fopen(path, "a") : NULL;
+    unsigned long done = 0;
+    struct timespec last, now;
+    clock_gettime(CLOCK_MONOTONIC, &last);
+    for (;;) {
+        for (int k = 0; k < 100; k++) sink += score(done + k) + other(done + k);
+        done += 100;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (out && (now.tv_sec - last.tv_sec) * 1000000000L + (now.tv_nsec - last.tv_nsec) > 50000000L) {
+            fprintf(out, "%lu\n", done);
+            fflush(out);
+            last = now;
+        }
+    }
+}
+"#;
+
+/// A tree of the work service with `EXTRA` rounds in `score`.
+fn work_tree(root: &Path, name: &str, extra: u32) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("work.c"), WORK_C).unwrap();
+    std::fs::write(dir.join("extra.h"), format!("#define EXTRA {extra}\n")).unwrap();
+    dir
+}
+
+/// Interleaved A/B rounds with the real profiler: a real fix passes with the statistic (means,
+/// 95% intervals, Welch's t) reported per unit of work; a no-op "fix" is rejected.
+#[test]
+fn interleaved_rounds_report_an_interval_and_reject_a_no_op_fix() {
+    use fleetprof_agent::fix::validate::{ValidateConfig, validate};
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // The commands run as the unprivileged sandbox user, which must reach the trees.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let before = work_tree(dir.path(), "before", 0);
+    let regressed = work_tree(dir.path(), "regressed", 1200);
+    let fixed = work_tree(dir.path(), "fixed", 0);
+    let no_op = work_tree(dir.path(), "no-op", 1200);
+    let reprofiler = ProfilerReprofiler {
+        profiler: workspace_bin("fleetprof-profiler"),
+        duration: Duration::from_secs(1),
+        frequency_hz: 499,
+        warmup: Duration::from_millis(300),
+    };
+    let cfg = ValidateConfig {
+        build: Some("gcc -O2 -g -fno-omit-frame-pointer -o work work.c".into()),
+        workload: Some("./work".into()),
+        rounds: 3,
+        ..Default::default()
+    };
+    let run = |tree: &Path| {
+        let checks = validate(
+            tree,
+            &cfg,
+            Some(&reprofiler),
+            "score",
+            Some((0.2, 0.7)),
+            Some(&before),
+            Some(&regressed),
+        );
+        checks
+            .into_iter()
+            .find(|c| c.step == "reprofile")
+            .expect("a reprofile check")
+    };
+    let good = run(&fixed);
+    let stat = good.statistic.clone().unwrap_or_default();
+    println!("fix: {}\n{stat}", good.detail);
+    assert!(good.passed, "{}\n{stat}", good.detail);
+    assert!(
+        stat.contains("3 interleaved rounds (before, regressed, fixed)"),
+        "{stat}"
+    );
+    assert!(
+        stat.contains("units as the workload reported them in FLEETPROF_WORK_FILE"),
+        "work units are used: {stat}"
+    );
+    assert!(stat.contains(" ± "), "intervals are reported: {stat}");
+    assert!(stat.contains("Welch t"), "{stat}");
+
+    let bad = run(&no_op);
+    let stat = bad.statistic.clone().unwrap_or_default();
+    println!("no-op: {}\n{stat}", bad.detail);
+    assert!(
+        !bad.passed,
+        "a no-op fix must be rejected: {}\n{stat}",
+        bad.detail
+    );
+    assert!(stat.contains("back to the baseline: NO"), "{stat}");
+}

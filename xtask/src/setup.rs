@@ -102,7 +102,13 @@ enum Missing {
     BpfLinker,
     /// `cargo fuzz` (cargo-fuzz), for `cargo xtask fuzz`.
     CargoFuzz,
+    /// The unprivileged system user the agent runs repository commands as.
+    SandboxUser,
 }
+
+/// The system user `fleetprof-agent` runs repository build/test/workload commands as (kept in step
+/// with `fleetprof_agent::fix::validate::SANDBOX_USER`).
+const SANDBOX_USER: &str = "fleetprof-sandbox";
 
 /// Installs whatever is missing (or, with `--check`, only reports it).
 pub(crate) fn run(args: &Args) -> Result<()> {
@@ -174,6 +180,22 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                         .current_dir(std::env::temp_dir()),
                 )?;
                 done.push("installed cargo-fuzz".to_owned());
+            }
+            Missing::SandboxUser => {
+                cmd::run(
+                    "useradd: the agent's unprivileged user for repository commands",
+                    Command::new("useradd").args([
+                        "--system",
+                        "--user-group",
+                        "--no-create-home",
+                        "--home-dir",
+                        "/nonexistent",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        SANDBOX_USER,
+                    ]),
+                )?;
+                done.push(format!("created user {SANDBOX_USER}"));
             }
         }
     }
@@ -258,6 +280,15 @@ fn survey() -> Result<Vec<Missing>> {
         missing.push(Missing::CargoFuzz);
     }
 
+    let user = probe(Command::new("id").args(["-u", SANDBOX_USER]));
+    report(
+        user.is_some(),
+        &format!("user {SANDBOX_USER} (the agent runs repository commands as it)"),
+    );
+    if user.is_none() {
+        missing.push(Missing::SandboxUser);
+    }
+
     Ok(missing)
 }
 
@@ -274,12 +305,16 @@ fn describe(item: &Missing) -> String {
         Missing::RustSrc => "nightly's rust-src".to_owned(),
         Missing::BpfLinker => "bpf-linker".to_owned(),
         Missing::CargoFuzz => "cargo-fuzz".to_owned(),
+        Missing::SandboxUser => format!("user {SANDBOX_USER}"),
     }
 }
 
 /// Whether installing `item` needs root: apt does, and so does the prefix under /usr/local.
 fn needs_root(item: &Missing) -> bool {
-    matches!(item, Missing::AptPackages(_) | Missing::BpfLinker)
+    matches!(
+        item,
+        Missing::AptPackages(_) | Missing::BpfLinker | Missing::SandboxUser
+    )
 }
 
 /// The commands a person would run to install what is missing without `cargo xtask setup`.
@@ -300,6 +335,10 @@ fn manual_steps(missing: &[Missing]) -> String {
                  \x20   LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --no-default-features --features llvm-<major>"
             )),
             Missing::CargoFuzz => steps.push("    cargo install --locked cargo-fuzz".to_owned()),
+            Missing::SandboxUser => steps.push(format!(
+                "    sudo useradd --system --user-group --no-create-home --home-dir /nonexistent \
+                 --shell /usr/sbin/nologin {SANDBOX_USER}"
+            )),
         }
     }
     steps.join("\n")

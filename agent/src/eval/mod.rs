@@ -417,4 +417,89 @@ mod tests {
             );
         }
     }
+
+    /// `eval` with a scripted OpenAI-compatible model (the skills' recipes removed, so the model
+    /// path runs): the model edits the C case with a structured edit and builds, and the case ends
+    /// fixed and validated, produced by the model; a model that stops without editing leaves the
+    /// case unfixed.
+    #[tokio::test]
+    async fn scripted_model_runs_an_eval_case() {
+        use crate::llm::scripted::ScriptedServer;
+        let dir = tempfile::tempdir().unwrap();
+        let skills_dir = dir.path().join("skills");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+        for e in std::fs::read_dir(&src).unwrap().flatten() {
+            if !e.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let dst = skills_dir.join(e.file_name());
+            std::fs::create_dir_all(&dst).unwrap();
+            let text = std::fs::read_to_string(e.path().join("SKILL.md")).unwrap();
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("recipe:"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(dst.join("SKILL.md"), text).unwrap();
+        }
+        let skills = SkillSet::load(&skills_dir).unwrap();
+        let case = corpus()
+            .into_iter()
+            .find(|c| c.name == "c-logging")
+            .unwrap();
+        let log_line = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
+        let call = |id: &str, name: &str, args: serde_json::Value| {
+            let body = serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}
+                ]}, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+            });
+            (200, body.to_string())
+        };
+        let answer = |text: &str| {
+            let body = serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+            });
+            (200, body.to_string())
+        };
+        let opts = |url: String| {
+            let cfg = crate::llm::LlmConfig {
+                provider: crate::llm::Provider::OpenAi,
+                base_url: Some(url),
+                model: Some("m".into()),
+                backoff_ms: 1,
+                ..Default::default()
+            };
+            FixOptions {
+                model: cfg.build().unwrap(),
+                ..Default::default()
+            }
+        };
+
+        let server = ScriptedServer::start(vec![
+            call("c1", "read_code", serde_json::json!({"path": "svc.c"})),
+            call(
+                "c2",
+                "replace_snippet",
+                serde_json::json!({"path": "svc.c", "old": log_line,
+                    "new": format!("        if (getenv(\"SVC_DEBUG\"))\n    {log_line}")}),
+            ),
+            call("c3", "build", serde_json::json!({})),
+            answer("Guards the per-item debug line behind SVC_DEBUG."),
+        ]);
+        let r = run_case(&case, &skills, &opts(server.url()), dir.path()).await;
+        assert!(r.fixed && r.validated && !r.refused, "{r:?}");
+        assert_eq!(r.produced_by, "model openai:m", "{r:?}");
+        assert!(r.as_expected(), "{r:?}");
+        assert_eq!(server.requests().len(), 4);
+
+        // A model that answers without editing produces nothing for the case.
+        let lazy = ScriptedServer::start(vec![answer("Nothing to change.")]);
+        let dir2 = tempfile::tempdir().unwrap();
+        let r = run_case(&case, &skills, &opts(lazy.url()), dir2.path()).await;
+        assert!(!r.fixed && !r.validated, "{r:?}");
+        assert!(!r.as_expected(), "{r:?}");
+    }
 }

@@ -10,6 +10,7 @@ pub mod pr;
 pub mod recipes;
 pub mod session;
 mod span;
+pub mod stats;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -51,8 +52,16 @@ pub enum FixError {
         source: std::io::Error,
     },
     /// Pushing or opening the PR failed (the proposal is still in the outbox).
-    #[error(transparent)]
-    Pr(#[from] pr::PrError),
+    #[error("{source} (the fix is kept on local branch {branch} and in {})", .outbox.display())]
+    Pr {
+        /// The branch holding the fix.
+        branch: String,
+        /// The proposal's outbox directory.
+        outbox: PathBuf,
+        /// What failed.
+        #[source]
+        source: pr::PrError,
+    },
 }
 
 /// How the pipeline runs.
@@ -68,6 +77,8 @@ pub struct FixOptions {
     pub limits: LoopLimits,
     /// The re-profiling hook, used when the repository declares a workload.
     pub reprofiler: Option<Arc<dyn Reprofiler>>,
+    /// Where pull requests are opened and how the root-cause author's login is found.
+    pub github: pr::GitHubOptions,
 }
 
 impl std::fmt::Debug for FixOptions {
@@ -77,6 +88,7 @@ impl std::fmt::Debug for FixOptions {
             .field("push", &self.push)
             .field("model", &self.model.as_ref().map(|m| m.describe()))
             .field("reprofiler", &self.reprofiler.is_some())
+            .field("github", &self.github)
             .finish()
     }
 }
@@ -131,6 +143,10 @@ pub struct Proposal {
     /// and a pushed PR is opened as a draft).
     #[serde(default)]
     pub draft: bool,
+    /// The GitHub login requested as reviewer on the pushed PR (the root-cause author), when the
+    /// login was known and the request succeeded.
+    #[serde(default)]
+    pub reviewer: Option<String>,
 }
 
 /// How a patch fared in [`Fixer::validate_patch`].
@@ -373,7 +389,7 @@ impl Fixer {
         let cfg = ValidateConfig::load_at(repo.root(), &base)?;
         let dir = wt.path();
         let checks = tokio::task::spawn_blocking(move || {
-            validate::validate(&dir, &cfg, None, "", None, None)
+            validate::validate(&dir, &cfg, None, "", None, None, None)
         })
         .await
         .unwrap_or_default();
@@ -879,8 +895,19 @@ impl Fixer {
             .ok(),
             _ => None,
         };
+        // The regressed code (the base the patch applies to), re-profiled in the same rounds.
+        let regressed = match (&shares, &cfg.workload, &reprofiler) {
+            (Some(_), Some(_), Some(_)) => Worktree::create(
+                repo.root(),
+                &format!("fleetprof/regressed-{}", sanitize_id(&t.id)),
+                &base,
+            )
+            .ok(),
+            _ => None,
+        };
         let dir = wt_path.clone();
         let before_dir = before.as_ref().map(Worktree::path);
+        let regressed_dir = regressed.as_ref().map(Worktree::path);
         let checks = tokio::task::spawn_blocking(move || {
             validate::validate(
                 &dir,
@@ -889,12 +916,16 @@ impl Fixer {
                 &function,
                 shares,
                 before_dir.as_deref(),
+                regressed_dir.as_deref(),
             )
         })
         .await
         .unwrap_or_default();
         if let Some(before) = before {
             before.discard();
+        }
+        if let Some(regressed) = regressed {
+            regressed.discard();
         }
         if let Some(bad) = checks.iter().find(|c| !c.passed) {
             let reason = format!(
@@ -969,6 +1000,14 @@ impl Fixer {
             .take(20)
             .cloned()
             .collect();
+        let reviewer = t
+            .root_cause
+            .as_ref()
+            .and_then(|rc| self.opts.github.reviewer_login(rc));
+        let statistic = checks
+            .iter()
+            .find(|c| c.step == "reprofile")
+            .and_then(|c| c.statistic.clone());
         let ctx = pr::PrContext {
             title: title.clone(),
             kind: if t.kind == SkillKind::Regression {
@@ -990,6 +1029,8 @@ impl Fixer {
             checks: &checks,
             stat,
             draft,
+            reviewer: reviewer.clone(),
+            statistic,
         };
         let body = pr::render(&ctx);
         let dir = self.opts.outbox.join(branch.replace('/', "-"));
@@ -1010,10 +1051,26 @@ impl Fixer {
             checks,
             pr_url: None,
             draft,
+            reviewer: None,
         };
         if self.opts.push {
-            proposal.pr_url =
-                Some(pr::push_and_open(repo.root(), &branch, &title, &body, draft).await?);
+            let opened = pr::push_and_open(
+                repo.root(),
+                &self.opts.github,
+                &branch,
+                &title,
+                &body,
+                draft,
+                reviewer.as_deref(),
+            )
+            .await
+            .map_err(|source| FixError::Pr {
+                branch: branch.clone(),
+                outbox: dir.clone(),
+                source,
+            })?;
+            proposal.pr_url = Some(opened.url);
+            proposal.reviewer = opened.reviewer;
         }
         write(
             dir.join("proposal.json"),

@@ -62,8 +62,9 @@ mod tests {
 fn demo_repo(test_cmd: &str) -> (tempfile::TempDir, String) {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    // Ignored by git, removed with the temp dir, shared by the worktrees' builds.
-    let target = root.join("target");
+    // Inside each worktree (ignored by git): repository commands run as the sandbox user, which
+    // may write nowhere else.
+    let target = std::path::PathBuf::from("target");
     std::fs::create_dir_all(root.join("src")).unwrap();
     std::fs::write(
         root.join("Cargo.toml"),
