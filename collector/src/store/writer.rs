@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Batch, BatchKey, SampleInfo, Store, StoreError};
@@ -292,62 +293,90 @@ fn marker_key(b: &Batch) -> Option<(&str, &str, &str)> {
     Some((&p.service, &p.version, function))
 }
 
-/// Sample rows first summed per (service, version, minute, stack), so each distinct stack is
-/// expanded once per group.
-type StackSums<'a> = HashMap<(&'a str, &'a str, u32, u64), (u64, &'a super::StackInfo)>;
-
 /// The `function_minutes` rows for `batches` (one INSERT group's batches that still need them),
 /// aggregated here rather than by a materialized view expanding every sample row into one row
 /// per function of its stack; plus one marker row per batch with samples ([`rollup_marker`]).
 /// A function counts once per stack for `total_samples` even when recursive; `self_samples` is
 /// the leaf's.
+///
+/// This runs on the writer's path for every group, so it works on small integers: a series
+/// (service, version, minute) is looked up once per process of a batch, not per sample; each
+/// distinct stack's names are interned and deduplicated once per group; sample counts are summed
+/// per (series, stack) before each stack is expanded.
 fn function_rollup<'a>(
     batches: &[&'a Batch],
     markers: &'a HashMap<BatchKey, String>,
 ) -> Vec<FunctionMinuteRow<'a>> {
-    let mut per_stack: StackSums<'a> = HashMap::new();
+    let mut series: Vec<(&'a str, &'a str, u32)> = Vec::new();
+    let mut series_ids: FxHashMap<(&'a str, &'a str, u32), u32> = FxHashMap::default();
+    let mut names: Vec<&'a str> = Vec::new();
+    let mut name_ids: FxHashMap<&'a str, u32> = FxHashMap::default();
+    // Per stack id: its distinct function ids and its leaf's.
+    let mut stack_names: FxHashMap<u64, (Vec<u32>, Option<u32>)> = FxHashMap::default();
+    let mut per_stack: FxHashMap<(u32, u64), u64> = FxHashMap::default();
+    let mut intern = |name: &'a str, names: &mut Vec<&'a str>| -> u32 {
+        *name_ids.entry(name).or_insert_with(|| {
+            names.push(name);
+            u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
+        })
+    };
     for b in batches {
         let minute = b.time() / 60 * 60;
+        let process_series: Vec<u32> = b
+            .processes
+            .iter()
+            .map(|p| {
+                let key = (p.service.as_str(), p.version.as_str(), minute);
+                *series_ids.entry(key).or_insert_with(|| {
+                    series.push(key);
+                    u32::try_from(series.len() - 1).unwrap_or(u32::MAX)
+                })
+            })
+            .collect();
         for s in &b.samples {
-            let p = &b.processes[s.process as usize];
             let st = &b.stacks[s.stack as usize];
-            per_stack
-                .entry((p.service.as_str(), p.version.as_str(), minute, st.stack_id))
-                .or_insert((0, st))
-                .0 += s.count;
+            stack_names.entry(st.stack_id).or_insert_with(|| {
+                let mut ids: Vec<u32> = st
+                    .functions
+                    .iter()
+                    .map(|f| intern(f.as_str(), &mut names))
+                    .collect();
+                let leaf = ids.last().copied();
+                ids.sort_unstable();
+                ids.dedup();
+                (ids, leaf)
+            });
+            *per_stack
+                .entry((process_series[s.process as usize], st.stack_id))
+                .or_default() += s.count;
         }
     }
-    let mut per_function: HashMap<(&'a str, &'a str, u32, &'a str), (u64, u64)> = HashMap::new();
-    let mut seen: HashSet<&'a str> = HashSet::new();
-    for ((service, version, minute, _), (count, stack)) in per_stack {
-        seen.clear();
-        let leaf = stack.functions.last().map(String::as_str);
-        for f in &stack.functions {
-            if seen.insert(f.as_str()) {
-                let e = per_function
-                    .entry((service, f.as_str(), minute, version))
-                    .or_default();
-                e.1 += count;
-                if Some(f.as_str()) == leaf {
-                    e.0 += count;
-                }
+    let mut per_function: FxHashMap<(u32, u32), (u64, u64)> = FxHashMap::default();
+    for ((series_id, stack_id), count) in per_stack {
+        let (ids, leaf) = &stack_names[&stack_id];
+        for &f in ids {
+            let e = per_function.entry((series_id, f)).or_default();
+            e.1 += count;
+            if Some(f) == *leaf {
+                e.0 += count;
             }
         }
     }
     let mut rows: Vec<FunctionMinuteRow<'a>> = per_function
         .into_iter()
-        .map(
-            |((service, function, minute, version), (s, t))| FunctionMinuteRow {
+        .map(|((series_id, f), (s, t))| {
+            let (service, version, minute) = series[series_id as usize];
+            FunctionMinuteRow {
                 service,
-                function,
+                function: names[f as usize],
                 minute,
                 version,
                 self_samples: s,
                 total_samples: t,
                 rollup_batch: "",
                 rollup_batches: 0,
-            },
-        )
+            }
+        })
         .collect();
     rows.extend(batches.iter().filter_map(|b| {
         let (service, version, function) = marker_key(b)?;
@@ -366,24 +395,32 @@ fn function_rollup<'a>(
 }
 
 /// The `service_minutes` rows (samples per service, minute, version and host) for `batches`,
-/// plus one marker row per batch with samples ([`rollup_marker`]).
+/// plus one marker row per batch with samples ([`rollup_marker`]). Samples are summed per
+/// process first (a batch has far fewer processes than sample rows).
 fn service_rollup<'a>(
     batches: &[&'a Batch],
     markers: &'a HashMap<BatchKey, String>,
 ) -> Vec<ServiceMinuteRow<'a>> {
-    let mut per_host: HashMap<(&'a str, u32, &'a str, &'a str), u64> = HashMap::new();
+    let mut per_host: FxHashMap<(&'a str, u32, &'a str, &'a str), u64> = FxHashMap::default();
+    let mut per_process: Vec<u64> = Vec::new();
     for b in batches {
         let minute = b.time() / 60 * 60;
+        per_process.clear();
+        per_process.resize(b.processes.len(), 0);
         for s in &b.samples {
-            let p = &b.processes[s.process as usize];
-            *per_host
-                .entry((
-                    p.service.as_str(),
-                    minute,
-                    p.version.as_str(),
-                    b.hostname.as_str(),
-                ))
-                .or_default() += s.count;
+            per_process[s.process as usize] += s.count;
+        }
+        for (p, &n) in b.processes.iter().zip(&per_process) {
+            if n > 0 {
+                *per_host
+                    .entry((
+                        p.service.as_str(),
+                        minute,
+                        p.version.as_str(),
+                        b.hostname.as_str(),
+                    ))
+                    .or_default() += n;
+            }
         }
     }
     let mut rows: Vec<ServiceMinuteRow<'a>> = per_host
