@@ -7,39 +7,20 @@
 //! and ClickHouse inserting rows of the same width (a `samples` row each, nothing else) straight
 //! from this process in 100,000-row INSERTs: what the engine takes, the target ratio.
 //!
-//! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override).
+//! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override;
+//! `STACK_REUSE` (default 0.95) is the share of each batch's stacks that recur from a fleet-wide
+//! pool of `STACK_POOL` (default 20,000) stacks, the rest new: `STACK_REUSE=0` is the worst case).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse::Row;
 use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, validate};
 use fleetprof_collector::store::local_server::LocalClickHouse;
-use fleetprof_collector::store::{Batch, Store, StoreConfig};
+use fleetprof_collector::store::{Batch, SampleRow, Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-
-/// A `samples` row (schema v4), for the direct-insert baseline.
-#[derive(Row, serde::Serialize)]
-struct DirectRow<'a> {
-    time: u32,
-    time_ns: u64,
-    host: &'a str,
-    host_id: &'a str,
-    boot_id: &'a str,
-    sequence: u64,
-    service: &'a str,
-    version: &'a str,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    thread: &'a str,
-    container_id: &'a str,
-    stack_id: u64,
-    count: u64,
-}
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
@@ -60,9 +41,34 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A random stack 8–40 frames deep over the batch's 600 frames.
+fn random_stack(rng: &mut rand::rngs::StdRng) -> pb::Stack {
+    let depth = rng.random_range(8..40);
+    pb::Stack {
+        frame_indexes: (0..depth).map(|_| rng.random_range(0..600)).collect(),
+    }
+}
+
 /// A 10 s batch like a busy host sends at 19 Hz × 2 CPUs plus many threads: 40 processes,
 /// 600 frames, 1,500 stacks 8–40 deep, 2,000 sample rows with Zipf-distributed stacks.
-fn realistic_batch(host: usize, sequence: u64, rng: &mut rand::rngs::StdRng) -> pb::ProfileBatch {
+///
+/// Each stack is, with probability `reuse`, one of the fleet's recurring stacks (`pool`: every
+/// host runs the same builds, so a host's stacks mostly recur batch to batch and across hosts),
+/// otherwise a new random one. `reuse = 0` is session 3's workload (every stack new).
+fn realistic_batch(
+    host: usize,
+    sequence: u64,
+    rng: &mut rand::rngs::StdRng,
+    pool: &[pb::Stack],
+    reuse: f64,
+) -> pb::ProfileBatch {
     let end = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -99,9 +105,10 @@ fn realistic_batch(host: usize, sequence: u64, rng: &mut rand::rngs::StdRng) -> 
         .collect();
     let stacks: Vec<pb::Stack> = (0..1500)
         .map(|_| {
-            let depth = rng.random_range(8..40);
-            pb::Stack {
-                frame_indexes: (0..depth).map(|_| rng.random_range(0..600)).collect(),
+            if !pool.is_empty() && rng.random_bool(reuse) {
+                pool[rng.random_range(0..pool.len())].clone()
+            } else {
+                random_stack(rng)
             }
         })
         .collect();
@@ -146,6 +153,8 @@ fn realistic_batch(host: usize, sequence: u64, rng: &mut rand::rngs::StdRng) -> 
 fn main() {
     let hosts = env("HOSTS", 50);
     let per_host = env("BATCHES_PER_HOST", 20);
+    let reuse = env_f64("STACK_REUSE", 0.95).clamp(0.0, 1.0);
+    let pool_size = env("STACK_POOL", 20_000);
     let clickhouse = LocalClickHouse::start().unwrap_or_else(|e| panic!("ingest bench: {e}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,9 +164,23 @@ fn main() {
     runtime.block_on(async {
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         // Prepared before timing: generating batches is the hosts' work, not the collector's.
+        let pool: Vec<pb::Stack> = (0..pool_size).map(|_| random_stack(&mut rng)).collect();
         let batches: Vec<Vec<pb::ProfileBatch>> = (0..hosts)
-            .map(|h| (1..=per_host as u64).map(|s| realistic_batch(h, s, &mut rng)).collect())
+            .map(|h| {
+                (1..=per_host as u64)
+                    .map(|s| realistic_batch(h, s, &mut rng, &pool, reuse))
+                    .collect()
+            })
             .collect();
+        let distinct_stacks = {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+            let mut ids = std::collections::HashSet::new();
+            for b in batches.iter().flatten() {
+                let v = validate(b, &Limits::default(), now).unwrap();
+                ids.extend(v.stacks.iter().map(|s| s.stack_id));
+            }
+            ids.len()
+        };
         let rows: usize = batches.iter().flatten().map(|b| b.samples.len()).sum();
         let samples: u64 = batches.iter().flatten().flat_map(|b| &b.samples).map(|s| s.count).sum();
 
@@ -209,34 +232,13 @@ fn main() {
         // Baseline 2: rows of the same width straight into a fresh `samples`, 100k per INSERT.
         let direct = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("bench_direct")).await.unwrap();
         direct.migrate().await.unwrap();
-        let rows_direct: Vec<DirectRow<'_>> = validated
+        let rows_direct: Vec<SampleRow<'_>> = validated
             .iter()
-            .flat_map(|b| {
-                b.samples.iter().map(move |s| {
-                    let p = &b.processes[s.process as usize];
-                    DirectRow {
-                        time: b.time(),
-                        time_ns: b.start_time_ns,
-                        host: &b.hostname,
-                        host_id: &b.key.host_id,
-                        boot_id: &b.key.boot_id,
-                        sequence: b.key.sequence,
-                        service: &p.service,
-                        version: &p.version,
-                        pid: p.pid,
-                        tid: s.tid,
-                        comm: &p.comm,
-                        thread: &s.thread,
-                        container_id: &p.container_id,
-                        stack_id: b.stacks[s.stack as usize].stack_id,
-                        count: s.count,
-                    }
-                })
-            })
+            .flat_map(|b| b.samples.iter().map(move |s| SampleRow::new(b, s)))
             .collect();
         let t2 = Instant::now();
         for chunk in rows_direct.chunks(100_000) {
-            let mut insert = direct.client().insert::<DirectRow<'_>>("samples").await.unwrap();
+            let mut insert = direct.client().insert::<SampleRow<'_>>("samples").await.unwrap();
             for r in chunk {
                 insert.write(r).await.unwrap();
             }
@@ -248,6 +250,10 @@ fn main() {
 
         let m = samples as f64 / 1e6;
         println!("ingest bench: {hosts} hosts x {per_host} batches = {} batches, {rows} sample rows, {samples} samples", hosts * per_host);
+        println!(
+            "  stacks: 1500 per batch, {:.0}% drawn from a fleet pool of {pool_size} (STACK_REUSE, STACK_POOL); {distinct_stacks} distinct stacks in the run",
+            reuse * 100.0
+        );
         println!(
             "  gRPC -> collector -> ClickHouse: {:.2} s, {:.0} sample rows/s, {:.0} samples/s stored, {} INSERT groups",
             grpc_wall.as_secs_f64(),

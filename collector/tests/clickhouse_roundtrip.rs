@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, WriterConfig};
 use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::store::local_server::LocalClickHouse;
-use fleetprof_collector::store::{Store, StoreConfig};
+use fleetprof_collector::store::{BatchKey, Store, StoreConfig, rollup_marker};
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
 use tonic::transport::Channel;
@@ -484,9 +484,24 @@ async fn clickhouse_roundtrip() {
 
     // Batch 5's samples (and the rollups written beside them) landed in an earlier attempt that
     // failed before its other tables (as a killed collector leaves it): its push later completes
-    // it without writing samples twice.
+    // it without writing samples twice. (A schema v5 collector records the attempt first, and
+    // marks each batch's rollup rows.)
     let (b5, b6) = (batch(5, "1.1", false), batch(6, "1.1", false));
     let t5 = b5.start_time_unix_nanos / 1_000_000_000;
+    let marker = rollup_marker(&BatchKey {
+        host_id: "machine-1".into(),
+        boot_id: "boot-1".into(),
+        sequence: 5,
+    });
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO batch_attempts (host_id, boot_id, sequence, time, attempted) \
+             VALUES ('machine-1', 'boot-1', 5, {t5}, now())"
+        ))
+        .execute()
+        .await
+        .unwrap();
     let stack = |functions: &str| {
         format!("(SELECT any(stack_id) FROM stacks WHERE functions = {functions})")
     };
@@ -508,10 +523,12 @@ async fn clickhouse_roundtrip() {
     store
         .client()
         .query(&format!(
-            "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples) \
-             VALUES ('{SERVICE}', 'main', toStartOfMinute(toDateTime({t5})), '1.1', 0, 100), \
-             ('{SERVICE}', 'handle', toStartOfMinute(toDateTime({t5})), '1.1', 10, 100), \
-             ('{SERVICE}', 'hot_loop', toStartOfMinute(toDateTime({t5})), '1.1', 90, 90)"
+            "INSERT INTO function_minutes (service, function, minute, version, self_samples, total_samples, \
+             rollup_batch, rollup_batches) \
+             VALUES ('{SERVICE}', 'main', toStartOfMinute(toDateTime({t5})), '1.1', 0, 100, '', 0), \
+             ('{SERVICE}', 'handle', toStartOfMinute(toDateTime({t5})), '1.1', 10, 100, '', 0), \
+             ('{SERVICE}', 'hot_loop', toStartOfMinute(toDateTime({t5})), '1.1', 90, 90, '', 0), \
+             ('{SERVICE}', 'main', toStartOfMinute(toDateTime({t5})), '1.1', 0, 0, '{marker}', 1)"
         ))
         .execute()
         .await
@@ -519,8 +536,9 @@ async fn clickhouse_roundtrip() {
     store
         .client()
         .query(&format!(
-            "INSERT INTO service_minutes (service, minute, version, host, samples) \
-             VALUES ('{SERVICE}', toStartOfMinute(toDateTime({t5})), '1.1', 'web-1', 100)"
+            "INSERT INTO service_minutes (service, minute, version, host, samples, rollup_batch, \
+             rollup_batches) VALUES ('{SERVICE}', toStartOfMinute(toDateTime({t5})), '1.1', 'web-1', 100, '', 0), \
+             ('{SERVICE}', toStartOfMinute(toDateTime({t5})), '1.1', 'web-1', 0, '{marker}', 1)"
         ))
         .execute()
         .await

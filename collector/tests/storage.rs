@@ -147,8 +147,8 @@ async fn upgrade_from_v1_keeps_data_queryable() {
         "v1's view filled the rollup"
     );
 
-    assert_eq!(store.migrate().await.unwrap(), vec![4]);
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.migrate().await.unwrap(), vec![4, 5]);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert_eq!(
         one_u64(
             &store,

@@ -435,6 +435,7 @@ pub fn validate(
         unsymbolized_frames: l.unsymbolized_frames,
         spool_dropped_batches: l.spool_dropped_batches,
         spool_dropped_samples: l.spool_dropped_samples,
+        truncated_stacks: l.truncated_stacks,
     };
 
     // Frames are deduplicated by id (two wire frames may hash alike, e.g. differing only in offset).

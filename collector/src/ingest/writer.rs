@@ -11,9 +11,12 @@
 //! the dead-letter directory (its wire bytes and the reason) and answered `INVALID_ARGUMENT`, so
 //! one poison batch never stops the fleet.
 //!
-//! Partial writes are idempotent: before writing, the writer asks which tables already hold rows
-//! of each batch (an earlier attempt may have failed half-way, in this process or a killed one)
-//! and skips those tables for that batch.
+//! Partial writes are idempotent: every table, the collector's rollups included, gets a batch's
+//! rows exactly once whichever INSERTs of an earlier attempt failed (in this process or a killed
+//! one). A batch's attempt is recorded (`batch_attempts`) before any of its rows; for a batch an
+//! earlier attempt started and did not commit, the writer asks which tables already hold its
+//! rows (the rollup tables through their per-batch markers, see
+//! [`crate::store::rollup_marker`]) and skips those tables for that batch.
 //!
 //! Memory: what waits for the writer is bounded in bytes ([`WriterConfig::max_pending_bytes`]);
 //! beyond it, pushes get `RESOURCE_EXHAUSTED` and the hosts retry later.
@@ -459,7 +462,8 @@ impl Writer {
     async fn write(&mut self, pending: &[Pending]) -> Result<HashSet<BatchKey>, Failure> {
         let keys: Vec<&BatchKey> = pending.iter().map(|p| &p.batch.key).collect();
         let t = self.config.clickhouse_timeout;
-        let stored = timed(t, "checking stored batches", self.store.stored_keys(&keys)).await?;
+        let (stored, attempted) =
+            timed(t, "checking stored batches", self.store.batch_states(&keys)).await?;
         let fresh: Vec<&Batch> = pending
             .iter()
             .map(|p| &p.batch)
@@ -469,13 +473,23 @@ impl Writer {
             return Ok(stored);
         }
         // An earlier attempt (here, or in a collector that was killed) may have written some
-        // tables of a batch before failing: skip those tables for it.
-        let present: HashMap<BatchKey, PresentParts> = timed(
-            t,
-            "checking partly written batches",
-            self.store.present_parts(&fresh),
-        )
-        .await?;
+        // tables of a batch before failing: skip those tables for it. Only batches an attempt
+        // started can have any (their attempt row is written before their other rows).
+        let retried: Vec<&Batch> = fresh
+            .iter()
+            .copied()
+            .filter(|b| attempted.contains(&b.key))
+            .collect();
+        let present: HashMap<BatchKey, PresentParts> = if retried.is_empty() {
+            HashMap::new()
+        } else {
+            timed(
+                t,
+                "checking partly written batches",
+                self.store.present_parts(&retried),
+            )
+            .await?
+        };
         let outcome = timed(
             t,
             "inserting",

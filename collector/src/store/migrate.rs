@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_scale.sql",
         sql: include_str!("../../schema/0004_scale.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_rollup_markers.sql",
+        sql: include_str!("../../schema/0005_rollup_markers.sql"),
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]

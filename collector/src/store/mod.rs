@@ -34,11 +34,11 @@ use hyper_util::rt::TokioExecutor;
 pub use migrate::{MIGRATIONS, Migration, split_statements};
 pub use model::{
     Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
-    StoredFrame, frame_id, stack_id,
+    StoredFrame, TRUNCATED_ROOT_PREFIX, frame_id, stack_id,
 };
 pub use named::named_samples;
 pub use retention::{DroppedPartition, Period, RETAINED_TABLES};
-pub use writer::{KNOWN_IDS_LIMIT, PresentParts, WriteOutcome};
+pub use writer::{KNOWN_IDS_LIMIT, PresentParts, SampleRow, WriteOutcome, rollup_marker};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
 /// `keep_alive_timeout` of 3 s, so the client never reuses a connection the server is closing.

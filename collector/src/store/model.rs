@@ -154,7 +154,14 @@ pub struct LossCounters {
     pub spool_dropped_batches: u64,
     /// Samples in those batches.
     pub spool_dropped_samples: u64,
+    /// Samples whose stack was cut short (depth limit, an unreadable frame): stored with a
+    /// `[truncated: …]` placeholder as the stack's root frame (see [`TRUNCATED_ROOT_PREFIX`]).
+    pub truncated_stacks: u64,
 }
+
+/// How the root frame of a truncated stack's function name starts (the profiler names it
+/// `[truncated: <why>]`): such samples are told apart by `stacks.functions[1]`.
+pub const TRUNCATED_ROOT_PREFIX: &str = "[truncated:";
 
 /// A validated batch, ready to store.
 #[derive(Debug, Clone, Default, PartialEq)]

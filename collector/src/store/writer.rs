@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Batch, BatchKey, SampleInfo, Store, StoreError};
@@ -31,23 +32,65 @@ pub struct WriteOutcome {
     pub function_minute_rows: u64,
 }
 
-#[derive(Row, Serialize)]
-struct SampleRow<'a> {
-    time: u32,
-    time_ns: u64,
-    host: &'a str,
-    host_id: &'a str,
-    boot_id: &'a str,
-    sequence: u64,
-    service: &'a str,
-    version: &'a str,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    thread: &'a str,
-    container_id: &'a str,
-    stack_id: u64,
-    count: u64,
+/// A `samples` row as the writer sends it (RowBinary, schema v4 and later): public so a
+/// benchmark's direct-insert baseline writes rows of exactly this width.
+#[derive(Debug, Row, Serialize)]
+pub struct SampleRow<'a> {
+    /// Start of the batch's window, seconds.
+    pub time: u32,
+    /// Start of the batch's window, nanoseconds.
+    pub time_ns: u64,
+    /// Host name.
+    pub host: &'a str,
+    /// Host id.
+    pub host_id: &'a str,
+    /// Boot id.
+    pub boot_id: &'a str,
+    /// Batch sequence number.
+    pub sequence: u64,
+    /// Service of the process.
+    pub service: &'a str,
+    /// Version of the service.
+    pub version: &'a str,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process command.
+    pub comm: &'a str,
+    /// Thread name.
+    pub thread: &'a str,
+    /// Container id.
+    pub container_id: &'a str,
+    /// The stack's id (joins `stacks`).
+    pub stack_id: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl<'a> SampleRow<'a> {
+    /// The row of sample `s` of batch `b`.
+    pub fn new(b: &'a Batch, s: &'a SampleInfo) -> Self {
+        let p = &b.processes[s.process as usize];
+        let st = &b.stacks[s.stack as usize];
+        SampleRow {
+            time: b.time(),
+            time_ns: b.start_time_ns,
+            host: &b.hostname,
+            host_id: &b.key.host_id,
+            boot_id: &b.key.boot_id,
+            sequence: b.key.sequence,
+            service: &p.service,
+            version: &p.version,
+            pid: p.pid,
+            tid: s.tid,
+            comm: &p.comm,
+            thread: &s.thread,
+            container_id: &p.container_id,
+            stack_id: st.stack_id,
+            count: s.count,
+        }
+    }
 }
 
 #[derive(Row, Serialize)]
@@ -116,6 +159,16 @@ struct ProcessEnergyRow<'a> {
     method: &'a str,
 }
 
+/// A `batch_attempts` row: the batch's writing has started.
+#[derive(Row, Serialize)]
+struct AttemptRow<'a> {
+    host_id: &'a str,
+    boot_id: &'a str,
+    sequence: u64,
+    time: u32,
+    attempted: u32,
+}
+
 #[derive(Row, Serialize)]
 struct BatchRow<'a> {
     host_id: &'a str,
@@ -157,9 +210,11 @@ struct LossRow<'a> {
     unsymbolized_frames: u64,
     spool_dropped_batches: u64,
     spool_dropped_samples: u64,
+    truncated_stacks: u64,
 }
 
-/// A `function_minutes` row: one (service, function, minute, version) of an INSERT group.
+/// A `function_minutes` row: one (service, function, minute, version) of an INSERT group, or a
+/// batch's rollup marker (see [`rollup_marker`]).
 #[derive(Row, Serialize)]
 struct FunctionMinuteRow<'a> {
     service: &'a str,
@@ -168,9 +223,12 @@ struct FunctionMinuteRow<'a> {
     version: &'a str,
     self_samples: u64,
     total_samples: u64,
+    rollup_batch: &'a str,
+    rollup_batches: u64,
 }
 
-/// A `service_minutes` row: one (service, minute, version, host) of an INSERT group.
+/// A `service_minutes` row: one (service, minute, version, host) of an INSERT group, or a
+/// batch's rollup marker (see [`rollup_marker`]).
 #[derive(Row, Serialize)]
 struct ServiceMinuteRow<'a> {
     service: &'a str,
@@ -178,6 +236,8 @@ struct ServiceMinuteRow<'a> {
     version: &'a str,
     host: &'a str,
     samples: u64,
+    rollup_batch: &'a str,
+    rollup_batches: u64,
 }
 
 /// At most this many stack (and frame) ids are remembered as written; past it the memory starts
@@ -185,65 +245,185 @@ struct ServiceMinuteRow<'a> {
 /// (ReplacingMergeTree folds the copy).
 pub const KNOWN_IDS_LIMIT: usize = 2_000_000;
 
-/// The per-minute rollups of `samples` for one INSERT group, aggregated here rather than by a
-/// materialized view expanding every sample row into one row per function of its stack: sample
-/// rows are first summed per (service, version, minute, stack), then each distinct stack is
-/// expanded once. A function counts once per stack for `total_samples` even when recursive;
-/// `self_samples` is the leaf's.
-fn rollups<'a>(
-    samples: &[(&'a Batch, &'a SampleInfo)],
-) -> (Vec<FunctionMinuteRow<'a>>, Vec<ServiceMinuteRow<'a>>) {
-    type StackKey<'a> = (&'a str, &'a str, u32, u64);
-    let mut per_stack: HashMap<StackKey<'a>, (u64, &'a super::StackInfo)> = HashMap::new();
-    let mut per_host: HashMap<(&'a str, u32, &'a str, &'a str), u64> = HashMap::new();
-    for (b, s) in samples {
-        let p = &b.processes[s.process as usize];
-        let st = &b.stacks[s.stack as usize];
+/// The name of a batch's rollup marker (the `rollup_batch` column of `function_minutes` and
+/// `service_minutes`): the batch key, length-prefixed so two different keys never give the
+/// same name.
+///
+/// Why markers, and why in the rollup tables themselves: the rollups are INSERTs of their own,
+/// separate from `samples`, so any of them can fail (or succeed with its answer lost) while the
+/// others land. A retry must then know, per batch and per rollup table, whether that batch's
+/// rows are in. A marker kept in another table would be a second INSERT with the same problem
+/// one step later ("rows written, marker failed"). So each batch's marker row is part of the
+/// same INSERT, and lands in the same partition (its minute's day), as the batch's rollup rows:
+/// ClickHouse commits one INSERT block's rows of one partition as one part, so the marker is
+/// present exactly when the batch's rows are (the rollup INSERTs are sent as one block,
+/// `max_insert_block_size` above their row count, for that reason).
+///
+/// A marker row repeats the key of one of the batch's own rollup rows (its first sample's
+/// service, version, minute, host and a function of its stack) with zero samples, so readers,
+/// which sum and group, see nothing new: no extra service, version, host, minute or function.
+/// `rollup_batch` (the marker name; `''` on rollup rows) is the last column of the sort key, so
+/// merges keep each marker apart, and `rollup_batches = 1` keeps SummingMergeTree from dropping
+/// a row whose sums are all zero (a marker summed to 2 would show a batch counted twice).
+///
+/// Rejected alternative: recomputing the rollups from `samples` per closed minute into a
+/// ReplacingMergeTree would make every reader use `FINAL`/`argMax` and re-read `samples`.
+pub fn rollup_marker(key: &BatchKey) -> String {
+    format!(
+        "{}:{}{}:{}:{}",
+        key.host_id.len(),
+        key.host_id,
+        key.boot_id.len(),
+        key.boot_id,
+        key.sequence
+    )
+}
+
+/// Where batch `b`'s marker rows go: the service and version of its first sample's process,
+/// and a function of that sample's stack, preferring a symbolized name (symbol write-back
+/// replaces the rows of `module+0x…` names).
+fn marker_key(b: &Batch) -> Option<(&str, &str, &str)> {
+    let s = b.samples.first()?;
+    let p = &b.processes[s.process as usize];
+    let functions = &b.stacks[s.stack as usize].functions;
+    let function = functions
+        .iter()
+        .find(|f| !f.contains("+0x"))
+        .or(functions.last())?;
+    Some((&p.service, &p.version, function))
+}
+
+/// The `function_minutes` rows for `batches` (one INSERT group's batches that still need them),
+/// aggregated here rather than by a materialized view expanding every sample row into one row
+/// per function of its stack; plus one marker row per batch with samples ([`rollup_marker`]).
+/// A function counts once per stack for `total_samples` even when recursive; `self_samples` is
+/// the leaf's.
+///
+/// This runs on the writer's path for every group, so it works on small integers: a series
+/// (service, version, minute) is looked up once per process of a batch, not per sample; each
+/// distinct stack's names are interned and deduplicated once per group; sample counts are summed
+/// per (series, stack) before each stack is expanded.
+fn function_rollup<'a>(
+    batches: &[&'a Batch],
+    markers: &'a HashMap<BatchKey, String>,
+) -> Vec<FunctionMinuteRow<'a>> {
+    let mut series: Vec<(&'a str, &'a str, u32)> = Vec::new();
+    let mut series_ids: FxHashMap<(&'a str, &'a str, u32), u32> = FxHashMap::default();
+    let mut names: Vec<&'a str> = Vec::new();
+    let mut name_ids: FxHashMap<&'a str, u32> = FxHashMap::default();
+    // Per stack id: its distinct function ids and its leaf's.
+    let mut stack_names: FxHashMap<u64, (Vec<u32>, Option<u32>)> = FxHashMap::default();
+    let mut per_stack: FxHashMap<(u32, u64), u64> = FxHashMap::default();
+    let mut intern = |name: &'a str, names: &mut Vec<&'a str>| -> u32 {
+        *name_ids.entry(name).or_insert_with(|| {
+            names.push(name);
+            u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
+        })
+    };
+    for b in batches {
         let minute = b.time() / 60 * 60;
-        per_stack
-            .entry((p.service.as_str(), p.version.as_str(), minute, st.stack_id))
-            .or_insert((0, st))
-            .0 += s.count;
-        *per_host
-            .entry((
-                p.service.as_str(),
-                minute,
-                p.version.as_str(),
-                b.hostname.as_str(),
-            ))
-            .or_default() += s.count;
+        let process_series: Vec<u32> = b
+            .processes
+            .iter()
+            .map(|p| {
+                let key = (p.service.as_str(), p.version.as_str(), minute);
+                *series_ids.entry(key).or_insert_with(|| {
+                    series.push(key);
+                    u32::try_from(series.len() - 1).unwrap_or(u32::MAX)
+                })
+            })
+            .collect();
+        for s in &b.samples {
+            let st = &b.stacks[s.stack as usize];
+            stack_names.entry(st.stack_id).or_insert_with(|| {
+                let mut ids: Vec<u32> = st
+                    .functions
+                    .iter()
+                    .map(|f| intern(f.as_str(), &mut names))
+                    .collect();
+                let leaf = ids.last().copied();
+                ids.sort_unstable();
+                ids.dedup();
+                (ids, leaf)
+            });
+            *per_stack
+                .entry((process_series[s.process as usize], st.stack_id))
+                .or_default() += s.count;
+        }
     }
-    let mut per_function: HashMap<(&'a str, &'a str, u32, &'a str), (u64, u64)> = HashMap::new();
-    let mut seen: HashSet<&'a str> = HashSet::new();
-    for ((service, version, minute, _), (count, stack)) in per_stack {
-        seen.clear();
-        let leaf = stack.functions.last().map(String::as_str);
-        for f in &stack.functions {
-            if seen.insert(f.as_str()) {
-                let e = per_function
-                    .entry((service, f.as_str(), minute, version))
-                    .or_default();
-                e.1 += count;
-                if Some(f.as_str()) == leaf {
-                    e.0 += count;
-                }
+    let mut per_function: FxHashMap<(u32, u32), (u64, u64)> = FxHashMap::default();
+    for ((series_id, stack_id), count) in per_stack {
+        let (ids, leaf) = &stack_names[&stack_id];
+        for &f in ids {
+            let e = per_function.entry((series_id, f)).or_default();
+            e.1 += count;
+            if Some(f) == *leaf {
+                e.0 += count;
             }
         }
     }
-    let functions = per_function
+    let mut rows: Vec<FunctionMinuteRow<'a>> = per_function
         .into_iter()
-        .map(
-            |((service, function, minute, version), (s, t))| FunctionMinuteRow {
+        .map(|((series_id, f), (s, t))| {
+            let (service, version, minute) = series[series_id as usize];
+            FunctionMinuteRow {
                 service,
-                function,
+                function: names[f as usize],
                 minute,
                 version,
                 self_samples: s,
                 total_samples: t,
-            },
-        )
+                rollup_batch: "",
+                rollup_batches: 0,
+            }
+        })
         .collect();
-    let services = per_host
+    rows.extend(batches.iter().filter_map(|b| {
+        let (service, version, function) = marker_key(b)?;
+        Some(FunctionMinuteRow {
+            service,
+            function,
+            minute: b.time() / 60 * 60,
+            version,
+            self_samples: 0,
+            total_samples: 0,
+            rollup_batch: markers[&b.key].as_str(),
+            rollup_batches: 1,
+        })
+    }));
+    rows
+}
+
+/// The `service_minutes` rows (samples per service, minute, version and host) for `batches`,
+/// plus one marker row per batch with samples ([`rollup_marker`]). Samples are summed per
+/// process first (a batch has far fewer processes than sample rows).
+fn service_rollup<'a>(
+    batches: &[&'a Batch],
+    markers: &'a HashMap<BatchKey, String>,
+) -> Vec<ServiceMinuteRow<'a>> {
+    let mut per_host: FxHashMap<(&'a str, u32, &'a str, &'a str), u64> = FxHashMap::default();
+    let mut per_process: Vec<u64> = Vec::new();
+    for b in batches {
+        let minute = b.time() / 60 * 60;
+        per_process.clear();
+        per_process.resize(b.processes.len(), 0);
+        for s in &b.samples {
+            per_process[s.process as usize] += s.count;
+        }
+        for (p, &n) in b.processes.iter().zip(&per_process) {
+            if n > 0 {
+                *per_host
+                    .entry((
+                        p.service.as_str(),
+                        minute,
+                        p.version.as_str(),
+                        b.hostname.as_str(),
+                    ))
+                    .or_default() += n;
+            }
+        }
+    }
+    let mut rows: Vec<ServiceMinuteRow<'a>> = per_host
         .into_iter()
         .map(|((service, minute, version, host), n)| ServiceMinuteRow {
             service,
@@ -251,9 +431,23 @@ fn rollups<'a>(
             version,
             host,
             samples: n,
+            rollup_batch: "",
+            rollup_batches: 0,
         })
         .collect();
-    (functions, services)
+    rows.extend(batches.iter().filter_map(|b| {
+        let (service, version, _) = marker_key(b)?;
+        Some(ServiceMinuteRow {
+            service,
+            minute: b.time() / 60 * 60,
+            version,
+            host: &b.hostname,
+            samples: 0,
+            rollup_batch: markers[&b.key].as_str(),
+            rollup_batches: 1,
+        })
+    }));
+    rows
 }
 
 /// Which tables already hold rows of a batch (an earlier attempt failed part-way): those tables
@@ -270,6 +464,10 @@ pub struct PresentParts {
     pub process_energy: bool,
     /// The `losses` row.
     pub losses: bool,
+    /// The `function_minutes` rows (the batch's rollup marker is there).
+    pub function_minutes: bool,
+    /// The `service_minutes` rows (the batch's rollup marker is there).
+    pub service_minutes: bool,
 }
 
 #[derive(Row, Deserialize)]
@@ -277,6 +475,14 @@ struct PartRow {
     host_id: String,
     b: String,
     id: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct StateRow {
+    host_id: String,
+    boot_id: String,
+    sequence: u64,
+    stored: u8,
 }
 
 #[derive(Row, Deserialize)]
@@ -292,8 +498,13 @@ fn count_u32(n: usize) -> u32 {
 
 /// Runs one INSERT into `$table` of rows of type `$ty`, made by `$map` from each of `$items`
 /// (a Vec; a fn item rather than a closure keeps the future `Send`).
+/// With `block = N`, the server is told to make one block of up to N rows (one part per
+/// partition) of the whole INSERT.
 macro_rules! insert_rows {
     ($store:expr, $ty:ty, $table:literal, $items:expr, $map:expr) => {
+        insert_rows!($store, $ty, $table, $items, $map, block = None::<String>)
+    };
+    ($store:expr, $ty:ty, $table:literal, $items:expr, $map:expr, block = $block:expr) => {
         async {
             let items = $items;
             if items.is_empty() {
@@ -306,6 +517,9 @@ macro_rules! insert_rows {
                 .await
                 .map_err(StoreError::ch(what))?
                 .with_timeouts(Some($store.insert_timeout), Some($store.insert_timeout));
+            if let Some(rows) = $block {
+                insert = insert.with_setting("max_insert_block_size", rows);
+            }
             let mut n = 0u64;
             for item in items {
                 let row: $ty = $map(item);
@@ -319,25 +533,7 @@ macro_rules! insert_rows {
 }
 
 fn sample_row<'a>((b, s): (&'a Batch, &'a SampleInfo)) -> SampleRow<'a> {
-    let p = &b.processes[s.process as usize];
-    let st = &b.stacks[s.stack as usize];
-    SampleRow {
-        time: b.time(),
-        time_ns: b.start_time_ns,
-        host: &b.hostname,
-        host_id: &b.key.host_id,
-        boot_id: &b.key.boot_id,
-        sequence: b.key.sequence,
-        service: &p.service,
-        version: &p.version,
-        pid: p.pid,
-        tid: s.tid,
-        comm: &p.comm,
-        thread: &s.thread,
-        container_id: &p.container_id,
-        stack_id: st.stack_id,
-        count: s.count,
-    }
+    SampleRow::new(b, s)
 }
 
 fn same<T>(row: T) -> T {
@@ -361,6 +557,20 @@ impl Store {
         known_frames: &mut HashSet<u64>,
     ) -> Result<WriteOutcome, StoreError> {
         let received = unix_now();
+        // First, before any of their rows: these batches' writing has started. A later attempt
+        // finds them in `batch_attempts` and only then looks for part-written tables.
+        let attempts = batches
+            .iter()
+            .filter(|b| !present.contains_key(&b.key))
+            .map(|b| AttemptRow {
+                host_id: &b.key.host_id,
+                boot_id: &b.key.boot_id,
+                sequence: b.key.sequence,
+                time: b.time(),
+                attempted: received,
+            })
+            .collect::<Vec<_>>();
+        insert_rows!(self, AttemptRow<'_>, "batch_attempts", attempts, same).await?;
         if known_stacks.len() > KNOWN_IDS_LIMIT {
             known_stacks.clear();
         }
@@ -411,9 +621,26 @@ impl Store {
                 samples.push((b, s));
             }
         }
-        // The rollups go with the sample rows: a batch whose samples are already stored (an
-        // earlier attempt) has had its rollups written in the same attempt.
-        let (function_minutes, service_minutes) = rollups(&samples);
+        // Each rollup table is checked on its own (its markers): an earlier attempt may have
+        // stored a batch's samples and failed on a rollup, or the other way round.
+        let markers: HashMap<BatchKey, String> = batches
+            .iter()
+            .map(|b| (b.key.clone(), rollup_marker(&b.key)))
+            .collect();
+        let fm_batches: Vec<&Batch> = batches
+            .iter()
+            .copied()
+            .filter(|b| !has(b, |p| p.function_minutes))
+            .collect();
+        let sm_batches: Vec<&Batch> = batches
+            .iter()
+            .copied()
+            .filter(|b| !has(b, |p| p.service_minutes))
+            .collect();
+        let function_minutes = function_rollup(&fm_batches, &markers);
+        let service_minutes = service_rollup(&sm_batches, &markers);
+        let function_minute_block = (function_minutes.len() + 1).max(1 << 20).to_string();
+        let service_minute_block = (service_minutes.len() + 1).max(1 << 20).to_string();
         let processes = batches
             .iter()
             .filter(|b| !has(b, |p| p.processes))
@@ -507,6 +734,7 @@ impl Store {
                     unsymbolized_frames: l.unsymbolized_frames,
                     spool_dropped_batches: l.spool_dropped_batches,
                     spool_dropped_samples: l.spool_dropped_samples,
+                    truncated_stacks: l.truncated_stacks,
                 }
             })
             .collect::<Vec<_>>();
@@ -551,14 +779,16 @@ impl Store {
                 FunctionMinuteRow<'_>,
                 "function_minutes",
                 function_minutes,
-                same
+                same,
+                block = Some(function_minute_block)
             ),
             insert_rows!(
                 self,
                 ServiceMinuteRow<'_>,
                 "service_minutes",
                 service_minutes,
-                same
+                same,
+                block = Some(service_minute_block)
             ),
         );
         let sample_rows = samples_r?;
@@ -636,6 +866,52 @@ impl Store {
         Ok(found)
     }
 
+    /// Which of `keys` are stored (have a `batches` row), and which an earlier attempt started
+    /// to write (have a `batch_attempts` row; [`Store::write_batches`] writes it first). One
+    /// query per 500 keys, on both tables' primary keys.
+    pub async fn batch_states(
+        &self,
+        keys: &[&BatchKey],
+    ) -> Result<(HashSet<BatchKey>, HashSet<BatchKey>), StoreError> {
+        let (mut stored, mut attempted) = (HashSet::new(), HashSet::new());
+        for chunk in keys.chunks(500) {
+            let tuples = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT host_id, boot_id, sequence, toUInt8(1) AS stored FROM batches \
+                 WHERE (host_id, boot_id, sequence) IN ({tuples}) \
+                 UNION ALL \
+                 SELECT host_id, boot_id, sequence, toUInt8(0) AS stored FROM batch_attempts \
+                 WHERE (host_id, boot_id, sequence) IN ({tuples})"
+            );
+            let mut query = self.client.query(&sql);
+            for _ in 0..2 {
+                for key in chunk {
+                    query = query
+                        .bind(key.host_id.as_str())
+                        .bind(key.boot_id.as_str())
+                        .bind(key.sequence);
+                }
+            }
+            let rows = query
+                .fetch_all::<StateRow>()
+                .await
+                .map_err(StoreError::ch("checking stored batches"))?;
+            for r in rows {
+                let key = BatchKey {
+                    host_id: r.host_id,
+                    boot_id: r.boot_id,
+                    sequence: r.sequence,
+                };
+                if r.stored == 1 {
+                    stored.insert(key);
+                } else {
+                    attempted.insert(key);
+                }
+            }
+        }
+        Ok((stored, attempted))
+    }
+
     /// For each of `batches`, which tables already hold its rows (an earlier attempt failed
     /// after some INSERTs succeeded). One query per table, limited to the batches' hosts and
     /// time range; batches with no rows anywhere are left out of the map.
@@ -691,6 +967,39 @@ impl Store {
                 |p| p.process_energy = true,
             ),
         ];
+        // The rollups' markers (one row per batch and table, see `rollup_marker`).
+        let mut minutes: Vec<u32> = batches.iter().map(|b| b.time() / 60 * 60).collect();
+        minutes.sort_unstable();
+        let wanted: Vec<String> = batches.iter().map(|b| rollup_marker(&b.key)).collect();
+        let markers: [(&str, Mark); 2] = [
+            ("function_minutes", |p| p.function_minutes = true),
+            ("service_minutes", |p| p.service_minutes = true),
+        ];
+        for (table, mark) in markers {
+            let sql = format!(
+                "SELECT DISTINCT rollup_batch FROM {table} \
+                 WHERE minute >= toDateTime(?) AND minute <= toDateTime(?) \
+                 AND rollup_batches > 0 AND has(?, rollup_batch)"
+            );
+            let found: HashSet<String> = self
+                .client
+                .query(&sql)
+                .bind(minutes[0])
+                .bind(minutes[minutes.len() - 1])
+                .bind(&wanted)
+                .fetch_all::<String>()
+                .await
+                .map_err(StoreError::ch(format!(
+                    "checking {table} for partly written batches"
+                )))?
+                .into_iter()
+                .collect();
+            for (b, name) in batches.iter().zip(&wanted) {
+                if found.contains(name) {
+                    mark(out.entry(b.key.clone()).or_default());
+                }
+            }
+        }
         for (table, boot, id, ident, mark) in tables {
             let sql = format!(
                 "SELECT DISTINCT host_id, {boot} AS b, {id} AS id FROM {table} \
@@ -767,6 +1076,11 @@ mod tests {
             ..Default::default()
         };
         let batch = |host: &str, start_s: u64| Batch {
+            key: BatchKey {
+                host_id: host.into(),
+                boot_id: "boot".into(),
+                sequence: start_s,
+            },
             hostname: host.into(),
             start_time_ns: start_s * 1_000_000_000,
             processes: vec![process("checkout", "1.0"), process("search", "2.0")],
@@ -784,11 +1098,37 @@ mod tests {
         };
         // Two hosts in the same minute, one batch in the next minute.
         let batches = [batch("a", 600), batch("b", 630), batch("a", 660)];
-        let rows: Vec<(&Batch, &SampleInfo)> = batches
+        let refs: Vec<&Batch> = batches.iter().collect();
+        let markers: HashMap<BatchKey, String> = batches
             .iter()
-            .flat_map(|b| b.samples.iter().map(move |s| (b, s)))
+            .map(|b| (b.key.clone(), rollup_marker(&b.key)))
             .collect();
-        let (functions, services) = rollups(&rows);
+        let mut functions = function_rollup(&refs, &markers);
+        let mut services = service_rollup(&refs, &markers);
+        let function_markers: Vec<_> = functions
+            .iter()
+            .filter(|r| r.rollup_batches > 0)
+            .map(|r| (r.rollup_batch, r.self_samples + r.total_samples, r.function))
+            .collect();
+        assert_eq!(function_markers.len(), 3, "one marker per batch");
+        assert!(
+            function_markers
+                .iter()
+                .all(|m| !m.0.is_empty() && m.1 == 0 && m.2 == "main")
+        );
+        let service_markers: Vec<_> = services
+            .iter()
+            .filter(|r| r.rollup_batches > 0)
+            .map(|r| (r.rollup_batch, r.samples, r.service))
+            .collect();
+        assert_eq!(service_markers.len(), 3);
+        assert!(
+            service_markers
+                .iter()
+                .all(|m| !m.0.is_empty() && m.1 == 0 && m.2 == "checkout")
+        );
+        functions.retain(|r| r.rollup_batches == 0);
+        services.retain(|r| r.rollup_batches == 0);
         let f: HashMap<(&str, &str, u32), (u64, u64)> = functions
             .iter()
             .map(|r| {
