@@ -337,45 +337,85 @@ fn migration_tables(migrations: &[Migration]) -> BTreeSet<String> {
     tables
 }
 
-/// The columns an `ALTER`'s clauses add and drop, and whether its clauses change columns
-/// (`Some(true)`) or data (`Some(false)`); `None` when they mix both.
-fn column_clauses(clauses: &[Token<'_>]) -> (Vec<String>, Vec<String>, Option<bool>) {
-    let (mut adds, mut drops) = (Vec::new(), Vec::new());
-    let (mut column_clauses, mut other_clauses) = (0, 0);
+/// What the clauses of an `ALTER TABLE t …` do.
+#[derive(Debug, Default)]
+struct AlterClauses {
+    /// Columns added.
+    adds: Vec<String>,
+    /// Columns dropped.
+    drops: Vec<String>,
+    /// The text of each clause that changes columns (`ADD COLUMN …`, `MODIFY COLUMN …`).
+    column_texts: Vec<String>,
+    /// Clauses changing the local table's sorting key (`MODIFY ORDER BY …`): a Distributed table
+    /// has none, and 18.16 takes a new sort-key column only in the statement that adds it, so
+    /// they may sit beside column clauses.
+    sort_key: usize,
+    /// Any other clause: mutations and partition operations, which act on the data.
+    other: usize,
+}
+
+/// Splits an `ALTER`'s clauses (the tokens after the table name) by what they do.
+fn alter_clauses(statement: &str, clauses: &[Token<'_>]) -> AlterClauses {
+    let mut out = AlterClauses::default();
     let mut depth = 0usize;
-    let mut start = true;
-    for (i, token) in clauses.iter().enumerate() {
-        if start {
-            start = false;
-            let verb = token.text.to_ascii_uppercase();
-            if is(clauses.get(i + 1), "COLUMN")
-                && matches!(verb.as_str(), "ADD" | "DROP" | "MODIFY" | "COMMENT")
-            {
-                column_clauses += 1;
-                if let Some(n) = clauses.get(name_index(clauses, i + 2)) {
-                    match verb.as_str() {
-                        "ADD" => adds.push(n.text.to_owned()),
-                        "DROP" => drops.push(n.text.to_owned()),
-                        _ => {}
-                    }
+    // (first token index, byte offset) of the clause being read.
+    let mut clause: Option<(usize, usize)> = None;
+    let finish = |out: &mut AlterClauses, first: usize, from: usize, to: usize| {
+        let verb = clauses[first].text.to_ascii_uppercase();
+        if is(clauses.get(first + 1), "COLUMN")
+            && matches!(verb.as_str(), "ADD" | "DROP" | "MODIFY" | "COMMENT")
+        {
+            if let Some(n) = clauses.get(name_index(clauses, first + 2)) {
+                match verb.as_str() {
+                    "ADD" => out.adds.push(n.text.to_owned()),
+                    "DROP" => out.drops.push(n.text.to_owned()),
+                    _ => {}
                 }
-            } else {
-                other_clauses += 1;
             }
+            out.column_texts.push(statement[from..to].trim().to_owned());
+        } else if verb == "MODIFY" && is(clauses.get(first + 1), "ORDER") {
+            out.sort_key += 1;
+        } else {
+            out.other += 1;
+        }
+    };
+    for (i, token) in clauses.iter().enumerate() {
+        if clause.is_none() {
+            clause = Some((i, token.at));
         }
         match token.text {
             "(" => depth += 1,
             ")" => depth = depth.saturating_sub(1),
-            "," if depth == 0 => start = true,
+            "," if depth == 0 => {
+                if let Some((first, from)) = clause.take() {
+                    finish(&mut out, first, from, token.at);
+                }
+            }
             _ => {}
         }
     }
-    let kind = match (column_clauses, other_clauses) {
-        (_, 0) => Some(true),
-        (0, _) => Some(false),
-        _ => None,
-    };
-    (adds, drops, kind)
+    if let Some((first, from)) = clause {
+        finish(
+            &mut out,
+            first,
+            from,
+            statement.trim_end().trim_end_matches(';').len(),
+        );
+    }
+    out
+}
+
+/// For an `ALTER TABLE t …` that changes columns: `t`, the columns it adds and those it drops
+/// (what a migration run again after an interruption must not repeat; 18.16 has no
+/// `IF [NOT] EXISTS` there). `None` for any other statement.
+pub(super) fn column_changes(statement: &str) -> Option<(String, Vec<String>, Vec<String>)> {
+    let t = tokens(statement);
+    if !(is(t.first(), "ALTER") && is(t.get(1), "TABLE")) {
+        return None;
+    }
+    let table = t.get(2)?;
+    let clauses = alter_clauses(statement, &t[3..]);
+    (!clauses.column_texts.is_empty()).then(|| (table.text.to_owned(), clauses.adds, clauses.drops))
 }
 
 /// Lays one migration statement out over the cluster: the steps each node runs.
@@ -434,23 +474,31 @@ fn plan(
         if !known(name) {
             return Ok(vec![Step::Sql(statement.to_owned())]);
         }
-        let (adds, drops, kind) = column_clauses(&t[name + 1..]);
-        let Some(columns) = kind else {
-            return Err(unsupported());
-        };
+        let AlterClauses {
+            adds,
+            drops,
+            column_texts,
+            other,
+            ..
+        } = alter_clauses(statement, &t[name + 1..]);
         let local = Step::AlterColumns {
             table: format!("{}{LOCAL_SUFFIX}", table.text),
             sql: localize(statement, &t, &[name]),
             adds: adds.clone(),
             drops: drops.clone(),
         };
-        if !columns {
-            // Mutations and partition operations act on the data, which only local tables hold.
+        if column_texts.is_empty() {
+            // Mutations and partition operations act on the data, and a sorting key belongs to
+            // the data's table: only local tables have either.
             return Ok(vec![local]);
         }
+        if other > 0 {
+            return Err(unsupported());
+        }
+        // The Distributed table takes the column clauses alone (it has no sorting key).
         let distributed = Step::AlterColumns {
             table: table.text.to_owned(),
-            sql: statement.to_owned(),
+            sql: format!("ALTER TABLE {} {}", table.text, column_texts.join(", ")),
             adds,
             drops: drops.clone(),
         };
@@ -930,6 +978,32 @@ mod tests {
                 &tables()
             )
             .is_err()
+        );
+
+        // A new sort-key column: the local table takes the whole statement (18.16 wants the
+        // column and the key in one), the Distributed table the column alone.
+        let steps = plan(
+            "x",
+            "ALTER TABLE function_minutes ADD COLUMN b String, ADD COLUMN n UInt64,\n    MODIFY ORDER BY (service, function, minute, version, b)",
+            &tables(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql(&steps),
+            [
+                "ALTER TABLE function_minutes_local ADD COLUMN b String, ADD COLUMN n UInt64,\n    MODIFY ORDER BY (service, function, minute, version, b)",
+                "ALTER TABLE function_minutes ADD COLUMN b String, ADD COLUMN n UInt64",
+            ]
+        );
+        let steps = plan(
+            "x",
+            "ALTER TABLE function_minutes MODIFY ORDER BY (service, function)",
+            &tables(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql(&steps),
+            ["ALTER TABLE function_minutes_local MODIFY ORDER BY (service, function)"]
         );
     }
 

@@ -133,7 +133,7 @@ impl Store {
         let mut applied = Vec::new();
         for migration in pending {
             for statement in split_statements(migration.sql) {
-                if self.already_dropped(&statement).await? {
+                if self.already_applied(&statement).await? {
                     continue;
                 }
                 self.execute_migration_statement(migration, &statement)
@@ -229,23 +229,21 @@ impl Store {
         Ok(tables.into_iter().next())
     }
 
-    /// Whether `statement` is an `ALTER TABLE t DROP COLUMN c` whose column is already gone:
-    /// 18.16 has no `DROP COLUMN IF EXISTS`, and a migration interrupted after that statement
-    /// must still be able to run again.
-    async fn already_dropped(&self, statement: &str) -> Result<bool, StoreError> {
-        let words: Vec<&str> = statement.split_whitespace().collect();
-        let [alter, table_kw, table, drop, column_kw, column] = words.as_slice() else {
+    /// Whether `statement` is an `ALTER TABLE` whose columns are already added (or already gone):
+    /// 18.16 has no `ADD COLUMN IF NOT EXISTS` or `DROP COLUMN IF EXISTS`, and a migration
+    /// interrupted after that statement must still be able to run again. (An `ALTER` applies its
+    /// clauses together, so one column tells for all.)
+    async fn already_applied(&self, statement: &str) -> Result<bool, StoreError> {
+        let Some((table, adds, drops)) = super::cluster::column_changes(statement) else {
             return Ok(false);
         };
-        let is = |w: &str, kw: &str| w.eq_ignore_ascii_case(kw);
-        if !(is(alter, "ALTER")
-            && is(table_kw, "TABLE")
-            && is(drop, "DROP")
-            && is(column_kw, "COLUMN"))
-        {
-            return Ok(false);
+        if let Some(added) = adds.first() {
+            return self.has_column(&table, added).await;
         }
-        Ok(!self.has_column(table, column).await?)
+        match drops.first() {
+            Some(dropped) => Ok(!self.has_column(&table, dropped).await?),
+            None => Ok(false),
+        }
     }
 
     /// Whether `table` of the database has a column `column`.
