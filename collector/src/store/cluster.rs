@@ -937,7 +937,9 @@ fn distributed_args(engine_full: &str) -> Option<(String, String, String)> {
     }
     let unquote = |s: &str| s.trim().trim_matches(['\'', '`', '"']).to_owned();
     match parts.as_slice() {
-        [cluster, database, table, ..] => Some((unquote(cluster), unquote(database), unquote(table))),
+        [cluster, database, table, ..] => {
+            Some((unquote(cluster), unquote(database), unquote(table)))
+        }
         _ => None,
     }
 }
@@ -1052,7 +1054,9 @@ impl DataNodes {
             bind(node.store.client.query(&sql))
                 .execute()
                 .await
-                .map_err(|e| node.error(StoreError::ch(format!("ALTER TABLE {local} {verb}"))(e)))?;
+                .map_err(|e| {
+                    node.error(StoreError::ch(format!("ALTER TABLE {local} {verb}"))(e))
+                })?;
         }
         Ok(())
     }
@@ -1076,7 +1080,10 @@ impl DataNodes {
 
     /// Waits until every server has applied every mutation of the database, up to `timeout`;
     /// returns whether they all finished.
-    pub async fn wait_for_mutations(&self, timeout: std::time::Duration) -> Result<bool, ClusterError> {
+    pub async fn wait_for_mutations(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ClusterError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.mutations_pending().await? == 0 {
@@ -1228,8 +1235,14 @@ mod tests {
     #[test]
     fn distributed_engine_arguments() {
         assert_eq!(
-            distributed_args("Distributed('fleetprof', fleetprof, stacks_local, cityHash64(stack_id))"),
-            Some(("fleetprof".into(), "fleetprof".into(), "stacks_local".into()))
+            distributed_args(
+                "Distributed('fleetprof', fleetprof, stacks_local, cityHash64(stack_id))"
+            ),
+            Some((
+                "fleetprof".into(),
+                "fleetprof".into(),
+                "stacks_local".into()
+            ))
         );
         assert_eq!(
             distributed_args("Distributed(c, 'db', `t_local`)"),

@@ -102,13 +102,15 @@ pub async fn resolve_stored(
         return Err(SymbolsError::MutationsPending);
     }
     // Frames still named by offset, and frames this resolver renamed before (which a better
-    // file may rename again).
+    // file may rename again). `GLOBAL`: on a cluster 18.16 makes an `IN` over a one-shard
+    // Distributed table (`symbolized_frames`) global only when told, and each shard would look
+    // the subquery's table up in its `default` database.
     let rows: Vec<CandidateRow> = store
         .client()
         .query(
             "SELECT DISTINCT frame_id, function, module, build_id, module_offset, file, line FROM frames \
              WHERE kernel = 0 AND build_id != '' AND ((file = '' AND position(function, '+0x') > 0) \
-             OR (build_id, module_offset) IN (SELECT build_id, module_offset FROM symbolized_frames))",
+             OR (build_id, module_offset) GLOBAL IN (SELECT build_id, module_offset FROM symbolized_frames))",
         )
         .fetch_all()
         .await
@@ -557,7 +559,11 @@ pub async fn wait_for_mutations(
     store: &Store,
     timeout: std::time::Duration,
 ) -> Result<bool, SymbolsError> {
-    Ok(store.data_nodes().await?.wait_for_mutations(timeout).await?)
+    Ok(store
+        .data_nodes()
+        .await?
+        .wait_for_mutations(timeout)
+        .await?)
 }
 
 #[cfg(test)]
