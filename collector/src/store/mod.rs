@@ -143,6 +143,19 @@ pub enum StoreError {
     /// The database name is not a plain identifier.
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
     InvalidDatabase(String),
+    /// The nodes of the database's cluster could not be found or reached (for an operation
+    /// that runs on each node).
+    #[error(transparent)]
+    Cluster(Box<cluster::ClusterError>),
+}
+
+impl From<cluster::ClusterError> for StoreError {
+    fn from(e: cluster::ClusterError) -> Self {
+        match e {
+            cluster::ClusterError::Store(e) => e,
+            e => Self::Cluster(Box::new(e)),
+        }
+    }
 }
 
 impl StoreError {

@@ -1,9 +1,11 @@
-//! Issue 12, renames on a cluster: ClickHouse 18.16 refuses mutations on a Distributed table,
-//! so `symbols upload` against a database laid out by `migrate --cluster` renames the stored
-//! `module+0x…` frames on every node's local tables. A binary built here (gcc) is recorded as
-//! unnamed frames, pushed over real gRPC to a collector on a two-shard cluster and to one on a
-//! single server; after uploading its debug file to each, both answer alike and no node keeps
-//! an offset name.
+//! Issue 12, mutations and partition operations on a cluster: ClickHouse 18.16 refuses both on
+//! a Distributed table, so against a database laid out by `migrate --cluster` the collector runs
+//! them on every node's local tables.
+//!
+//! Renames: a binary built here (gcc) is recorded as unnamed `module+0x…` frames, pushed over
+//! real gRPC to a collector on a two-shard cluster and to one on a single server; after
+//! `symbols upload` of its debug file to each, both answer alike and no node keeps an offset
+//! name. Retention: `retention --keep` drops the old days of both nodes and keeps the rest.
 //!
 //! Starts three throwaway ClickHouse servers (about 0.2 s each); without
 //! `/usr/sbin/clickhouse-server` or gcc it FAILS with that reason rather than pass silently.
@@ -233,9 +235,10 @@ fn upload(
 /// Uploading a stripped binary's debug file names its frames on both shards of a cluster:
 /// `frames`, `stacks` and `function_minutes` renamed on every node's local tables, the readers
 /// through either node answering what one server answers; without the nodes' endpoints the
-/// upload says which option is missing and renames nothing.
+/// upload says which option is missing and renames nothing. Then `retention --keep` drops an
+/// old day held by both nodes from both, and nothing newer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn symbols_upload_renames_frames_on_every_node() {
+async fn renames_and_retention_run_on_every_node() {
     let cluster =
         LocalCluster::start("fleetprof", 2).unwrap_or_else(|e| panic!("cannot run this test: {e}"));
     let single = LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
@@ -383,4 +386,61 @@ async fn symbols_upload_renames_frames_on_every_node() {
             "{table}: {left:?} of {rows:?} rows still unnamed"
         );
     }
+
+    // Retention: a day 40 days ago on both shards (sharded by host), dropped on both by
+    // `retention --keep 30d`; today's rows stay.
+    nodes[0]
+        .client()
+        .query(
+            "INSERT INTO samples (time, host, service, count) SELECT now() - 40 * 86400, \
+             concat('old-', toString(number)), 'shop', 1 FROM system.numbers LIMIT 8",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let old_day = one_u64(&nodes[0], "SELECT toUInt64(toYYYYMMDD(now() - 40 * 86400))").await;
+    let old = format!("toYYYYMMDD(time) = {old_day}");
+    let before = local_rows("samples_local", &old).await;
+    assert!(
+        !before.contains(&0) && before.iter().sum::<u64>() == 8,
+        "{before:?}"
+    );
+    let recent = local_rows("samples_local", &format!("NOT ({old})")).await;
+    let retention = |dry_run: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetprof-collector"));
+        command
+            .args(["retention", "--keep", "30d", "--clickhouse-url"])
+            .arg(cluster.nodes()[0].url())
+            .env("RUST_LOG", "warn");
+        if dry_run {
+            command.arg("--dry-run");
+        }
+        for (address, url) in cluster.node_urls() {
+            command.args(["--node-url", &format!("{address}={url}")]);
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!(
+            "$ fleetprof-collector retention --keep 30d\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success());
+        stdout
+    };
+    let planned = retention(true);
+    assert!(
+        planned.contains(&format!("would drop samples partition {old_day}: 8 rows")),
+        "{planned}"
+    );
+    assert_eq!(local_rows("samples_local", &old).await, before);
+    let done = retention(false);
+    assert!(
+        done.contains(&format!("dropped samples partition {old_day}: 8 rows")),
+        "{done}"
+    );
+    assert_eq!(local_rows("samples_local", &old).await, [0, 0]);
+    assert_eq!(
+        local_rows("samples_local", &format!("NOT ({old})")).await,
+        recent
+    );
 }
