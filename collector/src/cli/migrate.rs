@@ -1,7 +1,5 @@
 //! `fleetprof-collector migrate [--cluster NAME]`.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context;
 use clap::Args;
 use fleetprof_collector::store::cluster::{ClusterOptions, REQUIRED_SETTINGS, migrate_cluster};
@@ -24,15 +22,6 @@ pub(crate) struct MigrateArgs {
     /// false. [default: NAME_shared]
     #[arg(long, value_name = "NAME", requires = "cluster")]
     shared_cluster: Option<String>,
-    /// With --cluster: the HTTP port of every node (their hosts come from `system.clusters`).
-    /// [default: the port of --clickhouse-url]
-    #[arg(long, value_name = "PORT", requires = "cluster")]
-    node_http_port: Option<u16>,
-    /// With --cluster: the HTTP endpoint of one node, by the `host:port` (native port)
-    /// `system.clusters` lists, e.g. `ch2:9000=http://10.0.0.2:8123`; repeat per node.
-    /// [default: http://HOST:--node-http-port]
-    #[arg(long, value_name = "HOST:PORT=URL", requires = "cluster")]
-    node_url: Vec<String>,
 }
 
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
@@ -61,13 +50,11 @@ async fn run_single(args: &MigrateArgs) -> anyhow::Result<()> {
 }
 
 async fn run_cluster(args: &MigrateArgs, cluster: &str) -> anyhow::Result<()> {
-    let mut options = ClusterOptions::new(cluster);
+    let seed = args.clickhouse.config();
+    let mut options = ClusterOptions::new(cluster).with_endpoints(&seed.nodes);
     if let Some(shared) = &args.shared_cluster {
         options.shared_cluster.clone_from(shared);
     }
-    options.http_port = args.node_http_port;
-    options.node_urls = parse_node_urls(&args.node_url)?;
-    let seed = args.clickhouse.config();
     let nodes = migrate_cluster(&seed, &options)
         .await
         .with_context(|| format!("migrating cluster `{cluster}`"))?;
@@ -104,16 +91,4 @@ async fn run_cluster(args: &MigrateArgs, cluster: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn parse_node_urls(values: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    values
-        .iter()
-        .map(|v| {
-            let (node, url) = v.split_once('=').with_context(|| {
-                format!("--node-url {v:?}: expected HOST:PORT=URL, e.g. ch2:9000=http://ch2:8123")
-            })?;
-            Ok((node.trim().to_owned(), url.trim().to_owned()))
-        })
-        .collect()
 }

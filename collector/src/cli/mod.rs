@@ -13,6 +13,7 @@ mod table;
 mod ui;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetprof_collector::store::cluster::NodeEndpoints;
 use fleetprof_collector::store::{Store, StoreConfig};
 
 /// fleetprof's collector: receives profiles from every host over gRPC, stores them in
@@ -115,6 +116,24 @@ pub(crate) struct ClickHouseArgs {
         hide_env_values = true
     )]
     clickhouse_password: Option<String>,
+    /// When the database is laid out over a cluster (`migrate --cluster`): the HTTP port of
+    /// every node, whose hosts come from `system.clusters`. Renames and retention run on each
+    /// node. [default: the port of --clickhouse-url]
+    #[arg(long, global = true, value_name = "PORT")]
+    node_http_port: Option<u16>,
+    /// When the database is laid out over a cluster: the HTTP endpoint of one node, by the
+    /// `host:port` (native port) `system.clusters` lists, e.g. `ch2:9000=http://10.0.0.2:8123`;
+    /// repeat per node. [default: http://HOST:--node-http-port]
+    #[arg(long, global = true, value_name = "HOST:PORT=URL", value_parser = parse_node_url)]
+    node_url: Vec<(String, String)>,
+}
+
+/// One `--node-url HOST:PORT=URL`.
+fn parse_node_url(value: &str) -> Result<(String, String), String> {
+    let (node, url) = value.split_once('=').ok_or_else(|| {
+        format!("expected HOST:PORT=URL, e.g. ch2:9000=http://ch2:8123, not {value:?}")
+    })?;
+    Ok((node.trim().to_owned(), url.trim().to_owned()))
 }
 
 impl ClickHouseArgs {
@@ -124,7 +143,12 @@ impl ClickHouseArgs {
 
     /// The store's configuration from these flags.
     pub(crate) fn config(&self) -> StoreConfig {
-        let mut config = StoreConfig::new(&self.clickhouse_url).with_database(&self.database);
+        let mut config = StoreConfig::new(&self.clickhouse_url)
+            .with_database(&self.database)
+            .with_nodes(NodeEndpoints {
+                http_port: self.node_http_port,
+                node_urls: self.node_url.iter().cloned().collect(),
+            });
         if let Some(user) = &self.clickhouse_user {
             config =
                 config.with_credentials(user, self.clickhouse_password.clone().unwrap_or_default());

@@ -84,6 +84,23 @@ impl ClusterOptions {
             node_urls: BTreeMap::new(),
         }
     }
+
+    /// Takes each node's HTTP endpoint from `endpoints` (`--node-http-port`, `--node-url`).
+    pub fn with_endpoints(mut self, endpoints: &NodeEndpoints) -> Self {
+        self.http_port = endpoints.http_port;
+        self.node_urls.clone_from(&endpoints.node_urls);
+        self
+    }
+}
+
+/// How to reach each node of a cluster over HTTP, when `system.clusters` names it by host and
+/// native port only (what `--node-http-port` and `--node-url` give every command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeEndpoints {
+    /// Each node's HTTP port, when not in `node_urls`. Default: the port of the URL used.
+    pub http_port: Option<u16>,
+    /// HTTP endpoints by `host:port` as `system.clusters` names the node (its native port).
+    pub node_urls: BTreeMap<String, String>,
 }
 
 /// A node of the cluster, as `system.clusters` lists it.
@@ -206,6 +223,17 @@ pub enum ClusterError {
         migration: &'static str,
         /// The statement.
         statement: String,
+    },
+    /// A data operation named a table the cluster's layout does not have.
+    #[error(
+        "table `{table}` of database `{database}` is not a Distributed table, so it has no \
+         local table on the nodes of its cluster"
+    )]
+    NotDistributed {
+        /// The database.
+        database: String,
+        /// The table.
+        table: String,
     },
     /// A cluster or host name that cannot be used in DDL or a URL.
     #[error("invalid {what} {name:?}: use letters, digits, `_`, `-` and `.`")]
@@ -864,6 +892,259 @@ async fn settings_to_fix(store: &Store) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
+/// The servers holding a database's rows, for the statements ClickHouse runs on one server's
+/// own tables only: mutations (`ALTER TABLE … UPDATE/DELETE`) and partition operations
+/// (`ALTER TABLE … DROP PARTITION`), which 18.16 refuses on a Distributed table.
+///
+/// On a single server that is the server itself and its tables. On a database laid out by
+/// [`migrate_cluster`] (its tables are Distributed), it is every node of the tables' cluster,
+/// each reached at its HTTP endpoint ([`StoreConfig::nodes`]) and checked to be that node,
+/// with each Distributed table's local table (`stacks` → `stacks_local`). Reads and inserts
+/// keep going through the Distributed tables.
+///
+/// ```no_run
+/// # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::store::cluster::ClusterError> {
+/// let nodes = store.data_nodes().await?;
+/// nodes.alter("stacks", "DELETE WHERE stack_id = ?", |q| q.bind(42u64)).await?;
+/// assert!(nodes.wait_for_mutations(std::time::Duration::from_secs(60)).await?);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataNodes {
+    /// The cluster the large tables are sharded over; `None` on a single server.
+    cluster: Option<String>,
+    /// Each Distributed table's local table (empty on a single server).
+    locals: BTreeMap<String, String>,
+    database: String,
+    nodes: Vec<DataNode>,
+}
+
+/// One server of [`DataNodes`].
+#[derive(Debug, Clone)]
+pub struct DataNode {
+    /// The node as its cluster lists it; `None` for a single server.
+    pub node: Option<ClusterNode>,
+    store: Store,
+}
+
+impl DataNode {
+    /// A store on this server (on a cluster node, its local tables are `<table>_local`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The node's `host:port`, or `the server` for a single server (for messages).
+    pub fn label(&self) -> String {
+        self.node
+            .as_ref()
+            .map_or_else(|| "the server".to_owned(), ClusterNode::address)
+    }
+
+    /// `source`, said to have happened on this node.
+    fn error(&self, source: StoreError) -> ClusterError {
+        match &self.node {
+            Some(node) => ClusterError::Node {
+                node: node.address(),
+                url: node.url.clone(),
+                source,
+            },
+            None => ClusterError::Store(source),
+        }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct DistributedTable {
+    name: String,
+    engine_full: String,
+}
+
+/// The cluster, database and local table of a Distributed table's `engine_full`
+/// (`Distributed('c', db, t_local, key)`, quoted or not).
+fn distributed_args(engine_full: &str) -> Option<(String, String, String)> {
+    let args = engine_full.trim().strip_prefix("Distributed(")?;
+    let mut parts = Vec::new();
+    let (mut depth, mut start, mut quote) = (0usize, 0usize, None);
+    for (i, c) in args.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '`' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') if depth == 0 => {
+                parts.push(&args[start..i]);
+                break;
+            }
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&args[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let unquote = |s: &str| s.trim().trim_matches(['\'', '`', '"']).to_owned();
+    match parts.as_slice() {
+        [cluster, database, table, ..] => {
+            Some((unquote(cluster), unquote(database), unquote(table)))
+        }
+        _ => None,
+    }
+}
+
+impl Store {
+    /// The servers holding this database's rows (see [`DataNodes`]): this server alone, or,
+    /// when its tables are Distributed, every node of their cluster.
+    pub async fn data_nodes(&self) -> Result<DataNodes, ClusterError> {
+        let tables: Vec<DistributedTable> = self
+            .client
+            .query(
+                "SELECT name, engine_full FROM system.tables WHERE database = ? \
+                 AND engine = 'Distributed' ORDER BY name",
+            )
+            .bind(self.database.as_str())
+            .fetch_all()
+            .await
+            .map_err(StoreError::ch("reading system.tables"))?;
+        let mut locals = BTreeMap::new();
+        let (mut cluster, mut shared) = (None, None);
+        for t in tables {
+            let Some((on, database, local)) = distributed_args(&t.engine_full) else {
+                continue;
+            };
+            if database != self.database {
+                continue;
+            }
+            if SHARED_TABLES.contains(&t.name.as_str()) {
+                shared.get_or_insert(on);
+            } else {
+                cluster.get_or_insert(on);
+            }
+            locals.insert(t.name, local);
+        }
+        let Some(cluster) = cluster.or_else(|| shared.clone()) else {
+            return Ok(DataNodes {
+                cluster: None,
+                locals,
+                database: self.database.clone(),
+                nodes: vec![DataNode {
+                    node: None,
+                    store: self.clone(),
+                }],
+            });
+        };
+        let mut options = ClusterOptions::new(&cluster).with_endpoints(&self.config.nodes);
+        if let Some(shared) = shared {
+            options.shared_cluster = shared;
+        }
+        let mut nodes = Vec::new();
+        for node in cluster_nodes(&self.config, &options).await? {
+            let store = Store::new(&StoreConfig {
+                url: node.url.clone(),
+                ..self.config.clone()
+            })?;
+            // A mutation sent twice to one node and never to another must not pass unnoticed.
+            check_node(&store, &node, &options).await?;
+            nodes.push(DataNode {
+                node: Some(node),
+                store,
+            });
+        }
+        Ok(DataNodes {
+            cluster: Some(cluster),
+            locals,
+            database: self.database.clone(),
+            nodes,
+        })
+    }
+}
+
+impl DataNodes {
+    /// The cluster the large tables are sharded over; `None` on a single server.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// The servers: one on a single server, every node of the cluster otherwise.
+    pub fn nodes(&self) -> &[DataNode] {
+        &self.nodes
+    }
+
+    /// The table holding `table`'s rows on each server: `table` itself on a single server,
+    /// its local table (`stacks_local`) on a cluster.
+    pub fn local_table(&self, table: &str) -> Result<String, ClusterError> {
+        if self.cluster.is_none() {
+            return Ok(table.to_owned());
+        }
+        self.locals
+            .get(table)
+            .cloned()
+            .ok_or_else(|| ClusterError::NotDistributed {
+                database: self.database.clone(),
+                table: table.to_owned(),
+            })
+    }
+
+    /// Runs `ALTER TABLE <local table of table> <operation>` on every server, `bind` filling
+    /// the operation's `?`s (the same values on each). Stops at the first server that refuses
+    /// it, saying which. Mutations run in the background: see
+    /// [`DataNodes::wait_for_mutations`].
+    pub async fn alter(
+        &self,
+        table: &str,
+        operation: &str,
+        bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
+    ) -> Result<(), ClusterError> {
+        let local = self.local_table(table)?;
+        let sql = format!("ALTER TABLE {local} {operation}");
+        let verb = operation.split_whitespace().next().unwrap_or_default();
+        for node in &self.nodes {
+            bind(node.store.client.query(&sql))
+                .execute()
+                .await
+                .map_err(|e| {
+                    node.error(StoreError::ch(format!("ALTER TABLE {local} {verb}"))(e))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Mutations of the database not yet applied, over every server.
+    pub async fn mutations_pending(&self) -> Result<u64, ClusterError> {
+        let mut pending = 0;
+        for node in &self.nodes {
+            let n: u64 = node
+                .store
+                .client
+                .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
+                .bind(self.database.as_str())
+                .fetch_one()
+                .await
+                .map_err(|e| node.error(StoreError::ch("reading system.mutations")(e)))?;
+            pending += n;
+        }
+        Ok(pending)
+    }
+
+    /// Waits until every server has applied every mutation of the database, up to `timeout`;
+    /// returns whether they all finished.
+    pub async fn wait_for_mutations(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.mutations_pending().await? == 0 {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1022,6 +1303,27 @@ mod tests {
         assert_eq!(sql(&steps), ["DROP TABLE IF EXISTS function_minutes_mv"]);
         let err = plan("x", "INSERT INTO deploys SELECT * FROM deploys", &tables()).unwrap_err();
         assert!(err.to_string().contains("INSERT INTO deploys"), "{err}");
+    }
+
+    /// A Distributed table's cluster, database and local table, however 18.16 quotes them.
+    #[test]
+    fn distributed_engine_arguments() {
+        assert_eq!(
+            distributed_args(
+                "Distributed('fleetprof', fleetprof, stacks_local, cityHash64(stack_id))"
+            ),
+            Some((
+                "fleetprof".into(),
+                "fleetprof".into(),
+                "stacks_local".into()
+            ))
+        );
+        assert_eq!(
+            distributed_args("Distributed(c, 'db', `t_local`)"),
+            Some(("c".into(), "db".into(), "t_local".into()))
+        );
+        assert_eq!(distributed_args("MergeTree ORDER BY x"), None);
+        assert_eq!(distributed_args("Distributed(c, db)"), None);
     }
 
     /// Every statement of every embedded migration can be laid out over a cluster.

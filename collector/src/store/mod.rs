@@ -60,6 +60,10 @@ pub struct StoreConfig {
     pub password: Option<String>,
     /// Time allowed for one insert to be answered. Default 30 s.
     pub insert_timeout: Duration,
+    /// How to reach every node's HTTP endpoint when the database is laid out over a cluster
+    /// (mutations and partition operations run on each node). Default: each node's host at
+    /// this URL's port.
+    pub nodes: cluster::NodeEndpoints,
 }
 
 impl StoreConfig {
@@ -71,7 +75,14 @@ impl StoreConfig {
             user: None,
             password: None,
             insert_timeout: Duration::from_secs(30),
+            nodes: cluster::NodeEndpoints::default(),
         }
+    }
+
+    /// Sets how to reach a cluster's nodes (default: each node's host at this URL's port).
+    pub fn with_nodes(mut self, nodes: cluster::NodeEndpoints) -> Self {
+        self.nodes = nodes;
+        self
     }
 
     /// Sets the database (default `fleetprof`).
@@ -132,6 +143,19 @@ pub enum StoreError {
     /// The database name is not a plain identifier.
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
     InvalidDatabase(String),
+    /// The nodes of the database's cluster could not be found or reached (for an operation
+    /// that runs on each node).
+    #[error(transparent)]
+    Cluster(Box<cluster::ClusterError>),
+}
+
+impl From<cluster::ClusterError> for StoreError {
+    fn from(e: cluster::ClusterError) -> Self {
+        match e {
+            cluster::ClusterError::Store(e) => e,
+            e => Self::Cluster(Box::new(e)),
+        }
+    }
 }
 
 impl StoreError {
@@ -149,6 +173,8 @@ pub struct Store {
     server: Client,
     database: String,
     insert_timeout: Duration,
+    /// What it was built from: a cluster's other nodes are reached with the same credentials.
+    config: StoreConfig,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +226,7 @@ impl Store {
             server,
             database: config.database.clone(),
             insert_timeout: config.insert_timeout,
+            config: config.clone(),
         })
     }
 

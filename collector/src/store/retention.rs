@@ -1,6 +1,7 @@
 //! Retention: drop whole partitions of the large tables once every row in them is older than
 //! the retention period (ClickHouse 18.16 has no TTL; dropping a partition is immediate and
-//! rewrites nothing).
+//! rewrites nothing). On a database laid out over a cluster, each node's local tables
+//! ([`super::cluster::DataNodes`]).
 //!
 //! ```no_run
 //! # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::store::StoreError> {
@@ -11,11 +12,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::cluster::DataNode;
 use super::{Store, StoreError};
 
 /// How a table is partitioned, and so how its partition ids compare with the cutoff.
@@ -86,42 +89,74 @@ impl Store {
             .fetch_one::<Cutoff>()
             .await
             .map_err(StoreError::ch("computing the retention cutoff"))?;
+        // On a cluster every node holds its own part of each table, in its local table, and
+        // 18.16 refuses partition operations on the Distributed one.
+        let nodes = self.data_nodes().await?;
         let mut dropped = Vec::new();
         for &(table, period) in RETAINED_TABLES {
             let limit = match period {
                 Period::Day => cutoff.day,
                 Period::Month => cutoff.month,
             };
-            let old = self
-                .client
-                .query(
-                    "SELECT table, partition, toUInt64(sum(rows)) AS rows, \
-                     toUInt64(sum(bytes_on_disk)) AS bytes FROM system.parts \
-                     WHERE database = ? AND table = ? AND active \
-                     AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < ? \
-                     GROUP BY table, partition ORDER BY partition",
-                )
-                .bind(self.database.as_str())
-                .bind(table)
-                .bind(limit)
-                .fetch_all::<DroppedPartition>()
-                .await
-                .map_err(StoreError::ch(format!("listing the partitions of {table}")))?;
-            for p in old {
+            let local = nodes.local_table(table)?;
+            // Partition id -> the nodes holding it, and its size over all of them.
+            let mut old: BTreeMap<String, (Vec<&DataNode>, DroppedPartition)> = BTreeMap::new();
+            for node in nodes.nodes() {
+                let parts = node
+                    .store()
+                    .client
+                    .query(
+                        "SELECT table, partition, toUInt64(sum(rows)) AS rows, \
+                         toUInt64(sum(bytes_on_disk)) AS bytes FROM system.parts \
+                         WHERE database = ? AND table = ? AND active \
+                         AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < ? \
+                         GROUP BY table, partition ORDER BY partition",
+                    )
+                    .bind(self.database.as_str())
+                    .bind(local.as_str())
+                    .bind(limit)
+                    .fetch_all::<DroppedPartition>()
+                    .await
+                    .map_err(StoreError::ch(format!(
+                        "listing the partitions of {table} on {}",
+                        node.label()
+                    )))?;
+                for p in parts {
+                    let (holders, total) = old.entry(p.partition.clone()).or_insert_with(|| {
+                        (
+                            Vec::new(),
+                            DroppedPartition {
+                                table: table.to_owned(),
+                                partition: p.partition.clone(),
+                                rows: 0,
+                                bytes: 0,
+                            },
+                        )
+                    });
+                    holders.push(node);
+                    total.rows += p.rows;
+                    total.bytes += p.bytes;
+                }
+            }
+            for (holders, p) in old.into_values() {
                 if !dry_run {
-                    // The id comes from system.parts and is all digits (checked above), so it
-                    // can stand in the statement as the partition's literal value.
-                    self.client
-                        .query(&format!(
-                            "ALTER TABLE {table} DROP PARTITION {}",
-                            p.partition
-                        ))
-                        .execute()
-                        .await
-                        .map_err(StoreError::ch(format!(
-                            "dropping partition {} of {table}",
-                            p.partition
-                        )))?;
+                    for node in holders {
+                        // The id comes from system.parts and is all digits (checked above), so
+                        // it can stand in the statement as the partition's literal value.
+                        node.store()
+                            .client
+                            .query(&format!(
+                                "ALTER TABLE {local} DROP PARTITION {}",
+                                p.partition
+                            ))
+                            .execute()
+                            .await
+                            .map_err(StoreError::ch(format!(
+                                "dropping partition {} of {table} on {}",
+                                p.partition,
+                                node.label()
+                            )))?;
+                    }
                     tracing::info!(
                         table,
                         partition = p.partition,

@@ -63,6 +63,9 @@ pub enum SymbolsError {
     /// ClickHouse has not finished earlier renames; the next pass retries.
     #[error("ClickHouse is still applying earlier renames (system.mutations); try again later")]
     MutationsPending,
+    /// A rename could not run on a node of the database's cluster (or its nodes not be found).
+    #[error(transparent)]
+    Cluster(#[from] crate::store::cluster::ClusterError),
     /// ClickHouse answered with an error or could not be reached.
     #[error("ClickHouse {what}: {source}")]
     ClickHouse {

@@ -7,7 +7,8 @@
 //! with mutations (`ALTER TABLE ... UPDATE`, which ClickHouse 18.16 has): `frames` by frame id,
 //! `stacks` by frame id position, `samples` by name within the affected stacks. Every existing
 //! query (top, flame graphs, detection, the agent, the UI) reads `samples.functions`, so they
-//! all see the names without a change, and no batch is re-sent.
+//! all see the names without a change, and no batch is re-sent. On a database laid out over a
+//! cluster the mutations run on every node's local tables ([`DataNodes`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use super::SymbolsError;
 use super::debuginfod::Debuginfod;
 use super::store::{Quality, SymbolStore};
 use crate::store::Store;
+use crate::store::cluster::DataNodes;
 
 /// Frames renamed per mutation: keeps each `ALTER` well under ClickHouse's 256 KiB query size.
 const FRAMES_PER_MUTATION: usize = 500;
@@ -93,17 +95,22 @@ pub async fn resolve_stored(
     // One pass at a time per store (`serve` and `symbols upload` may both run one): two passes
     // renaming the same rows would count them twice in `function_minutes`.
     let _lock = symbols.lock().await?;
-    if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+    // On a cluster the renames run on every node's local tables (18.16 refuses mutations on a
+    // Distributed table); reads and inserts below go through the Distributed tables.
+    let nodes = store.data_nodes().await?;
+    if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
         return Err(SymbolsError::MutationsPending);
     }
     // Frames still named by offset, and frames this resolver renamed before (which a better
-    // file may rename again).
+    // file may rename again). `GLOBAL`: on a cluster 18.16 makes an `IN` over a one-shard
+    // Distributed table (`symbolized_frames`) global only when told, and each shard would look
+    // the subquery's table up in its `default` database.
     let rows: Vec<CandidateRow> = store
         .client()
         .query(
             "SELECT DISTINCT frame_id, function, module, build_id, module_offset, file, line FROM frames \
              WHERE kernel = 0 AND build_id != '' AND ((file = '' AND position(function, '+0x') > 0) \
-             OR (build_id, module_offset) IN (SELECT build_id, module_offset FROM symbolized_frames))",
+             OR (build_id, module_offset) GLOBAL IN (SELECT build_id, module_offset FROM symbolized_frames))",
         )
         .fetch_all()
         .await
@@ -234,7 +241,7 @@ pub async fn resolve_stored(
             .collect();
         report.frames_renamed += renames.iter().filter(|r| r.frame_changed).count();
         for chunk in renames.chunks(FRAMES_PER_MUTATION) {
-            report.sample_rows_renamed += write_back(store, build_id, chunk).await?;
+            report.sample_rows_renamed += write_back(store, &nodes, build_id, chunk).await?;
         }
     }
     Ok(report)
@@ -382,9 +389,11 @@ struct CountRow {
 }
 
 /// Rewrites the names of `renames` (frames of `build_id`) in `frames`, `stacks`, `samples` and
-/// `function_minutes`; returns the sample rows renamed.
+/// `function_minutes` (the mutations on every server of `nodes`); returns the sample rows
+/// renamed.
 async fn write_back(
     store: &Store,
+    nodes: &DataNodes,
     build_id: &str,
     renames: &[Rename],
 ) -> Result<u64, SymbolsError> {
@@ -395,24 +404,25 @@ async fn write_back(
         let functions: Vec<&str> = changed.iter().map(|r| r.function.as_str()).collect();
         let files: Vec<&str> = changed.iter().map(|r| r.file.as_str()).collect();
         let lines: Vec<u32> = changed.iter().map(|r| r.line).collect();
-        client
-            .query(
-                "ALTER TABLE frames UPDATE function = transform(frame_id, ?, ?, function), \
+        nodes
+            .alter(
+                "frames",
+                "UPDATE function = transform(frame_id, ?, ?, function), \
                  file = transform(frame_id, ?, ?, file), \
                  line = toUInt32(if(has(?, frame_id), arrayElement(?, indexOf(?, frame_id)), line)) \
                  WHERE has(?, frame_id)",
+                |q| {
+                    q.bind(&ids)
+                        .bind(&functions)
+                        .bind(&ids)
+                        .bind(&files)
+                        .bind(&ids)
+                        .bind(&lines)
+                        .bind(&ids)
+                        .bind(&ids)
+                },
             )
-            .bind(&ids)
-            .bind(&functions)
-            .bind(&ids)
-            .bind(&files)
-            .bind(&ids)
-            .bind(&lines)
-            .bind(&ids)
-            .bind(&ids)
-            .execute()
-            .await
-            .map_err(SymbolsError::ch("renaming frames"))?;
+            .await?;
     }
     let ids: Vec<u64> = renames.iter().map(|r| r.frame_id).collect();
     let functions: Vec<&str> = renames.iter().map(|r| r.function.as_str()).collect();
@@ -485,32 +495,27 @@ async fn write_back(
                 ))?;
         }
         // In `stacks` the frame ids say exactly which position to rename.
-        client
-            .query(
-                "ALTER TABLE stacks UPDATE functions = \
+        nodes
+            .alter(
+                "stacks",
+                "UPDATE functions = \
                  arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
                  WHERE has(?, stack_id) AND hasAny(functions, ?)",
+                |q| q.bind(&ids).bind(&functions).bind(&pending).bind(&olds),
             )
-            .bind(&ids)
-            .bind(&functions)
-            .bind(&pending)
-            .bind(&olds)
-            .execute()
-            .await
-            .map_err(SymbolsError::ch("renaming frames in stacks"))?;
+            .await?;
     }
     if renamed_rows > 0 {
         // The next pass (and the recount below) must see these rows renamed.
-        if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+        if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
             return Err(SymbolsError::MutationsPending);
         }
-        client
-            .query("ALTER TABLE function_minutes DELETE WHERE has(?, function)")
-            .bind(&olds)
-            .execute()
-            .await
-            .map_err(SymbolsError::ch("removing old names from function_minutes"))?;
-        if !wait_for_mutations(store, MUTATION_TIMEOUT).await? {
+        nodes
+            .alter("function_minutes", "DELETE WHERE has(?, function)", |q| {
+                q.bind(&olds)
+            })
+            .await?;
+        if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
             return Err(SymbolsError::MutationsPending);
         }
         // Another build with the same file name may have samples under the same old names:
@@ -548,28 +553,17 @@ async fn write_back(
 }
 
 /// Waits until ClickHouse has applied every mutation of the database (so a query right after
-/// `symbols upload` sees the names), up to `timeout`; returns whether they all finished.
+/// `symbols upload` sees the names), up to `timeout`, on every node when the database is laid
+/// out over a cluster; returns whether they all finished.
 pub async fn wait_for_mutations(
     store: &Store,
     timeout: std::time::Duration,
 ) -> Result<bool, SymbolsError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let pending: u64 = store
-            .client()
-            .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
-            .bind(store.database())
-            .fetch_one()
-            .await
-            .map_err(SymbolsError::ch("reading system.mutations"))?;
-        if pending == 0 {
-            return Ok(true);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    Ok(store
+        .data_nodes()
+        .await?
+        .wait_for_mutations(timeout)
+        .await?)
 }
 
 #[cfg(test)]
