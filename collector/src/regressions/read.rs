@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::RegressionsError;
 use crate::detect::{FunctionSeries, ServiceSeries, VersionBoundary};
 use crate::query::Window;
-use crate::store::{Store, StoreError};
+use crate::store::{CUT_STACK, Store, StoreError, named_samples_of};
 
 /// Sampling frequency assumed when the `batches` table does not say (the profiler's default).
 pub const DEFAULT_FREQUENCY_HZ: f64 = 19.0;
@@ -200,12 +200,42 @@ pub async fn read_series(
     let (first, last) = (first.t, last.t);
     let len = ((last - first) / b + 1) as usize;
     let index = |t: u32| (t >= first && t <= last).then(|| ((t - first) / b) as usize);
+    // Samples of cut stacks (root `[truncated: …]` / `[stack lost: …]`) leave the denominator here
+    // and every function's numerator below: a change in unwinding quality alone (a daemon restart,
+    // unwind tables dropped for capacity) would otherwise move every root function's share.
+    let cut_totals = store
+        .client()
+        .query(&format!(
+            "SELECT toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, toUInt64(sum(count)) AS n \
+             FROM {} GROUP BY t",
+            named_samples_of("time", SAMPLE_WHERE, CUT_STACK)
+        ))
+        .bind(b)
+        .bind(b)
+        .bind(service)
+        .bind(start)
+        .bind(to)
+        .bind(service)
+        .bind(start)
+        .bind(to)
+        .fetch_all::<BucketTotal>()
+        .await
+        .map_err(ch("reading the service's cut stacks per bucket"))?;
+    let mut cut = vec![0u32; len];
+    for r in &cut_totals {
+        if let Some(i) = index(r.t) {
+            cut[i] = u32::try_from(r.n).unwrap_or(u32::MAX);
+        }
+    }
     let mut samples = vec![0u32; len];
     let mut whole = 0u64;
     for r in &totals {
         if let Some(i) = index(r.t) {
-            samples[i] = u32::try_from(r.n).unwrap_or(u32::MAX);
-            whole += r.n;
+            // The rollup and `samples` are separate INSERTs; saturate rather than wrap.
+            samples[i] = u32::try_from(r.n)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(cut[i]);
+            whole += u64::from(samples[i]);
         }
     }
 
@@ -255,11 +285,34 @@ pub async fn read_series(
                 continue;
             };
             // The two rollups are separate INSERTs; clamp so one landing before the other
-            // cannot make a function count more samples than its service.
-            let n = samples[i];
+            // cannot make a function count more samples than its service (cut stacks still in
+            // both here; they leave both below).
+            let n = samples[i].saturating_add(cut[i]);
             let k = u32::try_from(r.k).unwrap_or(u32::MAX).min(n);
             functions[f].k_total[i] = k;
             functions[f].k_self[i] = u32::try_from(r.s).unwrap_or(u32::MAX).min(k);
+        }
+        if cut.iter().any(|&c| c > 0) {
+            remove_cut_stacks(
+                store,
+                service,
+                start,
+                to,
+                b,
+                &names,
+                &position,
+                &index,
+                &mut functions,
+            )
+            .await?;
+            for f in &mut functions {
+                for (k, &n) in f.k_total.iter_mut().zip(&samples) {
+                    *k = (*k).min(n);
+                }
+                for (s, &k) in f.k_self.iter_mut().zip(&f.k_total) {
+                    *s = (*s).min(k);
+                }
+            }
         }
         add_callers(store, service, start, to, &names, &position, &mut functions).await?;
         add_files(store, &names, &position, &mut functions).await?;
@@ -274,6 +327,55 @@ pub async fn read_series(
         energy_joules: energy(store, service, start, to, b, len, index).await?,
         functions,
     }))
+}
+
+/// Takes the samples of cut stacks ([`CUT_STACK`]) out of every selected function's self and
+/// total counts, per bucket, as [`read_series`] took them out of the service's.
+#[allow(clippy::too_many_arguments)] // the pieces of read_series' state it adjusts
+async fn remove_cut_stacks(
+    store: &Store,
+    service: &str,
+    from: u32,
+    to: u32,
+    b: u32,
+    names: &[String],
+    position: &HashMap<&str, usize>,
+    index: &impl Fn(u32) -> Option<usize>,
+    functions: &mut [FunctionSeries],
+) -> Result<(), RegressionsError> {
+    let rows = store
+        .client()
+        .query(&format!(
+            "SELECT function, toUInt32(intDiv(toUInt32(time), ?) * ?) AS t, \
+             toUInt64(sum(count * (function = functions[-1]))) AS s, toUInt64(sum(count)) AS k \
+             FROM {} ARRAY JOIN arrayDistinct(functions) AS function \
+             WHERE has(?, function) GROUP BY function, t",
+            named_samples_of("time", SAMPLE_WHERE, CUT_STACK)
+        ))
+        .bind(b)
+        .bind(b)
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .bind(names)
+        .fetch_all::<FunctionBucket>()
+        .await
+        .map_err(ch("reading the functions' cut stacks per bucket"))?;
+    for r in rows {
+        let (Some(&f), Some(i)) = (position.get(r.function.as_str()), index(r.t)) else {
+            continue;
+        };
+        let series = &mut functions[f];
+        series.k_total[i] =
+            series.k_total[i].saturating_sub(u32::try_from(r.k).unwrap_or(u32::MAX));
+        series.k_self[i] = series.k_self[i]
+            .saturating_sub(u32::try_from(r.s).unwrap_or(u32::MAX))
+            .min(series.k_total[i]);
+    }
+    Ok(())
 }
 
 /// Whether `function` is one of the profiler's placeholder frames rather than code: `[unknown]`

@@ -35,8 +35,8 @@ pub use model::{
     Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
     StoredFrame, frame_id, stack_id,
 };
-pub use named::named_samples;
-pub use retention::{DroppedPartition, Period, RETAINED_TABLES};
+pub use named::{CUT_STACK, named_samples, named_samples_of};
+pub use retention::{DroppedPartition, Period, RETAINED_TABLES, TrimmedRows};
 pub use writer::{KNOWN_IDS_LIMIT, PresentParts, WriteOutcome};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
@@ -119,6 +119,10 @@ pub enum StoreError {
     /// The database name is not a plain identifier.
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
     InvalidDatabase(String),
+    /// ClickHouse accepted work it runs in the background (a mutation) but did not finish it
+    /// in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl StoreError {
