@@ -17,6 +17,7 @@
 
 mod energy;
 mod flame;
+mod versions;
 mod window;
 
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub use energy::{EnergyTopRow, function_watts, service_watts, top_by_energy};
 pub use flame::{FoldedStack, differential_flamegraph, folded_text, render_flamegraph};
+pub use versions::{
+    FrameLocation, VersionsAround, frame_locations, versions_around, versions_per_bucket,
+};
 pub use window::{Side, Window};
 
 use crate::store::{Store, StoreError};
