@@ -964,7 +964,7 @@ pub async fn hot_lines(
         .client()
         .query(
             "SELECT stack_id, any(frame_ids[indexOf(functions, ?)]) AS frame_id FROM stacks \
-             WHERE has(?, stack_id) GROUP BY stack_id",
+             WHERE stack_id IN (SELECT arrayJoin(?)) GROUP BY stack_id",
         )
         .bind(function)
         .bind(&ids)
@@ -977,7 +977,7 @@ pub async fn hot_lines(
         .client()
         .query(
             "SELECT frame_id, any(file) AS source_file, any(line) AS source_line FROM frames \
-             WHERE has(?, frame_id) AND file != '' GROUP BY frame_id",
+             WHERE frame_id IN (SELECT arrayJoin(?)) AND file != '' GROUP BY frame_id",
         )
         .bind(&frame_ids)
         .fetch_all::<FrameLine>()
