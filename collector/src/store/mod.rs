@@ -195,7 +195,10 @@ impl Store {
     }
 
     /// The underlying client, bound to fleetprof's database, for queries of your own.
-    /// Remember 18.16: `.bind()` not `.param()`, `has(?, col)` not `IN ?`.
+    /// Remember 18.16: `.bind()` not `.param()`, and no `IN ?`: match a list with
+    /// `col IN (SELECT arrayJoin(?))` (a hash set, built once), not `has(?, col)` (scans the list
+    /// for every row: seconds against a few thousand names). Agent code reads through the
+    /// collector's readers ([`crate::query`], [`crate::regressions`]) instead.
     pub fn client(&self) -> &Client {
         &self.client
     }
