@@ -1,12 +1,13 @@
-//! The profile store as a [`ProfileSource`]: the collector's query API and its `regressions` table.
+//! The profile store as a [`ProfileSource`]: the collector's readers, nothing of its own.
 //!
 //! This is the adapter [`crate::source`] promises: every tool call becomes one of the collector's
-//! queries ([`fleetprof_collector::query`]), and regressions are read from the table the detector
-//! writes (one row per id, `ReplacingMergeTree(updated)`, so read with `FINAL`), whose `candidates`
-//! and `report` columns hold the detector's JSON ([`Candidate`], [`RegressionReport`]).
+//! readers ([`fleetprof_collector::query`] for shares, stacks, versions and source locations,
+//! [`fleetprof_collector::regressions`] for the detector's stored reports). The collector owns the
+//! schema and every query over it; this module writes no SQL (the `sql` tool, [`crate::sql`], is
+//! the agent's one user-facing way to ask ClickHouse directly, read-only).
 //!
 //! The collector speaks percentages and `u32` windows; the agent speaks shares (0..=1) and `i64`
-//! Unix seconds. Converting between them is all this module does besides reading the table.
+//! Unix seconds. Converting between them is all this module does.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,13 +21,10 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-
-use clickhouse::Row;
-use fleetprof_collector::detect::{Candidate, RegressionReport};
+use fleetprof_collector::detect::Candidate;
 use fleetprof_collector::query::{self, By, QueryError, Side, Window};
+use fleetprof_collector::regressions::{self, ListFilter, RegressionsError, StoredRegression};
 use fleetprof_collector::store::{Store, StoreConfig, StoreError};
-use serde::Deserialize;
 
 use crate::source::{
     FunctionDelta, FunctionShare, HistoryPoint, ProfileSource, Regression, RegressionMember,
@@ -39,34 +37,11 @@ pub struct ClickHouseSource {
     store: Store,
 }
 
-/// The columns of the `regressions` table the agent needs.
-#[derive(Debug, Row, Deserialize)]
-struct RegressionRow {
-    id: String,
-    service: String,
-    functions: Vec<String>,
-    onset: u32,
-    before_share: f64,
-    after_share: f64,
-    candidates: String,
-    report: String,
-}
-
-/// Samples of one version of a service in one bucket.
-#[derive(Debug, Row, Deserialize)]
-struct VersionSamples {
-    time: u32,
-    version: String,
-    samples: u64,
-}
-
-/// The regressions table's columns, in [`RegressionRow`]'s order. `FINAL` keeps only each id's newest
-/// row (the detector rewrites a row when its state changes).
-const REGRESSION_COLUMNS: &str = "SELECT id, service, functions, toUInt32(onset) AS onset, \
-    before_share, after_share, candidates, report FROM regressions FINAL";
-
 /// How far either side of an onset the versions "before" and "after" are read from.
 const VERSION_SPAN_SECS: u32 = 3600;
+
+/// Most source locations returned for a function.
+const MAX_LOCATIONS: u64 = 50;
 
 fn window(range: TimeRange) -> Window {
     let clamp = |t: i64| u32::try_from(t.max(0)).unwrap_or(u32::MAX);
@@ -83,8 +58,11 @@ fn query_err(e: QueryError) -> SourceError {
     }
 }
 
-fn store_err(what: &str) -> impl FnOnce(clickhouse::error::Error) -> SourceError + '_ {
-    move |e| SourceError::Store(format!("{what}: {e}"))
+fn regressions_err(e: RegressionsError) -> SourceError {
+    match e {
+        RegressionsError::BadArgument(m) => SourceError::Invalid(m),
+        other => SourceError::Store(other.to_string()),
+    }
 }
 
 /// A GitHub login from a commit author, when the address is GitHub's no-reply form
@@ -105,64 +83,47 @@ fn candidate(c: Candidate) -> RootCauseCandidate {
     }
 }
 
-impl RegressionRow {
-    /// Maps the row to the agent's regression (versions are filled in by the caller).
-    fn into_regression(self) -> Result<Regression, SourceError> {
-        let mut candidates: Vec<Candidate> = if self.candidates.trim().is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_str(&self.candidates).map_err(|e| {
-                SourceError::Store(format!(
-                    "regression {}: candidates are not the detector's JSON: {e}",
-                    self.id
-                ))
-            })?
-        };
-        // Best first, as the trait promises; the detector already sorts, but rows may be hand-written.
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        // The report's most significant member gives the function and its *total* shares (what the
-        // fix's re-profiling measures); the columns are the fallback when the report is absent.
-        let report: Option<RegressionReport> = serde_json::from_str(&self.report).ok();
-        let member = report.as_ref().and_then(|r| r.members.first());
-        let function = member
-            .map(|m| m.function.clone())
-            .or_else(|| self.functions.first().cloned())
-            .ok_or_else(|| {
-                SourceError::Store(format!("regression {} names no function", self.id))
-            })?;
-        let (baseline_share, current_share) = match member {
-            Some(m) if m.total_after > m.total_before => (m.total_before, m.total_after),
-            _ => (self.before_share, self.after_share),
-        };
-        let cost = report
-            .as_ref()
-            .map(|r| crate::source::RegressionCost {
-                delta_cores: r.delta_cores,
-                delta_watts: r.delta_watts,
+/// The agent's view of a stored regression (versions are filled in by the caller): the report's
+/// most significant member gives the function and its *total* shares (what the fix's re-profiling
+/// measures); the stored shares (the step's metric) are the fallback.
+fn to_regression(r: StoredRegression) -> Result<Regression, SourceError> {
+    let mut candidates = r.candidates;
+    // Best first, as the trait promises; the detector already sorts.
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let member = r.report.members.first();
+    let function = member
+        .map(|m| m.function.clone())
+        .or_else(|| r.functions.first().cloned())
+        .ok_or_else(|| SourceError::Store(format!("regression {} names no function", r.id)))?;
+    let (baseline_share, current_share) = match member {
+        Some(m) if m.total_after > m.total_before => (m.total_before, m.total_after),
+        _ => (r.before_share, r.after_share),
+    };
+    Ok(Regression {
+        cost: crate::source::RegressionCost {
+            delta_cores: r.report.delta_cores,
+            delta_watts: r.report.delta_watts,
+        },
+        members: r
+            .report
+            .members
+            .iter()
+            .map(|m| RegressionMember {
+                function: m.function.clone(),
+                baseline_share: m.total_before,
+                current_share: m.total_after,
             })
-            .unwrap_or_default();
-        Ok(Regression {
-            cost,
-            id: self.id,
-            service: self.service,
-            function,
-            baseline_share,
-            current_share,
-            detected_at: i64::from(self.onset),
-            version_before: None,
-            version_after: None,
-            candidates: candidates.into_iter().map(candidate).collect(),
-            members: report
-                .iter()
-                .flat_map(|r| &r.members)
-                .map(|m| RegressionMember {
-                    function: m.function.clone(),
-                    baseline_share: m.total_before,
-                    current_share: m.total_after,
-                })
-                .collect(),
-        })
-    }
+            .collect(),
+        id: r.id,
+        service: r.service,
+        function,
+        baseline_share,
+        current_share,
+        detected_at: i64::from(r.onset),
+        version_before: None,
+        version_after: None,
+        candidates: candidates.into_iter().map(candidate).collect(),
+    })
 }
 
 impl ClickHouseSource {
@@ -179,116 +140,24 @@ impl ClickHouseSource {
         ClickHouseSource { store }
     }
 
-    /// Per bucket of `bucket_secs` starting at a multiple of it, the version with the most samples.
-    async fn versions(
-        &self,
-        service: &str,
-        w: Window,
-        bucket_secs: u32,
-    ) -> Result<HashMap<u32, String>, SourceError> {
-        let rows = self
-            .store
-            .client()
-            .query(
-                "SELECT toUInt32(intDiv(toUInt32(minute), ?) * ?) AS time, version, \
-                 toUInt64(sum(samples)) AS samples FROM service_minutes \
-                 WHERE service = ? AND minute >= toStartOfMinute(toDateTime(?)) AND minute < toDateTime(?) \
-                 GROUP BY time, version",
-            )
-            .bind(bucket_secs)
-            .bind(bucket_secs)
-            .bind(service)
-            .bind(w.from)
-            .bind(w.to)
-            .fetch_all::<VersionSamples>()
-            .await
-            .map_err(store_err("reading versions from service_minutes"))?;
-        let mut best: HashMap<u32, (u64, String)> = HashMap::new();
-        for r in rows {
-            let e = best.entry(r.time).or_insert((0, String::new()));
-            // Ties go to the larger name, so the answer does not depend on row order.
-            if (r.samples, &r.version) > (e.0, &e.1) {
-                *e = (r.samples, r.version);
-            }
-        }
-        Ok(best.into_iter().map(|(t, (_, v))| (t, v)).collect())
-    }
-
-    /// The versions that ran most in the hour before and the hour after `onset` (to the batch, not the
-    /// minute).
-    async fn versions_around(
-        &self,
-        service: &str,
-        onset: i64,
-    ) -> Result<(Option<String>, Option<String>), SourceError> {
-        let onset = u32::try_from(onset.max(0)).unwrap_or(u32::MAX);
-        let w = Window {
-            from: onset.saturating_sub(VERSION_SPAN_SECS),
-            to: onset.saturating_add(VERSION_SPAN_SECS),
-        };
-        let rows = self
-            .store
-            .client()
-            .query(
-                // The raw samples, not the minute rollup: a deploy and the onset are often in the
-                // same minute. The table is ordered by (service, time), so this reads two hours.
-                // (Aliased `after`, not `time`: an alias would shadow the column in WHERE. Rows are
-                // read by position, so the struct's field name does not matter.)
-                "SELECT toUInt32(time >= toDateTime(?)) AS after, version, \
-                 toUInt64(sum(count)) AS samples FROM samples \
-                 WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
-                 GROUP BY time, version",
-            )
-            .bind(onset)
-            .bind(service)
-            .bind(w.from)
-            .bind(w.to)
-            .fetch_all::<VersionSamples>()
-            .await
-            .map_err(store_err("reading versions from service_minutes"))?;
-        let top = |side: u32| {
-            rows.iter()
-                .filter(|r| r.time == side && !r.version.is_empty())
-                .max_by(|a, b| (a.samples, &a.version).cmp(&(b.samples, &b.version)))
-                .map(|r| r.version.clone())
-        };
-        Ok((top(0), top(1)))
-    }
-
     async fn with_versions(&self, mut r: Regression) -> Result<Regression, SourceError> {
-        let (before, after) = self.versions_around(&r.service, r.detected_at).await?;
-        r.version_before = before;
-        r.version_after = after;
+        let at = u32::try_from(r.detected_at.max(0)).unwrap_or(u32::MAX);
+        let around = query::versions_around(&self.store, &r.service, at, VERSION_SPAN_SECS)
+            .await
+            .map_err(query_err)?;
+        r.version_before = around.before;
+        r.version_after = around.after;
         Ok(r)
     }
-}
-
-/// One `file:line` of a function's frames.
-#[derive(Debug, Row, Deserialize)]
-struct LocationRow {
-    file: String,
-    line: u32,
-    frames: u64,
 }
 
 impl ProfileSource for ClickHouseSource {
     fn locations(&self, function: &str) -> SourceFuture<'_, Vec<SourceLocation>> {
         let function = function.to_string();
         Box::pin(async move {
-            // `frames` holds what the symbolizer read from DWARF for every frame it saw; inlined
-            // frames carry the inlined function's own lines, so they locate it as well.
-            let rows = self
-                .store
-                .client()
-                .query(
-                    "SELECT file, line, count() AS frames FROM frames \
-                     WHERE function = ? AND file != '' AND line > 0 \
-                     GROUP BY file, line ORDER BY frames DESC, file, line LIMIT 50",
-                )
-                .bind(&function)
-                .fetch_all::<LocationRow>()
+            let rows = query::frame_locations(&self.store, &function, MAX_LOCATIONS)
                 .await
-                .map_err(store_err("reading frame locations"))?;
+                .map_err(query_err)?;
             Ok(rows
                 .into_iter()
                 .map(|r| SourceLocation {
@@ -357,14 +226,16 @@ impl ProfileSource for ClickHouseSource {
             let points = query::function_history(&self.store, &service, &function, w, bucket)
                 .await
                 .map_err(query_err)?;
-            let versions = self.versions(&service, w, bucket).await?;
+            let versions = query::versions_per_bucket(&self.store, &service, w, bucket)
+                .await
+                .map_err(query_err)?;
             Ok(points
                 .into_iter()
                 .map(|p| HistoryPoint {
                     time: i64::from(p.time),
                     share: p.total_pct / 100.0,
                     samples: p.total_samples,
-                    version: versions.get(&p.time).filter(|v| !v.is_empty()).cloned(),
+                    version: versions.get(&p.time).cloned(),
                 })
                 .collect())
         })
@@ -437,23 +308,20 @@ impl ProfileSource for ClickHouseSource {
     ) -> SourceFuture<'_, Vec<Regression>> {
         let service = service.map(str::to_string);
         Box::pin(async move {
-            let sql = format!(
-                "{REGRESSION_COLUMNS} WHERE (? = '' OR service = ?) ORDER BY onset DESC, id LIMIT ?"
-            );
-            let s = service.unwrap_or_default();
-            let rows = self
-                .store
-                .client()
-                .query(&sql)
-                .bind(s.as_str())
-                .bind(s.as_str())
-                .bind(limit as u64)
-                .fetch_all::<RegressionRow>()
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let filter = ListFilter {
+                service,
+                limit: limit as u64,
+                ..ListFilter::default()
+            };
+            let rows = regressions::list(&self.store, &filter)
                 .await
-                .map_err(store_err("reading regressions"))?;
+                .map_err(regressions_err)?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(self.with_versions(row.into_regression()?).await?);
+                out.push(self.with_versions(to_regression(row)?).await?);
             }
             Ok(out)
         })
@@ -462,75 +330,90 @@ impl ProfileSource for ClickHouseSource {
     fn regression(&self, id: &str) -> SourceFuture<'_, Regression> {
         let id = id.to_string();
         Box::pin(async move {
-            let sql = format!("{REGRESSION_COLUMNS} WHERE id = ? LIMIT 1");
-            let row = self
-                .store
-                .client()
-                .query(&sql)
-                .bind(id.as_str())
-                .fetch_optional::<RegressionRow>()
+            if id.len() < 4 {
+                return Err(SourceError::NoSuchRegression(id));
+            }
+            let row = regressions::get(&self.store, &id)
                 .await
-                .map_err(store_err("reading regressions"))?
+                .map_err(regressions_err)?
+                // An id the store does not know is a miss, not a malformed request (the store
+                // refuses prefixes shorter than 4 digits; the agent asks by whole id).
+                .filter(|r| r.id == id)
                 .ok_or(SourceError::NoSuchRegression(id))?;
-            self.with_versions(row.into_regression()?).await
+            self.with_versions(to_regression(row)?).await
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use fleetprof_collector::detect::{RegressionReport, State};
+
     use super::*;
 
-    fn row(candidates: &str, report: &str) -> RegressionRow {
-        RegressionRow {
+    fn report(members: serde_json::Value) -> RegressionReport {
+        serde_json::from_value(serde_json::json!({
+            "service": "checkout", "onset_unix_s": 1_700_000_000i64, "state": "open", "z": 9.0,
+            "p_value": 0.0, "delta_cores": 0.3, "delta_watts": null, "members": members
+        }))
+        .unwrap()
+    }
+
+    fn stored(candidates: serde_json::Value, report: RegressionReport) -> StoredRegression {
+        StoredRegression {
             id: "r-1".into(),
             service: "checkout".into(),
             functions: vec!["checkout::price_items".into()],
             onset: 1_700_000_000,
+            detected: 1_700_000_000,
+            updated: 1_700_000_000,
             before_share: 0.1,
             after_share: 0.4,
-            candidates: candidates.into(),
-            report: report.into(),
+            cost_samples: 0.0,
+            cost: 0.3,
+            significance: 9.0,
+            state: State::Open,
+            candidates: serde_json::from_value(candidates).unwrap(),
+            report,
         }
     }
 
     /// Candidates map change id → commit and author → author (with a GitHub login when the address
-    /// is GitHub's no-reply form), best first; without a report the columns give the shares.
+    /// is GitHub's no-reply form), best first; without a member the stored shares are used.
     #[test]
-    fn row_maps_to_the_agents_regression() {
+    fn stored_regression_maps_to_the_agents() {
         let c = serde_json::json!([
             {"change_id": "aaa", "author": "A <a@example.com>", "title": "older", "score": 1.0, "evidence": []},
             {"change_id": "bbb", "author": "Dana Developer <7+dana@users.noreply.github.com>",
              "title": "Log each priced line", "score": 12.5, "evidence": ["deployed as v2 at the onset"]}
         ]);
-        let r = row(&c.to_string(), "").into_regression().unwrap();
+        let r = to_regression(stored(c, report(serde_json::json!([])))).unwrap();
         assert_eq!(r.function, "checkout::price_items");
         assert_eq!((r.baseline_share, r.current_share), (0.1, 0.4));
         assert_eq!(r.detected_at, 1_700_000_000);
+        assert_eq!(r.cost.delta_cores, 0.3);
         assert_eq!(r.candidates[0].commit, "bbb");
         assert_eq!(r.candidates[0].author_login.as_deref(), Some("dana"));
         assert_eq!(r.candidates[0].summary, "Log each priced line");
         assert_eq!(r.candidates[1].author_login, None);
-        assert!(row("not json", "").into_regression().is_err());
-        assert!(row("", "").into_regression().unwrap().candidates.is_empty());
+        let mut nameless = stored(serde_json::json!([]), report(serde_json::json!([])));
+        nameless.functions.clear();
+        assert!(to_regression(nameless).is_err());
     }
 
     /// The report's most significant member decides the function and the (total) shares.
     #[test]
     fn report_member_gives_total_shares() {
-        let report = serde_json::json!({
-            "service": "checkout", "onset_unix_s": 1_700_000_000i64, "state": "open", "z": 9.0,
-            "p_value": 0.0, "delta_cores": 0.3, "delta_watts": null,
-            "members": [{
-                "function": "checkout::price_items", "file": null, "metric": "self_share",
-                "onset_bucket": 3, "onset_unix_s": 1_700_000_000i64, "self_before": 0.01, "self_after": 0.05,
-                "total_before": 0.2, "total_after": 0.7, "cores_before": 0.0, "cores_after": 0.0,
-                "watts_before": null, "watts_after": null, "z": 9.0, "p_value": 0.0, "dispersion": 1.0,
-                "state": "open", "reverted_unix_s": null
-            }]
-        });
-        let r = row("[]", &report.to_string()).into_regression().unwrap();
+        let members = serde_json::json!([{
+            "function": "checkout::price_items", "file": null, "metric": "self_share",
+            "onset_bucket": 3, "onset_unix_s": 1_700_000_000i64, "self_before": 0.01, "self_after": 0.05,
+            "total_before": 0.2, "total_after": 0.7, "cores_before": 0.0, "cores_after": 0.0,
+            "watts_before": null, "watts_after": null, "z": 9.0, "p_value": 0.0, "dispersion": 1.0,
+            "state": "open", "reverted_unix_s": null
+        }]);
+        let r = to_regression(stored(serde_json::json!([]), report(members))).unwrap();
         assert_eq!((r.baseline_share, r.current_share), (0.2, 0.7));
+        assert_eq!(r.members.len(), 1);
     }
 
     /// Windows clamp to what ClickHouse's DateTime holds.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fleetprof_collector::ingest::{Limits, validate};
 use fleetprof_collector::query::{self, By, Window};
-use fleetprof_collector::regressions::{SeriesOptions, read_series};
+use fleetprof_collector::regressions::{self, DetectOptions, SeriesOptions, read_series};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
@@ -77,6 +77,36 @@ fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
         }),
         losses: Some(pb::LossCounters::default()),
     }
+}
+
+/// [`batch`], and when `cut`, with 40% of its samples in stacks the profiler could not unwind to
+/// their root (`[truncated: …]` where `main` was), drawn like the rest: of the whole stacks and of
+/// the cut ones alike, 90% end in `hot_loop`.
+fn unwinding_batch(sequence: u64, ago_s: u64, cut: bool) -> pb::ProfileBatch {
+    let mut b = batch(sequence, ago_s);
+    if cut {
+        b.frames.push(pb::Frame {
+            function: "[truncated: unreadable stack]".into(),
+            module: "[truncated]".into(),
+            ..Default::default()
+        });
+        b.stacks.push(pb::Stack {
+            frame_indexes: vec![0, 1, 3],
+        });
+        b.stacks.push(pb::Stack {
+            frame_indexes: vec![1, 3],
+        });
+        for (sample, count) in b.samples.iter_mut().zip([54, 6]) {
+            sample.count = count;
+        }
+        let mut cut_sample = b.samples[0].clone();
+        for (stack_index, count) in [(2, 36), (3, 4)] {
+            cut_sample.stack_index = stack_index;
+            cut_sample.count = count;
+            b.samples.push(cut_sample.clone());
+        }
+    }
+    b
 }
 
 /// Stores `batches` through the store's writer, as the collector does.
@@ -451,4 +481,174 @@ async fn serve_with_retention_drops_old_days() {
         "serve --retention did not drop the 40-day-old day:\n{}",
         std::fs::read_to_string(log.path()).unwrap_or_default()
     );
+}
+
+/// A change in unwinding quality alone is no regression: for an hour 40% of the samples' stacks
+/// are cut (`[truncated: …]` at the root, `main` lost), then none are. Detection's series leave
+/// cut samples out of numerator and denominator, so `main` stays at 100% of the service and
+/// `hot_loop` at 90%, and detection reports nothing (with them in, `main` rises from 60% to 100%).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_stacks_are_left_out_of_detection() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("unwinding"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // One batch a minute for two hours, the older hour with cut stacks.
+    let batches: Vec<_> = (0..120u64)
+        .map(|i| unwinding_batch(i + 1, 7200 - 60 * i, i < 60))
+        .collect();
+    write(&store, &batches).await;
+    let now = u32::try_from(now_s()).unwrap();
+    let window = Window {
+        from: now - 7300,
+        to: now + 1,
+    };
+
+    let series = read_series(&store, SERVICE, window, SeriesOptions::default())
+        .await
+        .unwrap()
+        .expect("the service has samples");
+    let function = |name: &str| {
+        series
+            .functions
+            .iter()
+            .find(|f| f.function == name)
+            .unwrap_or_else(|| panic!("{name} is not in the series"))
+    };
+    let (main, hot) = (function("main"), function("hot_loop"));
+    assert!(
+        series.samples.contains(&60) && series.samples.contains(&100),
+        "the cut samples must leave the denominator: {:?}",
+        series.samples
+    );
+    assert_eq!(main.k_total, series.samples, "main is on every whole stack");
+    for (i, &n) in series.samples.iter().enumerate() {
+        assert_eq!(
+            hot.k_self[i] * 10,
+            n * 9,
+            "hot_loop's self share in bucket {i}"
+        );
+        assert_eq!(hot.k_total[i], hot.k_self[i]);
+    }
+    assert!(
+        series
+            .functions
+            .iter()
+            .all(|f| !f.function.starts_with('[')),
+        "placeholders are never tested"
+    );
+
+    let mut options = DetectOptions::new(window);
+    options.detector.window_secs = 1800;
+    options.detector.persistence_secs = 1800;
+    let run = regressions::run_detection(&store, &[SERVICE.to_owned()], &options)
+        .await
+        .unwrap();
+    assert!(run.services[0].functions >= 3, "{:?}", run.services);
+    assert!(
+        run.regressions.is_empty(),
+        "a change in unwinding alone was reported: {:?}",
+        run.regressions
+            .iter()
+            .map(|r| (&r.functions, r.before_share, r.after_share))
+            .collect::<Vec<_>>()
+    );
+
+    // A service the profiler could not unwind at all (every stack cut) keeps its cut samples:
+    // their leaf frames are all the signal there is.
+    let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("all_cut"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let batches: Vec<_> = (0..30u64)
+        .map(|i| {
+            let mut b = unwinding_batch(i + 1, 1800 - 60 * i, true);
+            b.samples.retain(|s| s.stack_index >= 2);
+            b
+        })
+        .collect();
+    write(&store, &batches).await;
+    let series = read_series(&store, SERVICE, window, SeriesOptions::default())
+        .await
+        .unwrap()
+        .expect("the service has samples");
+    assert!(
+        series.samples.iter().sum::<u32>() == 30 * 40,
+        "a service whose stacks are all cut keeps them: {:?}",
+        series.samples
+    );
+}
+
+/// `retention --keep 30d` also trims `stacks` and `frames`, which have no time partitions: once
+/// the old days are dropped, a stack no kept sample uses and first stored before the cutoff goes,
+/// with the frames only it used; a stack stored recently, or stored long ago and sampled again,
+/// stays, with every frame a kept stack uses. `--dry-run` deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_stacks_and_frames_no_kept_sample_uses() {
+    let clickhouse =
+        LocalClickHouse::start().unwrap_or_else(|e| panic!("cannot run this test: {e}"));
+    let url = clickhouse.url();
+    let store = Store::connect(&StoreConfig::new(&url).with_database("trim"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (old, new) = (now_s() - 40 * 86_400, now_s() - 60);
+    // Stack 1: only old samples (goes, with frame 12). Stack 2: new. Stack 3: stored 40 days
+    // ago, sampled again today. Frame 11 (`main`) is in all three.
+    for sql in [
+        format!(
+            "INSERT INTO stacks (stack_id, frame_ids, functions, first_seen) VALUES \
+             (1, [11, 12], ['main', 'gone'], {old}), (2, [11, 13], ['main', 'fresh'], {new}), \
+             (3, [11, 14], ['main', 'again'], {old})"
+        ),
+        "INSERT INTO frames (frame_id, function) VALUES \
+         (11, 'main'), (12, 'gone'), (13, 'fresh'), (14, 'again')"
+            .to_owned(),
+        format!(
+            "INSERT INTO samples (time, service, stack_id, count) VALUES \
+             ({old}, '{SERVICE}', 1, 5), ({old}, '{SERVICE}', 3, 5), \
+             ({new}, '{SERVICE}', 2, 7), ({new}, '{SERVICE}', 3, 9)"
+        ),
+    ] {
+        store.client().query(&sql).execute().await.unwrap();
+    }
+    let ids = |table: &'static str, column: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .client()
+                .query(&format!("SELECT {column} FROM {table} ORDER BY {column}"))
+                .fetch_all::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+
+    let dry = retention(&url, "trim", &["--keep", "30d", "--dry-run"]);
+    assert!(dry.contains("would drop samples partition"), "{dry}");
+    assert_eq!(ids("stacks", "stack_id").await, vec![1, 2, 3], "{dry}");
+
+    let out = retention(&url, "trim", &["--keep", "30d"]);
+    assert!(out.contains("deleted 1 unreferenced stacks rows"), "{out}");
+    assert!(out.contains("deleted 1 unreferenced frames rows"), "{out}");
+    assert_eq!(ids("stacks", "stack_id").await, vec![2, 3]);
+    assert_eq!(ids("frames", "frame_id").await, vec![11, 13, 14]);
+    let now = u32::try_from(now_s()).unwrap();
+    let window = Window {
+        from: now - 3600,
+        to: now + 1,
+    };
+    // Today's samples still have every name (their stacks are joined for them).
+    let flame = query::flamegraph(&store, SERVICE, window).await.unwrap();
+    let stacks: HashSet<&str> = flame.iter().map(|s| s.stack.as_str()).collect();
+    assert_eq!(
+        stacks,
+        HashSet::from(["main;fresh", "main;again"]),
+        "{flame:?}"
+    );
+
+    let again = retention(&url, "trim", &["--keep", "30d"]);
+    assert!(!again.contains("unreferenced"), "{again}");
 }

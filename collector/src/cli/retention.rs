@@ -1,17 +1,19 @@
-//! `fleetprof-collector retention`: drop old partitions of the large tables.
+//! `fleetprof-collector retention`: drop old partitions of the large tables, then the stacks and
+//! frames no kept sample refers to.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fleetprof_collector::store::{DroppedPartition, RETAINED_TABLES, Store};
+use fleetprof_collector::store::{DroppedPartition, RETAINED_TABLES, Store, TrimmedRows};
 
 use super::ClickHouseArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct RetentionArgs {
     /// How much history to keep, e.g. 30d or 720h: a day (partition) of a large table is
-    /// dropped once all of it is older than this. Required.
+    /// dropped once all of it is older than this, then the stacks (and their frames) that no
+    /// kept sample uses and that were first stored before it. Required.
     #[arg(long, value_parser = humantime::parse_duration)]
     keep: Duration,
     /// List what would be dropped, and drop nothing.
@@ -51,13 +53,32 @@ pub(crate) fn describe(dropped: &[DroppedPartition], keep: Duration, dry_run: bo
     out
 }
 
-/// Runs one retention pass and prints what it dropped.
+/// One line per table trimmed of unreferenced rows; nothing when none were.
+pub(crate) fn describe_trimmed(trimmed: &[TrimmedRows], dry_run: bool) -> String {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    trimmed
+        .iter()
+        .map(|t| {
+            format!(
+                "{verb} {} unreferenced {} rows (no kept sample uses them)\n",
+                t.rows, t.table
+            )
+        })
+        .collect()
+}
+
+/// Runs one retention pass and prints what it dropped and deleted. (In a dry run the old days
+/// are still there, so the stacks only they use are not counted as unreferenced yet.)
 pub(crate) async fn pass(store: &Store, keep: Duration, dry_run: bool) -> anyhow::Result<String> {
     let dropped = store
         .drop_older_than(keep, dry_run)
         .await
         .context("dropping old partitions")?;
-    Ok(describe(&dropped, keep, dry_run))
+    let trimmed = store
+        .trim_unreferenced(keep, dry_run)
+        .await
+        .context("deleting unreferenced stacks and frames")?;
+    Ok(describe(&dropped, keep, dry_run) + &describe_trimmed(&trimmed, dry_run))
 }
 
 pub(crate) async fn run(args: RetentionArgs) -> anyhow::Result<()> {

@@ -227,6 +227,7 @@ impl WriterHandle {
             recent: RecentKeys::default(),
             known_stacks: HashSet::new(),
             known_frames: HashSet::new(),
+            known_since: std::time::Instant::now(),
         };
         let task = tokio::spawn(writer.run(rx));
         (
@@ -359,7 +360,14 @@ struct Writer {
     recent: RecentKeys,
     known_stacks: HashSet<u64>,
     known_frames: HashSet<u64>,
+    /// When the known-ids sets were last emptied (see [`KNOWN_IDS_MAX_AGE`]).
+    known_since: std::time::Instant,
 }
+
+/// How long a stack or frame id stays "known" (not written again). Retention deletes stacks no
+/// kept sample uses (`Store::trim_unreferenced`); forgetting ids hourly means a stack seen again
+/// after that is written again rather than referred to and missing.
+const KNOWN_IDS_MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -490,6 +498,11 @@ impl Writer {
             )
             .await?
         };
+        if self.known_since.elapsed() > KNOWN_IDS_MAX_AGE {
+            self.known_stacks.clear();
+            self.known_frames.clear();
+            self.known_since = std::time::Instant::now();
+        }
         let outcome = timed(
             t,
             "inserting",

@@ -17,6 +17,7 @@
 
 mod energy;
 mod flame;
+mod versions;
 mod window;
 
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub use energy::{EnergyTopRow, function_watts, service_watts, top_by_energy};
 pub use flame::{FoldedStack, differential_flamegraph, folded_text, render_flamegraph};
+pub use versions::{
+    FrameLocation, VersionsAround, frame_locations, versions_around, versions_per_bucket,
+};
 pub use window::{Side, Window};
 
 use crate::store::{Store, StoreError};
@@ -960,7 +964,7 @@ pub async fn hot_lines(
         .client()
         .query(
             "SELECT stack_id, any(frame_ids[indexOf(functions, ?)]) AS frame_id FROM stacks \
-             WHERE has(?, stack_id) GROUP BY stack_id",
+             WHERE stack_id IN (SELECT arrayJoin(?)) GROUP BY stack_id",
         )
         .bind(function)
         .bind(&ids)
@@ -973,7 +977,7 @@ pub async fn hot_lines(
         .client()
         .query(
             "SELECT frame_id, any(file) AS source_file, any(line) AS source_line FROM frames \
-             WHERE has(?, frame_id) AND file != '' GROUP BY frame_id",
+             WHERE frame_id IN (SELECT arrayJoin(?)) AND file != '' GROUP BY frame_id",
         )
         .bind(&frame_ids)
         .fetch_all::<FrameLine>()

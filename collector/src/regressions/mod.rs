@@ -15,6 +15,15 @@
 //! (default 60 s, read from the `function_minutes`/`service_minutes` rollups; other sizes are
 //! computed from `samples`) and aligned to the epoch, so re-runs bucket identically.
 //!
+//! **Cut stacks are left out of both.** Samples whose stack the profiler could not unwind to its
+//! root (root frame `[truncated: …]`, or a `[stack lost: …]` stack; [`crate::store::CUT_STACK`])
+//! count in neither `k` nor `n`: the shares are those of the fully unwound samples. Otherwise a
+//! change in unwinding quality alone — a daemon restart, unwind tables dropped for capacity, a
+//! stack map filling up — would move every root function's share (`main` is on every whole stack
+//! and on none of the cut ones) and look like a fleet-wide regression. The exception: when most
+//! of a service's samples over the range are cut (the profiler had no unwind tables for its
+//! code), they stay, since their leaf frames are then all the signal there is.
+//!
 //! # Method (from [`crate::detect`])
 //!
 //! At every split point `t` the detector fits, by weighted least squares on `[t − w, t)` and

@@ -36,8 +36,8 @@ pub use model::{
     Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
     StoredFrame, TRUNCATED_ROOT_PREFIX, frame_id, stack_id,
 };
-pub use named::named_samples;
-pub use retention::{DroppedPartition, Period, RETAINED_TABLES};
+pub use named::{CUT_STACK, named_samples, named_samples_of};
+pub use retention::{DroppedPartition, Period, RETAINED_TABLES, TrimmedRows};
 pub use writer::{KNOWN_IDS_LIMIT, PresentParts, SampleRow, WriteOutcome, rollup_marker};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
@@ -147,6 +147,10 @@ pub enum StoreError {
     /// that runs on each node).
     #[error(transparent)]
     Cluster(Box<cluster::ClusterError>),
+    /// ClickHouse accepted work it runs in the background (a mutation) but did not finish it
+    /// in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<cluster::ClusterError> for StoreError {
@@ -231,7 +235,10 @@ impl Store {
     }
 
     /// The underlying client, bound to fleetprof's database, for queries of your own.
-    /// Remember 18.16: `.bind()` not `.param()`, `has(?, col)` not `IN ?`.
+    /// Remember 18.16: `.bind()` not `.param()`, and no `IN ?`: match a list with
+    /// `col IN (SELECT arrayJoin(?))` (a hash set, built once), not `has(?, col)` (scans the list
+    /// for every row: seconds against a few thousand names). Agent code reads through the
+    /// collector's readers ([`crate::query`], [`crate::regressions`]) instead.
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -16,6 +16,27 @@
 /// assert!(sql.contains("ANY INNER JOIN"));
 /// ```
 pub fn named_samples(columns: &str, sample_where: &str) -> String {
+    named_samples_of(columns, sample_where, "")
+}
+
+/// [`named_samples`] restricted to the stacks matching `stack_where` (a boolean SQL expression over
+/// `stacks`' columns, e.g. [`CUT_STACK`]; empty for every stack): only their sample rows are summed
+/// and joined. Binds as [`named_samples`]: `sample_where`'s values twice.
+///
+/// ```
+/// use fleetprof_collector::store::{CUT_STACK, named_samples_of};
+/// let sql = named_samples_of("time", "service = ?", CUT_STACK);
+/// assert!(sql.contains("[truncated:"));
+/// ```
+pub fn named_samples_of(columns: &str, sample_where: &str, stack_where: &str) -> String {
+    let (left, right) = if stack_where.trim().is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            format!(" AND stack_id IN (SELECT stack_id FROM stacks WHERE {stack_where})"),
+            format!("({stack_where}) AND "),
+        )
+    };
     let prefix = if columns.trim().is_empty() {
         String::new()
     } else {
@@ -23,11 +44,18 @@ pub fn named_samples(columns: &str, sample_where: &str) -> String {
     };
     format!(
         "(SELECT {prefix}stack_id, functions, c AS count FROM \
-           (SELECT {prefix}stack_id, sum(count) AS c FROM samples WHERE {sample_where} \
+           (SELECT {prefix}stack_id, sum(count) AS c FROM samples WHERE ({sample_where}){left} \
             GROUP BY {prefix}stack_id) \
          ANY INNER JOIN \
-           (SELECT stack_id, functions FROM stacks WHERE stack_id IN \
+           (SELECT stack_id, functions FROM stacks WHERE {right}stack_id IN \
              (SELECT stack_id FROM samples WHERE {sample_where})) \
          USING stack_id)"
     )
 }
+
+/// A condition over `stacks` true for the stacks the profiler could not unwind to their root: the
+/// root frame is its `[truncated: …]` placeholder (unwinding stopped early: no unwind info, an
+/// unreadable stack, a depth limit) or the whole stack is `[stack lost: …]`. How many samples land
+/// in such stacks measures unwinding, not code.
+pub const CUT_STACK: &str =
+    "(startsWith(functions[1], '[truncated:') OR startsWith(functions[1], '[stack lost:'))";

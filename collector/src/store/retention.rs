@@ -3,6 +3,10 @@
 //! rewrites nothing). On a database laid out over a cluster, each node's local tables
 //! ([`super::cluster::DataNodes`]).
 //!
+//! `stacks` and `frames` hold each stack and frame once, not per sample, so they have no time
+//! partitions; [`Store::trim_unreferenced`] deletes the stacks no kept sample refers to (and the
+//! frames only they used) once the samples' old days are gone.
+//!
 //! ```no_run
 //! # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::store::StoreError> {
 //! let keep = std::time::Duration::from_secs(30 * 86_400);
@@ -31,8 +35,9 @@ pub enum Period {
 }
 
 /// The tables retention trims, with their partitioning: every table that grows with the fleet's
-/// samples. Left alone: `stacks`, `frames` and `symbolized_frames` (each stack, frame or
-/// address once, not per sample; no time partitions), and the small `changes`, `deploys` and
+/// samples. Not here: `stacks` and `frames` (each stack or frame once, not per sample; no time
+/// partitions: [`Store::trim_unreferenced`] trims them), `symbolized_frames` (each resolved
+/// address once, kept so re-symbolization is never repeated), and the small `changes`, `deploys` and
 /// `regressions`, which root-cause ranking and the agent read over long spans.
 pub const RETAINED_TABLES: &[(&str, Period)] = &[
     ("samples", Period::Day),
@@ -60,6 +65,19 @@ pub struct DroppedPartition {
     /// Bytes it took on disk (compressed).
     pub bytes: u64,
 }
+
+/// Rows [`Store::trim_unreferenced`] deleted (or would delete, in a dry run) from a table without
+/// time partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrimmedRows {
+    /// The table: `stacks` or `frames`.
+    pub table: &'static str,
+    /// Rows deleted.
+    pub rows: u64,
+}
+
+/// How long [`Store::trim_unreferenced`] waits for ClickHouse to apply one of its deletions.
+const MUTATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Row, Deserialize)]
 struct Cutoff {
@@ -168,5 +186,70 @@ impl Store {
             }
         }
         Ok(dropped)
+    }
+
+    /// Deletes the stacks that no sample row refers to any more and that were first stored
+    /// longer than `keep` ago, and the frames that only those stacks used: what is left of the
+    /// days [`Store::drop_older_than`] dropped. Run it after that. With `dry_run` nothing is
+    /// deleted. Returns the rows deleted per table (none listed when none were).
+    ///
+    /// A stack stored within `keep` is never deleted, even before its samples land (the writer
+    /// inserts a group's tables concurrently); a stack seen again is written again by the
+    /// collector (its known-ids cache forgets within the hour), so deleting an old row is safe.
+    /// ClickHouse 18.16 applies `ALTER TABLE … DELETE` in the background: this waits until it
+    /// has, so what it returns is done.
+    pub async fn trim_unreferenced(
+        &self,
+        keep: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<TrimmedRows>, StoreError> {
+        let keep_secs = u32::try_from(keep.as_secs()).unwrap_or(u32::MAX);
+        let cutoff = self
+            .client
+            .query("SELECT toUInt32(greatest(toInt64(toUInt32(now())) - ?, 0))")
+            .bind(keep_secs)
+            .fetch_one::<u32>()
+            .await
+            .map_err(StoreError::ch("computing the retention cutoff"))?;
+        // The cutoff is a number this process computed, so it can stand in the text; every
+        // statement below must see the same one.
+        let doomed = format!(
+            "first_seen < toDateTime({cutoff}) AND stack_id NOT IN (SELECT stack_id FROM samples)"
+        );
+        let frames_where = format!(
+            "frame_id IN (SELECT arrayJoin(frame_ids) FROM stacks WHERE {doomed}) \
+             AND frame_id NOT IN (SELECT arrayJoin(frame_ids) FROM stacks WHERE NOT ({doomed}))"
+        );
+        // Frames first, while the doomed stacks still say which frames they used.
+        let mut trimmed = Vec::new();
+        for (table, condition) in [("frames", frames_where), ("stacks", doomed.clone())] {
+            let rows = self
+                .client
+                .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
+                .fetch_one::<u64>()
+                .await
+                .map_err(StoreError::ch(format!("counting unreferenced {table}")))?;
+            if rows == 0 {
+                continue;
+            }
+            if !dry_run {
+                // On a cluster the deletion runs on every node's local table (18.16 refuses
+                // mutations of a Distributed table); the condition reads the whole cluster.
+                let nodes = self.data_nodes().await?;
+                nodes
+                    .alter(table, &format!("DELETE WHERE {condition}"), |q| q)
+                    .await?;
+                if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
+                    return Err(StoreError::Timeout(format!(
+                        "deleting unreferenced rows from {table}: ClickHouse has not applied it \
+                         after {} s (see system.mutations)",
+                        MUTATION_TIMEOUT.as_secs()
+                    )));
+                }
+                tracing::info!(table, rows, "retention deleted unreferenced rows");
+            }
+            trimmed.push(TrimmedRows { table, rows });
+        }
+        Ok(trimmed)
     }
 }
