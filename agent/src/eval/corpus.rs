@@ -474,7 +474,7 @@ pub(super) fn cases() -> Vec<Case> {
     let cpp_cfg = config(
         "g++ -O2 -g -Wall -o svc svc.cpp",
         "./svc 10 2>/dev/null | grep -qx 'total 135'",
-        "./svc 100000 60 2>/dev/null",
+        "./svc 10000 60 2>/dev/null",
     );
     let go_cfg = |expect: &str, batch: &str| {
         config(
@@ -531,7 +531,7 @@ pub(super) fn cases() -> Vec<Case> {
             frames: &["main", "price_items(std::vector<long, std::allocator<long> > const&)", "std::ostream& std::ostream::_M_insert<long>(long)", "std::ostream::flush()"],
             lang: Lang::Cpp,
             kind: Kind::Regression,
-            function: "price_items",
+            function: "price_items(std::vector<long, std::allocator<long> > const&)",
             files: vec![
                 ("svc.cpp", CPP_V1.into()),
                 (".gitignore", "svc\n".into()),
