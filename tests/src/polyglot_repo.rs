@@ -114,25 +114,46 @@ fn build(lang: Lang, repo: &Path) -> anyhow::Result<PathBuf> {
 impl PolyglotRepo {
     /// Creates the repository under `dir/<service>` and builds both versions into `dir/bin`.
     pub fn create(dir: &Path, lang: Lang) -> anyhow::Result<Self> {
-        let path = dir.join(lang.service());
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(&path)?;
-        std::fs::create_dir_all(&bin)?;
         let templates = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("templates/polyglot")
             .join(lang.dir());
+        Self::create_from(
+            dir,
+            lang,
+            &templates,
+            &lang.service(),
+            (
+                "svc: price carts with volume discounts",
+                "Log each priced item at debug level",
+            ),
+        )
+    }
+
+    /// Like [`PolyglotRepo::create`], from another template folder (its `v1/` and `v2/`, with the
+    /// language's layout and build), as `service`, the commits titled `subjects`.
+    pub fn create_from(
+        dir: &Path,
+        lang: Lang,
+        templates: &Path,
+        service: &str,
+        subjects: (&str, &str),
+    ) -> anyhow::Result<Self> {
+        let path = dir.join(service);
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&path)?;
+        std::fs::create_dir_all(&bin)?;
         git(&path, &["init", "-q", "-b", "main"])?;
         copy_tree(&templates.join("v1"), &path)?;
-        let v1_commit = commit_as(&path, V1_AUTHOR, "svc: price carts with volume discounts")?;
+        let v1_commit = commit_as(&path, V1_AUTHOR, subjects.0)?;
         // Named after the service, so a profiler that falls back to the executable's name (it
         // missed the environment) still files the samples under the service.
         std::fs::create_dir_all(bin.join("v1"))?;
         std::fs::create_dir_all(bin.join("v2"))?;
-        let v1_bin = bin.join("v1").join(lang.service());
+        let v1_bin = bin.join("v1").join(service);
         std::fs::copy(build(lang, &path)?, &v1_bin)?;
         copy_tree(&templates.join("v2"), &path)?;
-        let v2_commit = commit_as(&path, V2_AUTHOR, "Log each priced item at debug level")?;
-        let v2_bin = bin.join("v2").join(lang.service());
+        let v2_commit = commit_as(&path, V2_AUTHOR, subjects.1)?;
+        let v2_bin = bin.join("v2").join(service);
         std::fs::copy(build(lang, &path)?, &v2_bin)?;
         Ok(Self {
             lang,

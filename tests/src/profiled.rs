@@ -43,17 +43,22 @@ pub fn demo_service() -> String {
 /// Runs `bin --seconds N` as `service` at `version` until it exits; its output is discarded (the
 /// regressed demo logs megabytes a second).
 pub fn run_version(bin: &Path, service: &str, version: &str, seconds: u64) -> Run {
+    run_version_at(bin, service, version, seconds, STEADY_RPS)
+}
+
+/// Like [`run_version`], at `rps` requests per second.
+pub fn run_version_at(bin: &Path, service: &str, version: &str, seconds: u64, rps: u32) -> Run {
     let start = unix_now();
     let mut guard = run_service(
         bin,
         service,
         version,
         seconds,
-        Some(STEADY_RPS),
+        Some(rps),
         Path::new("/dev/null"),
     )
-    .expect("starting the demo service");
-    wait_exit(&mut guard, Duration::from_secs(seconds + 30)).expect("the demo service exits");
+    .expect("starting the service");
+    wait_exit(&mut guard, Duration::from_secs(seconds + 30)).expect("the service exits");
     Run {
         version: version.to_string(),
         start,
@@ -92,57 +97,14 @@ pub struct StoredRegression {
 /// repository's commits, runs `fleetprof-collector detect` over the stored profiles, and returns
 /// the stored regression whose members include the function the second commit slowed down.
 pub fn detect_regression(fleet: &Fleet, repo: &DemoRepo, v1: &Run, v2: &Run) -> StoredRegression {
-    let at = |t: i64| {
-        let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(t).expect("time after 1970"));
-        humantime::format_rfc3339_seconds(time).to_string()
-    };
     let service = demo_service();
-    for (run, commit) in [(v1, &repo.v1_commit), (v2, &repo.v2_commit)] {
-        fleet
-            .collector_cli(&[
-                "changes",
-                "deploy",
-                "--service",
-                &service,
-                "--version",
-                &run.version,
-                "--at",
-                &at(run.start),
-                "--commit",
-                commit,
-            ])
-            .expect("recording a deploy");
-    }
-    let repo_path = repo.path.to_string_lossy().into_owned();
-    fleet
-        .collector_cli(&[
-            "changes",
-            "import-git",
-            "--repo",
-            &repo_path,
-            "--service",
-            &service,
-        ])
-        .expect("importing the repository's commits");
-    let json = fleet
-        .collector_cli(&[
-            "detect",
-            "--service",
-            &service,
-            "--since",
-            "15m",
-            "--bucket",
-            "2s",
-            "--window",
-            "20s",
-            "--persistence",
-            "8s",
-            "--format",
-            "json",
-        ])
-        .expect("running detect");
+    let (found, json) = detect_stored(
+        fleet,
+        &service,
+        &repo.path,
+        [(v1, &repo.v1_commit), (v2, &repo.v2_commit)],
+    );
     let function = repo.regression.regressed_function().to_string();
-    let found: Vec<serde_json::Value> = serde_json::from_str(&json).expect("detect --format json");
     let item = found
         .iter()
         .find(|r| {
@@ -162,4 +124,131 @@ pub fn detect_regression(fleet: &Fleet, repo: &DemoRepo, v1: &Run, v2: &Run) -> 
         after: member["total_after"].as_f64().expect("total_after"),
         candidates: serde_json::from_value(item["candidates"].clone()).expect("candidates"),
     }
+}
+
+/// What an operator runs to find `service`'s regressions: records its two deploys (`deploys`: the
+/// run of each version and its commit), imports the repository's commits, and runs
+/// `fleetprof-collector detect --format json` over the stored profiles. Returns the regressions
+/// it reported and its raw output (for failure messages).
+pub fn detect_stored(
+    fleet: &Fleet,
+    service: &str,
+    repo: &Path,
+    deploys: [(&Run, &str); 2],
+) -> (Vec<serde_json::Value>, String) {
+    let at = |t: i64| {
+        let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(t).expect("time after 1970"));
+        humantime::format_rfc3339_seconds(time).to_string()
+    };
+    for (run, commit) in deploys {
+        fleet
+            .collector_cli(&[
+                "changes",
+                "deploy",
+                "--service",
+                service,
+                "--version",
+                &run.version,
+                "--at",
+                &at(run.start),
+                "--commit",
+                commit,
+            ])
+            .expect("recording a deploy");
+    }
+    fleet
+        .collector_cli(&[
+            "changes",
+            "import-git",
+            "--repo",
+            &repo.to_string_lossy(),
+            "--service",
+            service,
+        ])
+        .expect("importing the repository's commits");
+    let json = fleet
+        .collector_cli(&[
+            "detect",
+            "--service",
+            service,
+            "--since",
+            "15m",
+            "--bucket",
+            "2s",
+            "--window",
+            "20s",
+            "--persistence",
+            "8s",
+            "--format",
+            "json",
+        ])
+        .expect("running detect");
+    let found = serde_json::from_str(&json).expect("detect --format json");
+    (found, json)
+}
+
+/// Of `detect_stored`'s regressions, the one whose best root-cause candidate is `commit`; panics
+/// with what `query diff` says changed between `v1` and `v2` of `service` when there is none.
+pub fn regression_caused_by(
+    fleet: &Fleet,
+    service: &str,
+    found: Vec<serde_json::Value>,
+    json: &str,
+    commit: &str,
+) -> serde_json::Value {
+    found
+        .into_iter()
+        .find(|r| r["candidates"][0]["change_id"] == commit)
+        .unwrap_or_else(|| {
+            // Say what the profile holds: the functions whose share changed between versions.
+            let diff = fleet
+                .collector_cli(&[
+                    "query",
+                    "diff",
+                    "--service",
+                    service,
+                    "--baseline",
+                    "v1",
+                    "--comparison",
+                    "v2",
+                    "--since",
+                    "15m",
+                ])
+                .unwrap_or_else(|e| e.to_string());
+            panic!("detect found no regression of {service} caused by {commit}:\n{json}\n{diff}")
+        })
+}
+
+/// `fleetprof-agent fix --regression ID --llm none` (the skills' recipes only) on `repo`, against
+/// the fleet's ClickHouse, writing the proposal to `outbox`; `env` is added to its environment
+/// (the Go tool's cache, say). Its output is printed.
+pub fn fix_by_recipe(
+    fleet: &Fleet,
+    id: &str,
+    repo: &Path,
+    outbox: &Path,
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let skills = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+    let out = std::process::Command::new(crate::workspace_bin("fleetprof-agent"))
+        .args(["fix", "--regression", id, "--llm", "none"])
+        .args(["--clickhouse-url", &fleet.clickhouse.url()])
+        .arg("--repo")
+        .arg(repo)
+        .arg("--skills")
+        .arg(&skills)
+        .arg("--outbox")
+        .arg(outbox)
+        .env_remove("LOG_LEVEL")
+        .env_remove("FLEETPROF_LLM_PROVIDER")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .output()
+        .expect("running fleetprof-agent fix");
+    println!(
+        "--- fleetprof-agent fix {id}: {} ---\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

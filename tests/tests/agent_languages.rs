@@ -10,17 +10,13 @@
 //!
 //! Run: `cargo build --workspace --bins --exclude profiler-ebpf && cargo test -p fleetprof-tests --test agent_languages -- --nocapture`
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{path::Path, time::Duration};
 
 use fleetprof_tests::{
     fleet::{Fleet, FleetOptions, run_service, wait_exit},
     polyglot_repo::{Lang, PolyglotRepo, go_env},
-    profiled::{Run, unix_now},
-    require_root, workspace_bin,
+    profiled::{Run, detect_stored, fix_by_recipe, regression_caused_by, unix_now},
+    require_root,
 };
 use serde_json::Value;
 
@@ -69,94 +65,23 @@ fn run_all(repos: &[PolyglotRepo], version: &str) -> Vec<Run> {
 /// The regression `detect` stores for `repo`'s service whose best candidate is the v2 commit.
 fn detect(fleet: &Fleet, repo: &PolyglotRepo, v1: &Run, v2: &Run) -> Value {
     let service = repo.lang.service();
-    let at = |t: i64| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64)).to_string()
-    };
-    for (run, commit) in [(v1, &repo.v1_commit), (v2, &repo.v2_commit)] {
-        fleet
-            .collector_cli(&[
-                "changes",
-                "deploy",
-                "--service",
-                &service,
-                "--version",
-                &run.version,
-                "--at",
-                &at(run.start),
-                "--commit",
-                commit,
-            ])
-            .expect("recording a deploy");
-    }
-    fleet
-        .collector_cli(&[
-            "changes",
-            "import-git",
-            "--repo",
-            &repo.path.to_string_lossy(),
-            "--service",
-            &service,
-        ])
-        .expect("importing the repository's commits");
-    let json = fleet
-        .collector_cli(&[
-            "detect",
-            "--service",
-            &service,
-            "--since",
-            "15m",
-            "--bucket",
-            "2s",
-            "--window",
-            "20s",
-            "--persistence",
-            "8s",
-            "--format",
-            "json",
-        ])
-        .expect("running detect");
-    let found: Vec<Value> = serde_json::from_str(&json).expect("detect --format json");
-    found
-        .into_iter()
-        .find(|r| r["candidates"][0]["change_id"] == repo.v2_commit.as_str())
-        .unwrap_or_else(|| {
-            // Say what the profile holds: the functions whose share changed between versions.
-            let diff = fleet
-                .collector_cli(&[
-                    "query", "diff", "--service", &service, "--baseline", "v1", "--comparison",
-                    "v2", "--since", "15m",
-                ])
-                .unwrap_or_else(|e| e.to_string());
-            panic!("detect found no regression of {service} caused by the logging commit:\n{json}\n{diff}")
-        })
+    let (found, json) = detect_stored(
+        fleet,
+        &service,
+        &repo.path,
+        [(v1, &repo.v1_commit), (v2, &repo.v2_commit)],
+    );
+    regression_caused_by(fleet, &service, found, &json, &repo.v2_commit)
 }
 
 /// `fleetprof-agent fix --llm none` for regression `id` of `repo`.
 fn agent_fix(fleet: &Fleet, id: &str, repo: &PolyglotRepo, outbox: &Path) -> std::process::Output {
-    let skills = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
-    let mut cmd = Command::new(workspace_bin("fleetprof-agent"));
-    cmd.args(["fix", "--regression", id, "--llm", "none"])
-        .args(["--clickhouse-url", &fleet.clickhouse.url()])
-        .arg("--repo")
-        .arg(&repo.path)
-        .arg("--skills")
-        .arg(&skills)
-        .arg("--outbox")
-        .arg(outbox)
-        .env_remove("LOG_LEVEL")
-        .env_remove("FLEETPROF_LLM_PROVIDER");
-    if repo.lang == Lang::Go {
-        cmd.envs(go_env());
-    }
-    let out = cmd.output().expect("running fleetprof-agent fix");
-    println!(
-        "--- fleetprof-agent fix ({}): {} ---\n{}\n{}",
-        repo.lang.service(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let env = if repo.lang == Lang::Go {
+        go_env()
+    } else {
+        vec![]
+    };
+    fix_by_recipe(fleet, id, &repo.path, outbox, &env)
 }
 
 #[test]

@@ -6,8 +6,9 @@ use super::{Case, Expect, Kind, Lang};
 
 const C_V1: &str = r#"#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
-long price_items(const long *v, int n)
+__attribute__((noinline)) long price_items(const long *v, int n)
 {
     long total = 0;
     for (int i = 0; i < n; i++) {
@@ -16,23 +17,50 @@ long price_items(const long *v, int n)
     return total;
 }
 
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* `svc N` prices N items once; `svc N SECONDS` keeps pricing them for that long, appending the
+   items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work). */
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 1000;
+    double seconds = argc > 2 ? atof(argv[2]) : 0;
     long *v = malloc(sizeof(long) * n);
     for (int i = 0; i < n; i++)
         v[i] = i;
-    printf("total %ld\n", price_items(v, n));
+    long total = price_items(v, n);
+    const char *path = getenv("FLEETPROF_WORK_FILE");
+    FILE *work = path && seconds > 0 ? fopen(path, "a") : NULL;
+    double start = now(), reported = start;
+    unsigned long done = n;
+    while (now() - start < seconds) {
+        v[0] = (long)done; /* new input each batch, so the call is not hoisted */
+        total = price_items(v, n);
+        done += n;
+        if (work && now() - reported >= 0.1) {
+            fprintf(work, "%lu\n", done);
+            fflush(work);
+            reported = now();
+        }
+    }
+    printf("total %ld\n", total);
     free(v);
     return 0;
 }
 "#;
 
-const CPP_V1: &str = r#"#include <cstdlib>
+const CPP_V1: &str = r#"#include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <vector>
 
-long price_items(const std::vector<long> &v)
+__attribute__((noinline)) long price_items(const std::vector<long> &v)
 {
     long total = 0;
     for (size_t i = 0; i < v.size(); i++) {
@@ -41,13 +69,33 @@ long price_items(const std::vector<long> &v)
     return total;
 }
 
+// `svc N` prices N items once; `svc N SECONDS` keeps pricing them for that long, appending the
+// items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work).
 int main(int argc, char **argv)
 {
+    using clock = std::chrono::steady_clock;
     long n = argc > 1 ? std::atol(argv[1]) : 1000;
+    double seconds = argc > 2 ? std::atof(argv[2]) : 0;
     std::vector<long> v(n);
     for (long i = 0; i < n; i++)
         v[i] = i;
-    std::cout << "total " << price_items(v) << "\n";
+    long total = price_items(v);
+    const char *path = std::getenv("FLEETPROF_WORK_FILE");
+    std::ofstream work;
+    if (path && seconds > 0)
+        work.open(path, std::ios::app);
+    auto start = clock::now(), reported = start;
+    unsigned long done = n;
+    while (std::chrono::duration<double>(clock::now() - start).count() < seconds) {
+        v[0] = static_cast<long>(done); // new input each batch, so the call is not hoisted
+        total = price_items(v);
+        done += n;
+        if (work.is_open() && clock::now() - reported >= std::chrono::milliseconds(100)) {
+            work << done << std::endl;
+            reported = clock::now();
+        }
+    }
+    std::cout << "total " << total << "\n";
     return 0;
 }
 "#;
@@ -58,8 +106,10 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 )
 
+//go:noinline
 func priceItems(items []int) int {
 	total := 0
 	for _, it := range items {
@@ -68,16 +118,39 @@ func priceItems(items []int) int {
 	return total
 }
 
+// `svc N` prices N items once; `svc N SECONDS` keeps pricing them for that long, appending the
+// items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work).
 func main() {
 	n := 1000
 	if len(os.Args) > 1 {
 		n, _ = strconv.Atoi(os.Args[1])
 	}
+	seconds := 0.0
+	if len(os.Args) > 2 {
+		seconds, _ = strconv.ParseFloat(os.Args[2], 64)
+	}
+	var work *os.File
+	if path := os.Getenv("FLEETPROF_WORK_FILE"); path != "" && seconds > 0 {
+		work, _ = os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	}
+	start := time.Now()
+	reported := start
 	items := make([]int, n)
 	for i := range items {
 		items[i] = i
 	}
-	fmt.Printf("total %d\n", priceItems(items))
+	total := priceItems(items)
+	done := n
+	for time.Since(start).Seconds() < seconds {
+		items[0] = done
+		total = priceItems(items)
+		done += n
+		if work != nil && time.Since(reported) >= 100*time.Millisecond {
+			fmt.Fprintln(work, done)
+			reported = time.Now()
+		}
+	}
+	fmt.Printf("total %d\n", total)
 }
 "#;
 
@@ -102,16 +175,47 @@ mod tests {
 }
 "#;
 
-const RUST_MAIN: &str = r#"fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let v: Vec<u64> = (0..n).collect();
-    println!("total {}", shop::price_items(&v));
+const RUST_MAIN: &str = r#"use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// `shop N` prices N items once; `shop N SECONDS` keeps pricing them for that long, appending the
+/// items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work).
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
+    let mut v: Vec<u64> = (0..n).collect();
+    let mut total = shop::price_items(&v);
+    let mut work = std::env::var_os("FLEETPROF_WORK_FILE")
+        .filter(|_| seconds > 0.0)
+        .and_then(|p| std::fs::OpenOptions::new().append(true).create(true).open(p).ok());
+    let start = Instant::now();
+    let mut reported = start;
+    let mut done = n;
+    while start.elapsed().as_secs_f64() < seconds {
+        v[0] = done;
+        total = shop::price_items(&v);
+        done += n;
+        if reported.elapsed() >= Duration::from_millis(100) {
+            if let Some(w) = work.as_mut() {
+                let _ = writeln!(w, "{done}");
+            }
+            reported = Instant::now();
+        }
+    }
+    println!("total {total}");
 }
 "#;
 
-const PY_V1: &str = r#""""A pricing service."""
+const PY_V1: &str = r#""""A pricing service.
+
+`svc.py N` prices N items once; `svc.py N SECONDS` keeps pricing them for that long, appending the
+items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work).
+"""
 import logging
+import os
 import sys
+import time
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +227,31 @@ def price_items(items):
     return total
 
 
-if __name__ == "__main__":
+def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    print("total", price_items(range(n)))
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    total = price_items(range(n))
+    path = os.environ.get("FLEETPROF_WORK_FILE") if seconds > 0 else None
+    work = open(path, "a") if path else None
+    start = reported = time.monotonic()
+    done = n
+    while time.monotonic() - start < seconds:
+        total = price_items(range(n))
+        done += n
+        if work and time.monotonic() - reported >= 0.1:
+            work.write(f"{done}\n")
+            work.flush()
+            reported = time.monotonic()
+    print("total", total)
+
+
+if __name__ == "__main__":
+    main()
 "#;
 
-const JAVA_V1: &str = r#"public class Shop {
+const JAVA_V1: &str = r#"/** `Shop N` prices N items once; `Shop N SECONDS` keeps pricing them for that long, appending the
+ *  items priced so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work). */
+public class Shop {
     static long priceItems(long[] items) {
         long total = 0;
         for (int i = 0; i < items.length; i++) {
@@ -137,13 +260,29 @@ const JAVA_V1: &str = r#"public class Shop {
         return total;
     }
 
-    public static void main(String[] args) {
+    public static void main(String[] args) throws java.io.IOException {
         int n = args.length > 0 ? Integer.parseInt(args[0]) : 1000;
+        double seconds = args.length > 1 ? Double.parseDouble(args[1]) : 0;
+        String path = System.getenv("FLEETPROF_WORK_FILE");
+        java.io.FileWriter work = path != null && seconds > 0 ? new java.io.FileWriter(path, true) : null;
+        long start = System.nanoTime(), reported = start;
         long[] items = new long[n];
         for (int i = 0; i < n; i++) {
             items[i] = i;
         }
-        System.out.println("total " + priceItems(items));
+        long total = priceItems(items);
+        long done = n;
+        while (System.nanoTime() - start < seconds * 1e9) {
+            items[0] = done;
+            total = priceItems(items);
+            done += n;
+            if (work != null && System.nanoTime() - reported >= 100_000_000L) {
+                work.write(done + "\n");
+                work.flush();
+                reported = System.nanoTime();
+            }
+        }
+        System.out.println("total " + total);
     }
 }
 "#;
@@ -155,35 +294,66 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"time"
 )
 
 var apiPath = regexp.MustCompile(`^/api/v[0-9]+/`)
 
+//go:noinline
 func isAPI(p string) bool {
 	return apiPath.MatchString(p)
 }
 
+// `svc N` routes N rounds of paths once; `svc N SECONDS` keeps routing them for that long,
+// appending the rounds done so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of
+// work).
 func main() {
 	n := 1000
 	if len(os.Args) > 1 {
 		n, _ = strconv.Atoi(os.Args[1])
 	}
+	seconds := 0.0
+	if len(os.Args) > 2 {
+		seconds, _ = strconv.ParseFloat(os.Args[2], 64)
+	}
+	var work *os.File
+	if path := os.Getenv("FLEETPROF_WORK_FILE"); path != "" && seconds > 0 {
+		work, _ = os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	}
+	start := time.Now()
+	reported := start
 	paths := []string{"/api/v1/items", "/static/app.js", "/api/v2/users"}
-	count := 0
-	for i := 0; i < n; i++ {
-		for _, p := range paths {
-			if isAPI(p) {
-				count++
+	count, done := 0, 0
+	for {
+		for i := 0; i < n; i++ {
+			for _, p := range paths {
+				if isAPI(p) {
+					count++
+				}
 			}
+		}
+		done += n
+		if time.Since(start).Seconds() >= seconds {
+			break
+		}
+		if work != nil && time.Since(reported) >= 100*time.Millisecond {
+			fmt.Fprintln(work, done)
+			reported = time.Now()
 		}
 	}
 	fmt.Printf("api %d\n", count)
 }
 "#;
 
-const PY_RE_V1: &str = r#""""Routes requests."""
+const PY_RE_V1: &str = r#""""Routes requests.
+
+`router.py N` routes N rounds of paths once; `router.py N SECONDS` keeps routing them for that long,
+appending the rounds done so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of work).
+"""
+import os
 import re
 import sys
+import time
 
 API = re.compile(r"^/api/v[0-9]+/")
 
@@ -192,14 +362,35 @@ def is_api(path):
     return API.match(path) is not None
 
 
-if __name__ == "__main__":
+def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     paths = ["/api/v1/items", "/static/app.js", "/api/v2/users"]
-    print("api", sum(1 for _ in range(n) for p in paths if is_api(p)))
+    path = os.environ.get("FLEETPROF_WORK_FILE") if seconds > 0 else None
+    work = open(path, "a") if path else None
+    start = reported = time.monotonic()
+    count = done = 0
+    while True:
+        count += sum(1 for _ in range(n) for p in paths if is_api(p))
+        done += n
+        if time.monotonic() - start >= seconds:
+            break
+        if work and time.monotonic() - reported >= 0.1:
+            work.write(f"{done}\n")
+            work.flush()
+            reported = time.monotonic()
+    print("api", count)
+
+
+if __name__ == "__main__":
+    main()
 "#;
 
 const JAVA_RE_V1: &str = r#"import java.util.regex.Pattern;
 
+/** `Router N` routes N rounds of paths once; `Router N SECONDS` keeps routing them for that long,
+ *  appending the rounds done so far to $FLEETPROF_WORK_FILE every 100 ms (the profiler's unit of
+ *  work). */
 public class Router {
     private static final Pattern API = Pattern.compile("^/api/v[0-9]+/");
 
@@ -207,15 +398,31 @@ public class Router {
         return API.matcher(p).find();
     }
 
-    public static void main(String[] args) {
+    public static void main(String[] args) throws java.io.IOException {
         int n = args.length > 0 ? Integer.parseInt(args[0]) : 1000;
+        double seconds = args.length > 1 ? Double.parseDouble(args[1]) : 0;
+        String path = System.getenv("FLEETPROF_WORK_FILE");
+        java.io.FileWriter work = path != null && seconds > 0 ? new java.io.FileWriter(path, true) : null;
+        long start = System.nanoTime(), reported = start;
         String[] paths = {"/api/v1/items", "/static/app.js", "/api/v2/users"};
         int count = 0;
-        for (int i = 0; i < n; i++) {
-            for (String p : paths) {
-                if (isApi(p)) {
-                    count++;
+        long done = 0;
+        while (true) {
+            for (int i = 0; i < n; i++) {
+                for (String p : paths) {
+                    if (isApi(p)) {
+                        count++;
+                    }
                 }
+            }
+            done += n;
+            if (System.nanoTime() - start >= seconds * 1e9) {
+                break;
+            }
+            if (work != null && System.nanoTime() - reported >= 100_000_000L) {
+                work.write(done + "\n");
+                work.flush();
+                reported = System.nanoTime();
             }
         }
         System.out.println("api " + count);
@@ -262,37 +469,37 @@ pub(super) fn cases() -> Vec<Case> {
     let c_cfg = config(
         "gcc -O2 -g -Wall -o svc svc.c",
         "./svc 10 2>/dev/null | grep -qx 'total 135'",
-        "./svc 20000000 2>/dev/null",
+        "./svc 100000 60 2>/dev/null",
     );
     let cpp_cfg = config(
         "g++ -O2 -g -Wall -o svc svc.cpp",
         "./svc 10 2>/dev/null | grep -qx 'total 135'",
-        "./svc 20000000 2>/dev/null",
+        "./svc 10000 60 2>/dev/null",
     );
-    let go_cfg = |expect: &str| {
+    let go_cfg = |expect: &str, batch: &str| {
         config(
             "go build -o svc .",
             &format!("./svc 10 2>/dev/null | grep -qx '{expect}'"),
-            "./svc 2000000 2>/dev/null",
+            &format!("./svc {batch} 60 2>/dev/null"),
         )
     };
     let rust_cfg = config(
         "cargo build --offline --quiet",
         "cargo test --offline --quiet",
-        "./target/debug/shop 20000000 >/dev/null",
+        "./target/debug/shop 100000 60 >/dev/null",
     );
     let java_cfg = |class: &str, expect: &str| {
         config(
             &format!("javac -d out {class}.java"),
             &format!("java -cp out {class} 10 2>/dev/null | grep -qx '{expect}'"),
-            &format!("java -cp out {class} 2000000 2>/dev/null"),
+            &format!("java -cp out {class} 100000 60 2>/dev/null"),
         )
     };
     let py_cfg = |file: &str, module: &str, check: &str| {
         config(
             &format!("python3 -m py_compile {file}"),
             &format!("python3 -c 'import {module}; assert {check}'"),
-            &format!("python3 {file} 200000 2>/dev/null"),
+            &format!("python3 {file} 10000 60 2>/dev/null"),
         )
     };
     let go_mod = "module svc\n\ngo 1.19\n".to_string();
@@ -324,7 +531,7 @@ pub(super) fn cases() -> Vec<Case> {
             frames: &["main", "price_items(std::vector<long, std::allocator<long> > const&)", "std::ostream& std::ostream::_M_insert<long>(long)", "std::ostream::flush()"],
             lang: Lang::Cpp,
             kind: Kind::Regression,
-            function: "price_items",
+            function: "price_items(std::vector<long, std::allocator<long> > const&)",
             files: vec![
                 ("svc.cpp", CPP_V1.into()),
                 (".gitignore", "svc\n".into()),
@@ -346,12 +553,12 @@ pub(super) fn cases() -> Vec<Case> {
             frames: &["main.main", "main.priceItems", "log.Printf", "fmt.Sprintf"],
             lang: Lang::Go,
             kind: Kind::Regression,
-            function: "priceItems",
+            function: "main.priceItems",
             files: vec![
                 ("main.go", GO_V1.into()),
                 ("go.mod", go_mod.clone()),
                 (".gitignore", "svc\n".into()),
-                ("fleetprof.toml", go_cfg("total 135")),
+                ("fleetprof.toml", go_cfg("total 135", "10000")),
             ],
             regress: vec![(
                 "main.go",
@@ -442,12 +649,12 @@ pub(super) fn cases() -> Vec<Case> {
             frames: &["main.main", "main.isAPI", "regexp.MustCompile", "regexp/syntax.Parse"],
             lang: Lang::Go,
             kind: Kind::Regression,
-            function: "isAPI",
+            function: "main.isAPI",
             files: vec![
                 ("main.go", GO_RE_V1.into()),
                 ("go.mod", go_mod),
                 (".gitignore", "svc\n".into()),
-                ("fleetprof.toml", go_cfg("api 20")),
+                ("fleetprof.toml", go_cfg("api 20", "1000")),
             ],
             regress: vec![(
                 "main.go",

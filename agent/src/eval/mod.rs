@@ -150,6 +150,10 @@ pub struct CaseResult {
     pub note: String,
     /// Seconds the pipeline took.
     pub seconds: f64,
+    /// The re-profiling check's verdict (its figures per unit of work, or why it failed), when
+    /// the case was re-profiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reprofile: Option<String>,
 }
 
 impl CaseResult {
@@ -241,6 +245,7 @@ pub async fn run_case(case: &Case, skills: &SkillSet, opts: &FixOptions, dir: &P
         produced_by: "-".into(),
         note: String::new(),
         seconds: 0.0,
+        reprofile: None,
     };
     let repo_dir = dir.join(case.name);
     let commit = match build_repo(case, &repo_dir) {
@@ -292,10 +297,31 @@ pub async fn run_case(case: &Case, skills: &SkillSet, opts: &FixOptions, dir: &P
         Kind::Opportunity => fixer.propose(&target_of(case)).await,
     };
     result.seconds = started.elapsed().as_secs_f64();
+    // The statistic's verdict lines carry the figures per unit of work; the detail only shares.
+    let reprofiled = |checks: &[crate::fix::validate::Check]| {
+        checks
+            .iter()
+            .find(|c| c.step == "reprofile" && !c.detail.starts_with("not re-profiled"))
+            .map(|c| {
+                let verdicts: Vec<&str> = c
+                    .statistic
+                    .as_deref()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("- "))
+                    .collect();
+                if verdicts.is_empty() {
+                    c.detail.clone()
+                } else {
+                    verdicts.join("; ")
+                }
+            })
+    };
     match outcome {
         Ok(FixOutcome::Proposed(p)) => {
             result.fixed = true;
             result.validated = !p.draft;
+            result.reprofile = reprofiled(&p.checks);
             result.produced_by = p.produced_by;
             result.note = p
                 .checks
@@ -318,6 +344,7 @@ pub async fn run_case(case: &Case, skills: &SkillSet, opts: &FixOptions, dir: &P
             result.refused = tried.is_none();
             let a = tried.or(attempts.last());
             if let Some(a) = a {
+                result.reprofile = reprofiled(&a.checks);
                 result.produced_by = a.produced_by.clone();
                 result.note = a.reason.clone();
             }
@@ -368,6 +395,16 @@ pub fn table(results: &[CaseResult]) -> String {
             r.produced_by,
             note
         ));
+    }
+    // The re-profiling verdicts are long (figures per unit of work): one line each, below.
+    for r in results {
+        if let Some(v) = &r.reprofile {
+            s.push_str(&format!(
+                "  {} re-profiled: {}\n",
+                r.name,
+                v.replace('\n', " ")
+            ));
+        }
     }
     let count = |f: fn(&CaseResult) -> bool| results.iter().filter(|r| f(r)).count();
     s.push_str(&format!(
