@@ -14,7 +14,7 @@ fn demo_catches_root_causes_and_fixes_the_logging_regression() {
     let out = Command::new(workspace_bin("fleetprof-demo"))
         .arg("--dir")
         .arg(dir.path().join("demo"))
-        .args(["--seconds", "25"])
+        .args(["--seconds", "40"])
         .output()
         .expect("running fleetprof-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

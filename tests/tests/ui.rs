@@ -66,7 +66,7 @@ fn run_demo(dir: &Path) -> Demo {
         .arg("--keep")
         .arg("--dir")
         .arg(dir)
-        .args(["--seconds", "25"])
+        .args(["--seconds", "40"])
         .output()
         .expect("running fleetprof-demo");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
