@@ -69,8 +69,9 @@ pub fn run_version_at(bin: &Path, service: &str, version: &str, seconds: u64, rp
 /// The demo repository profiled for real: v1 for `seconds`, then v2 (the root cause) for `seconds`,
 /// under service [`demo_service`]; the daemon is stopped afterwards so every sample is stored.
 ///
-/// Tests give each version 35–40 s: with 25 s, `checkout::price_items` (33% → 43% of the service)
-/// stood at z ≈ 5.2 against the detector's ~4.3 on a quiet machine, and below it on a loaded one.
+/// Tests give each version 40–45 s and detection a window of the run less 5 s: with a 20-s
+/// window, `checkout::price_items` (33% → 43% of the service) stood at z ≈ 5 against the
+/// detector's ~4.3, and below it when the machine was busy.
 pub fn profile_demo(fleet: &mut Fleet, repo: &DemoRepo, seconds: u64) -> (Run, Run) {
     // `Fleet::start` returned once the daemon was profiling.
     let service = demo_service();
@@ -169,6 +170,10 @@ pub fn detect_stored(
             service,
         ])
         .expect("importing the repository's commits");
+    // Each side of the change gets as much of its version's run as it has (less 5 s of start-up):
+    // the detector's z grows with the samples in its window.
+    let shortest = deploys.iter().map(|(run, _)| run.end - run.start).min();
+    let window = format!("{}s", shortest.unwrap_or(0).saturating_sub(5).max(20));
     let json = fleet
         .collector_cli(&[
             "detect",
@@ -179,7 +184,7 @@ pub fn detect_stored(
             "--bucket",
             "2s",
             "--window",
-            "20s",
+            &window,
             "--persistence",
             "8s",
             "--format",

@@ -269,7 +269,7 @@ fn fix_forward_real_regression_by_recipe_and_by_model() {
         DemoRepo::create(dir.path(), Regression::Logging).expect("creating the demo repository");
     let mut fleet = Fleet::start(&dir.path().join("fleet"), FleetOptions::default())
         .expect("starting the fleet");
-    let (v1, v2) = profile_demo(&mut fleet, &repo, 35);
+    let (v1, v2) = profile_demo(&mut fleet, &repo, 45);
     let reg = detect_regression(&fleet, &repo, &v1, &v2);
     println!(
         "regression {}: {} {:.2}% (v1) -> {:.2}% (v2); candidates: {:?}",

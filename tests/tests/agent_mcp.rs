@@ -76,7 +76,7 @@ fn every_mcp_tool_answers_from_real_profiles() {
         DemoRepo::create(dir.path(), Regression::Logging).expect("creating the demo repository");
     let mut fleet = Fleet::start(&dir.path().join("fleet"), FleetOptions::default())
         .expect("starting the fleet");
-    let (v1, v2) = profile_demo(&mut fleet, &repo, 35);
+    let (v1, v2) = profile_demo(&mut fleet, &repo, 45);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reg = detect_regression(&fleet, &repo, &v1, &v2);
     println!(
