@@ -160,6 +160,60 @@ pub struct TableLoader {
     evict_idle_after: Duration,
     /// Processes evicted for room, since [`TableLoader::take_evicted`] was last called.
     evicted: Vec<u32>,
+    /// The eviction plan, once worked out: planning walks every known process, so it is done
+    /// once per drain rather than per process and per table that wants room. Dropped whenever
+    /// the allocator, the known processes, their activity or the tables' references change.
+    eviction: Option<EvictionPlan>,
+}
+
+/// The idle processes in the order they give up their description, oldest activity first, each
+/// with the longest free range of rows once it and all before it are evicted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct EvictionPlan {
+    steps: Vec<(u32, u32)>,
+}
+
+impl EvictionPlan {
+    /// Works out the plan over `known`, leaving out `loading` (the process being described).
+    fn new(
+        known: &HashMap<u32, KnownProcess>,
+        tables: &HashMap<String, LoadedTable>,
+        alloc: &RowAllocator,
+        idle_after: Duration,
+        loading: Option<u32>,
+    ) -> Self {
+        let mut idle: Vec<(Instant, u32)> = known
+            .iter()
+            .filter(|&(&pid, p)| Some(pid) != loading && p.last_active.elapsed() >= idle_after)
+            .map(|(&pid, p)| (p.last_active, pid))
+            .collect();
+        idle.sort_unstable();
+        let mut alloc = alloc.clone();
+        let mut refs: HashMap<&str, u32> = HashMap::new();
+        let mut steps = Vec::with_capacity(idle.len());
+        for (_, pid) in idle {
+            for key in &known[&pid].keys {
+                let Some(table) = tables.get(key) else {
+                    continue;
+                };
+                let left = refs.entry(key).or_insert(table.refs);
+                *left = left.saturating_sub(1);
+                if *left == 0 && table.kind == mapping_kind::TABLE {
+                    alloc.release(table.start, table.len);
+                }
+            }
+            steps.push((pid, alloc.largest_free()));
+        }
+        Self { steps }
+    }
+
+    /// The fewest processes, from the front, whose eviction frees `rows` contiguous rows; `None`
+    /// when evicting all of them would not. Freed ranges only grow, so the first step that
+    /// reaches `rows` is the answer.
+    fn evictions_for(&self, rows: u32) -> Option<&[(u32, u32)]> {
+        let last = self.steps.iter().position(|&(_, free)| free >= rows)?;
+        Some(&self.steps[..=last])
+    }
 }
 
 impl std::fmt::Debug for TableLoader {
@@ -199,6 +253,7 @@ impl TableLoader {
             frame_pointers_only: false,
             evict_idle_after: DEFAULT_EVICT_IDLE_AFTER,
             evicted: Vec::new(),
+            eviction: None,
         })
     }
 
@@ -214,13 +269,18 @@ impl TableLoader {
     /// up: describing them again loads it.
     pub fn note_active(&mut self, pids: impl IntoIterator<Item = u32>) -> Vec<u32> {
         let now = Instant::now();
-        let mut retry = Vec::new();
+        let mut sampled = Vec::new();
         for pid in pids {
-            let Some(process) = self.known.get_mut(&pid) else {
-                continue;
-            };
-            process.last_active = now;
-            let wanted = process
+            if let Some(process) = self.known.get_mut(&pid) {
+                process.last_active = now;
+                sampled.push(pid);
+            }
+        }
+        // Who is idle has changed (and time has passed since the last drain).
+        self.eviction = None;
+        let mut retry = Vec::new();
+        for pid in sampled {
+            let wanted = self.known[&pid]
                 .keys
                 .iter()
                 .filter_map(|k| self.tables.get(k).and_then(|t| t.unloaded_rows))
@@ -301,6 +361,7 @@ impl TableLoader {
         exec_mappings: &[ExecMapping],
     ) -> Result<(), UnwindMapError> {
         let previous = self.known.remove(&pid);
+        self.eviction = None;
         let mut keys = Vec::new();
         let mut entries: Vec<Mapping> = Vec::new();
         for m in exec_mappings {
@@ -310,6 +371,8 @@ impl TableLoader {
                     let table = self.table_for(module, pid);
                     table.refs += 1;
                     let entry = (table.kind, table.start, table.len, load_bias);
+                    // A table this process now holds is no longer freed by evicting others.
+                    self.eviction = None;
                     keys.push(module.key.clone());
                     entry
                 }
@@ -356,6 +419,7 @@ impl TableLoader {
             }
             self.release(old.keys);
         }
+        self.eviction = None;
         self.known.insert(
             pid,
             KnownProcess {
@@ -372,6 +436,7 @@ impl TableLoader {
         let Some(process) = self.known.remove(&pid) else {
             return;
         };
+        self.eviction = None;
         let _ = self.processes.remove(&pid);
         for index in 0..process.mapping_count {
             let _ = self.mappings.remove(&MappingKey { pid, index });
@@ -381,40 +446,38 @@ impl TableLoader {
 
     /// The idle processes (oldest activity first) whose eviction frees a range of `rows`
     /// contiguous rows, or `None` when evicting every idle process would not. `loading` is the
-    /// process being described, never evicted.
-    fn plan_eviction(&self, rows: u32, loading: u32) -> Option<Vec<u32>> {
-        let mut idle: Vec<(Instant, u32)> = self
-            .known
-            .iter()
-            .filter(|&(&pid, p)| pid != loading && p.last_active.elapsed() >= self.evict_idle_after)
-            .map(|(&pid, p)| (p.last_active, pid))
-            .collect();
-        idle.sort_unstable();
-        let mut alloc = self.alloc.clone();
-        let mut refs: HashMap<&str, u32> = HashMap::new();
-        let mut chosen = Vec::new();
-        for (_, pid) in idle {
-            for key in &self.known[&pid].keys {
-                let Some(table) = self.tables.get(key) else {
-                    continue;
-                };
-                let left = refs.entry(key).or_insert(table.refs);
-                *left = left.saturating_sub(1);
-                if *left == 0 && table.kind == mapping_kind::TABLE {
-                    alloc.release(table.start, table.len);
-                }
-            }
-            chosen.push(pid);
-            if alloc.largest_free() >= rows {
-                return Some(chosen);
-            }
+    /// process being described, never evicted. Uses the cached plan; only when `loading` is
+    /// among the processes it would evict (every process counts as idle when `evict_idle_after`
+    /// is zero) is a plan without it worked out, and not kept.
+    fn plan_eviction(&mut self, rows: u32, loading: u32) -> Option<Vec<u32>> {
+        let plan = self.eviction.get_or_insert_with(|| {
+            EvictionPlan::new(
+                &self.known,
+                &self.tables,
+                &self.alloc,
+                self.evict_idle_after,
+                None,
+            )
+        });
+        let steps = plan.evictions_for(rows);
+        if steps.is_none_or(|steps| steps.iter().all(|&(pid, _)| pid != loading)) {
+            return steps.map(|steps| steps.iter().map(|&(pid, _)| pid).collect());
         }
-        None
+        let plan = EvictionPlan::new(
+            &self.known,
+            &self.tables,
+            &self.alloc,
+            self.evict_idle_after,
+            Some(loading),
+        );
+        plan.evictions_for(rows)
+            .map(|steps| steps.iter().map(|&(pid, _)| pid).collect())
     }
 
     /// Rows for a table of `rows`, evicting idle processes when that makes room.
     fn allocate(&mut self, rows: u32, loading: u32) -> Option<u32> {
         if let Some(start) = self.alloc.allocate(rows) {
+            self.eviction = None;
             return Some(start);
         }
         for pid in self.plan_eviction(rows, loading)? {
@@ -422,10 +485,13 @@ impl TableLoader {
             self.evicted.push(pid);
             self.stats.idle_processes_evicted += 1;
         }
-        self.alloc.allocate(rows)
+        let start = self.alloc.allocate(rows);
+        self.eviction = None;
+        start
     }
 
     fn release(&mut self, keys: Vec<String>) {
+        self.eviction = None;
         for key in keys {
             let Some(table) = self.tables.get_mut(&key) else {
                 continue;
@@ -524,4 +590,68 @@ fn read_table(module: &ModuleFile) -> Result<UnwindTable, Box<dyn std::error::Er
 
 fn map_err(map: &'static str, source: MapError) -> UnwindMapError {
     UnwindMapError { map, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(start: u32, len: u32, refs: u32) -> LoadedTable {
+        LoadedTable {
+            start,
+            len,
+            kind: mapping_kind::TABLE,
+            refs,
+            unloaded_rows: None,
+        }
+    }
+
+    fn process(keys: &[&str], idle_for: Duration) -> KnownProcess {
+        KnownProcess {
+            mapping_count: keys.len() as u32,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            last_active: Instant::now() - idle_for,
+        }
+    }
+
+    /// Rows 0..100: `libc` (0..40) shared by the two idle processes, `a` (40..70) held by the
+    /// oldest alone, `b` (70..90) by the active one; 10 rows free.
+    fn host() -> (
+        HashMap<u32, KnownProcess>,
+        HashMap<String, LoadedTable>,
+        RowAllocator,
+    ) {
+        let mut alloc = RowAllocator::new(100);
+        let mut tables = HashMap::new();
+        for (key, len, refs) in [("libc", 40, 3), ("a", 30, 1), ("b", 20, 1)] {
+            let start = alloc.allocate(len).unwrap();
+            tables.insert(key.to_string(), table(start, len, refs));
+        }
+        let known = HashMap::from([
+            (1, process(&["libc", "a"], Duration::from_secs(90))),
+            (2, process(&["libc"], Duration::from_secs(60))),
+            (3, process(&["libc", "b"], Duration::ZERO)),
+        ]);
+        (known, tables, alloc)
+    }
+
+    /// The plan evicts the oldest idle processes first, frees a shared table only with its last
+    /// idle holder, never counts an active process, and answers every size from one walk.
+    #[test]
+    fn eviction_plan_frees_the_fewest_oldest_idle_processes() {
+        let (known, tables, alloc) = host();
+        let plan = EvictionPlan::new(&known, &tables, &alloc, Duration::from_secs(30), None);
+        // Evicting 1 frees `a` (40..70, beside nothing free); `libc` is still held by 2 and 3.
+        assert_eq!(plan.steps, vec![(1, 30), (2, 30)]);
+        assert_eq!(plan.evictions_for(10), Some(&[(1, 30)][..]));
+        assert_eq!(plan.evictions_for(30), Some(&[(1, 30)][..]));
+        assert_eq!(plan.evictions_for(31), None);
+        // With 3 idle too, evicting everyone frees all 100 rows.
+        let plan = EvictionPlan::new(&known, &tables, &alloc, Duration::ZERO, None);
+        assert_eq!(plan.steps, vec![(1, 30), (2, 30), (3, 100)]);
+        assert_eq!(plan.evictions_for(100).map(<[_]>::len), Some(3));
+        // The process being described is left out.
+        let plan = EvictionPlan::new(&known, &tables, &alloc, Duration::ZERO, Some(3));
+        assert_eq!(plan.steps, vec![(1, 30), (2, 30)]);
+    }
 }
