@@ -1085,8 +1085,17 @@ fn judge(
     }
     table.push('\n');
     let f = summarize(&figure(fixed));
+    // A function on no stack of any build cannot be judged: a cost of zero everywhere means the
+    // name matched nothing (renamed, inlined in every build, not symbolized), not a fix.
+    let seen = data.iter().flat_map(|(_, ms)| ms).any(|m| m.through > 0);
     // 1. Back to the before-code's level.
     let (back, back_text) = match before {
+        _ if !seen => (
+            false,
+            format!(
+                "`{function}` was not seen: no sample of any build's workload went through it,                  so whether the regression is gone cannot be told"
+            ),
+        ),
         Some(b) => {
             let sb = summarize(&figure(b));
             let sr = reg.map(|r| summarize(&figure(r)));
@@ -1123,7 +1132,13 @@ fn judge(
     };
     table.push_str(&format!(
         "- back to the baseline: {} — {back_text}\n",
-        if back { "yes" } else { "NO" }
+        if !seen {
+            "not seen"
+        } else if back {
+            "yes"
+        } else {
+            "NO"
+        }
     ));
     // 2. With confidence below the regressed code, and 3. not absorbed elsewhere.
     let (mut confident, mut absorbed) = (true, false);
@@ -1185,8 +1200,10 @@ fn judge(
             );
         }
     }
-    let passed = back && confident && !absorbed;
-    let why = if !confident {
+    let passed = seen && back && confident && !absorbed;
+    let why = if !seen {
+        "not seen in any build's profile, so not judged"
+    } else if !confident {
         "not reliably below the regressed code"
     } else if absorbed {
         "the saving reappears elsewhere in the workload"
@@ -1195,7 +1212,8 @@ fn judge(
     } else {
         "regression gone"
     };
-    // The detail keeps the share first (`f: 12.34% of CPU with the fix, …`), as before rounds.
+    // The detail keeps the share first (`f: 12.34% of CPU with the fix, …`), as before rounds,
+    // then the figure that was judged when that was not the share.
     let mean_share = |ms: &[Measurement]| summarize(&share(ms)).mean * 100.0;
     let mut detail = format!("{function}: {:.2}% of CPU with the fix", mean_share(fixed));
     if let Some(b) = before {
@@ -1203,6 +1221,19 @@ fn judge(
     }
     if let Some(r) = reg {
         detail.push_str(&format!(", {:.2}% regressed", mean_share(r)));
+    }
+    if per_work {
+        let mean = |ms: &[Measurement]| num(summarize(&figure(ms)).mean);
+        detail.push_str(&format!(
+            "; judged per {unit}: {} with the fix",
+            mean(fixed)
+        ));
+        if let Some(b) = before {
+            detail.push_str(&format!(", {} before the root cause", mean(b)));
+        }
+        if let Some(r) = reg {
+            detail.push_str(&format!(", {} regressed", mean(r)));
+        }
     }
     detail.push_str(&format!(
         " (means of {n} interleaved rounds on this machine; production: {:.2}% -> {:.2}%): {why}",
@@ -1411,5 +1442,61 @@ mod tests {
         ];
         let v = judge(&data, "f", (0.1, 0.5), 0.5);
         assert!(v.passed, "{}", v.table);
+        // The detail shows the figure judged (per 10 units of work), after the shares.
+        assert!(
+            v.detail.contains(
+                "; judged per 10 units of work: 10.300 with the fix, 10.500 before the root \
+                 cause, 51.000 regressed"
+            ),
+            "{}",
+            v.detail
+        );
+    }
+
+    /// A function on no stack of any build is said to be not seen, and the fix is not passed
+    /// as "back to the baseline".
+    #[test]
+    fn unseen_function_is_not_judged() {
+        let none = || {
+            vec![
+                m(0, 600, 100.0, 100),
+                m(0, 610, 100.0, 99),
+                m(0, 590, 100.0, 98),
+            ]
+        };
+        let data = vec![("before", none()), ("regressed", none()), ("fixed", none())];
+        let v = judge(&data, "f", (0.1, 0.5), 0.5);
+        assert!(!v.passed, "{}", v.table);
+        assert!(
+            v.table
+                .contains("- back to the baseline: not seen — `f` was not seen"),
+            "{}",
+            v.table
+        );
+        assert!(
+            v.detail.contains("not seen in any build's profile"),
+            "{}",
+            v.detail
+        );
+        // Seen in the regressed code only (the fix removed it from the stacks): judged, passes.
+        let data = vec![
+            ("before", none()),
+            (
+                "regressed",
+                vec![
+                    m(400, 600, 100.0, 100),
+                    m(410, 610, 100.0, 99),
+                    m(390, 590, 100.0, 98),
+                ],
+            ),
+            ("fixed", none()),
+        ];
+        let v = judge(&data, "f", (0.1, 0.5), 0.5);
+        assert!(v.passed, "{}", v.table);
+        assert!(
+            v.table.contains("- back to the baseline: yes"),
+            "{}",
+            v.table
+        );
     }
 }
