@@ -3,7 +3,6 @@
 //! repository of a small C service built with gcc.
 
 use std::path::Path;
-use std::process::Command;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -11,58 +10,13 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
 
-/// The C service of the eval corpus's `c-logging` case, before its root-cause commit.
-fn v1() -> String {
-    let case = fleetprof_agent::eval::corpus()
-        .into_iter()
-        .find(|c| c.name == "c-logging")
-        .expect("the corpus has c-logging");
-    case.files
-        .into_iter()
-        .find(|(path, _)| *path == "svc.c")
-        .map(|(_, text)| text)
-        .expect("c-logging has svc.c")
-}
+mod common;
 
-const LOG_LINE: &str = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{LOG_LINE, git};
 
 /// A C service whose second commit (the root cause) logs a line per item in `price_items`'s loop.
 fn c_repo(root: &Path) -> String {
-    std::fs::write(root.join("svc.c"), v1()).unwrap();
-    std::fs::write(root.join(".gitignore"), "svc\n").unwrap();
-    std::fs::write(
-        root.join("fleetprof.toml"),
-        "[validate]\nbuild = \"gcc -O2 -Wall -Werror -o svc svc.c\"\n\
-         test = \"./svc 10 2>/dev/null | grep -qx 'total 135'\"\n",
-    )
-    .unwrap();
-    git(root, &["init", "--quiet", "-b", "main"]);
-    git(root, &["config", "user.name", "Dev One"]);
-    git(root, &["config", "user.email", "dev@example.com"]);
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "--quiet", "-m", "price items"]);
-    let v2 = v1().replace(
-        "        total += v[i] * 3;\n",
-        &format!("        total += v[i] * 3;\n{LOG_LINE}"),
-    );
-    std::fs::write(root.join("svc.c"), v2).unwrap();
-    git(root, &["commit", "--quiet", "-am", "Log every priced item"]);
-    git(root, &["rev-parse", "HEAD"]).trim().to_string()
+    common::c_repo(root, &common::c_logging_v1(), None)
 }
 
 /// `git diff` of `edit` applied to the work tree, which is then restored.

@@ -4,7 +4,6 @@
 //! reported clearly and leave the fix on its local branch.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -13,78 +12,24 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{c_logging_v1, git};
+
 /// The C service of the eval corpus's `c-logging` case, before its root-cause commit, with its hot
 /// function named `write_items`: a regressions file carries no stacks, so the function's own name
 /// is what matches the logging skill's profile signs (`write`).
 fn v1() -> String {
-    corpus_v1().replace("price_items", "write_items")
+    c_logging_v1().replace("price_items", "write_items")
 }
 
-fn corpus_v1() -> String {
-    let case = fleetprof_agent::eval::corpus()
-        .into_iter()
-        .find(|c| c.name == "c-logging")
-        .expect("the corpus has c-logging");
-    case.files
-        .into_iter()
-        .find(|(path, _)| *path == "svc.c")
-        .map(|(_, text)| text)
-        .expect("c-logging has svc.c")
-}
-
-const LOG_LINE: &str = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
 const TOKEN: &str = "test-token-5f3a";
 const BRANCH: &str = "fleetprof/fix-r-c";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A C service whose second commit, by `author`, logs a line per item in `write_items`'s loop;
 /// `origin` is a bare repository holding `main`. Returns the root-cause commit.
 fn c_repo(root: &Path, remote: &Path, author: (&str, &str)) -> String {
-    std::fs::create_dir_all(root).unwrap();
-    std::fs::write(root.join("svc.c"), v1()).unwrap();
-    std::fs::write(root.join(".gitignore"), "svc\n").unwrap();
-    std::fs::write(
-        root.join("fleetprof.toml"),
-        "[validate]\nbuild = \"gcc -O2 -Wall -Werror -o svc svc.c\"\n\
-         test = \"./svc 10 2>/dev/null | grep -qx 'total 135'\"\n",
-    )
-    .unwrap();
-    git(root, &["init", "--quiet", "-b", "main"]);
-    git(root, &["config", "user.name", "Dev One"]);
-    git(root, &["config", "user.email", "dev@example.com"]);
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "--quiet", "-m", "price items"]);
-    let v2 = v1().replace(
-        "        total += v[i] * 3;\n",
-        &format!("        total += v[i] * 3;\n{LOG_LINE}"),
-    );
-    std::fs::write(root.join("svc.c"), v2).unwrap();
-    let who = format!("{} <{}>", author.0, author.1);
-    git(
-        root,
-        &[
-            "commit",
-            "--quiet",
-            "-am",
-            "Log every priced item",
-            "--author",
-            &who,
-        ],
-    );
+    let commit = common::c_repo(root, &v1(), Some(author));
     let parent = remote.parent().unwrap();
     let remote_name = remote.file_name().unwrap().to_str().unwrap();
     git(
@@ -93,7 +38,7 @@ fn c_repo(root: &Path, remote: &Path, author: (&str, &str)) -> String {
     );
     git(root, &["remote", "add", "origin", remote.to_str().unwrap()]);
     git(root, &["push", "--quiet", "origin", "main"]);
-    git(root, &["rev-parse", "HEAD"]).trim().to_string()
+    commit
 }
 
 /// One request the fake GitHub received.
@@ -118,21 +63,27 @@ struct Fake {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+impl Fake {
+    fn record(&self, uri: &Uri, headers: &HeaderMap, body: Value) {
+        self.seen.lock().unwrap().push(Seen {
+            path: uri.path().to_string(),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            body,
+        });
+    }
+}
+
 async fn pulls(
     State(f): State<Fake>,
     uri: Uri,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    f.seen.lock().unwrap().push(Seen {
-        path: uri.path().to_string(),
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        body,
-    });
+    f.record(&uri, &headers, body);
     match f.mode {
         Mode::Ok => (
             StatusCode::CREATED,
@@ -157,15 +108,7 @@ async fn reviewers(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    f.seen.lock().unwrap().push(Seen {
-        path: uri.path().to_string(),
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        body,
-    });
+    f.record(&uri, &headers, body);
     (StatusCode::CREATED, Json(json!({"number": 7})))
 }
 

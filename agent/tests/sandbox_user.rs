@@ -9,19 +9,9 @@ use std::time::Duration;
 
 use fleetprof_agent::fix::validate::{Worktree, run_command, sandbox_ids};
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+
+use common::git;
 
 #[test]
 fn commands_run_as_the_sandbox_user_and_write_only_their_worktree() {

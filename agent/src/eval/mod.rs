@@ -461,58 +461,22 @@ mod tests {
     /// case unfixed.
     #[tokio::test]
     async fn scripted_model_runs_an_eval_case() {
-        use crate::llm::scripted::ScriptedServer;
+        use crate::llm::scripted::{
+            ScriptedServer, openai_answer as answer, openai_model, openai_tool_call as call,
+            skills_without_recipes,
+        };
         let dir = tempfile::tempdir().unwrap();
         let skills_dir = dir.path().join("skills");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
-        for e in std::fs::read_dir(&src).unwrap().flatten() {
-            if !e.file_type().unwrap().is_dir() {
-                continue;
-            }
-            let dst = skills_dir.join(e.file_name());
-            std::fs::create_dir_all(&dst).unwrap();
-            let text = std::fs::read_to_string(e.path().join("SKILL.md")).unwrap();
-            let text: String = text
-                .lines()
-                .filter(|l| !l.starts_with("recipe:"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(dst.join("SKILL.md"), text).unwrap();
-        }
+        skills_without_recipes(&skills_dir);
         let skills = SkillSet::load(&skills_dir).unwrap();
         let case = corpus()
             .into_iter()
             .find(|c| c.name == "c-logging")
             .unwrap();
         let log_line = "        fprintf(stderr, \"debug: item %d -> %ld\\n\", i, total);\n";
-        let call = |id: &str, name: &str, args: serde_json::Value| {
-            let body = serde_json::json!({
-                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}
-                ]}, "finish_reason": "tool_calls"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20}
-            });
-            (200, body.to_string())
-        };
-        let answer = |text: &str| {
-            let body = serde_json::json!({
-                "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20}
-            });
-            (200, body.to_string())
-        };
-        let opts = |url: String| {
-            let cfg = crate::llm::LlmConfig {
-                provider: crate::llm::Provider::OpenAi,
-                base_url: Some(url),
-                model: Some("m".into()),
-                backoff_ms: 1,
-                ..Default::default()
-            };
-            FixOptions {
-                model: cfg.build().unwrap(),
-                ..Default::default()
-            }
+        let opts = |url: String| FixOptions {
+            model: openai_model(url),
+            ..Default::default()
         };
 
         let server = ScriptedServer::start(vec![

@@ -370,25 +370,10 @@ async fn patches_to_what_judges_them_are_refused() {
     assert_eq!(files.trim(), "src/lib.rs");
 }
 
-/// An OpenAI-compatible reply calling one tool.
-fn model_call(id: &str, name: &str, args: serde_json::Value) -> (u16, String) {
-    let body = serde_json::json!({
-        "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
-            {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}
-        ]}, "finish_reason": "tool_calls"}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
-    });
-    (200, body.to_string())
-}
-
-/// An OpenAI-compatible final answer.
-fn model_answer(text: &str) -> (u16, String) {
-    let body = serde_json::json!({
-        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
-    });
-    (200, body.to_string())
-}
+use crate::llm::scripted::{
+    openai_answer as model_answer, openai_model, openai_tool_call as model_call,
+    skills_without_recipes,
+};
 
 /// A pipeline over `repo` whose skills have no recipes (so the model path runs), with a model
 /// at `url`.
@@ -400,40 +385,18 @@ fn model_fixer(
     limits: LoopLimits,
     skills_dir: &Path,
 ) -> Fixer {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        if !e.file_type().unwrap().is_dir() {
-            continue;
-        }
-        let dst = skills_dir.join(e.file_name());
-        std::fs::create_dir_all(&dst).unwrap();
-        let text = std::fs::read_to_string(e.path().join("SKILL.md")).unwrap();
-        let text: String = text
-            .lines()
-            .filter(|l| !l.starts_with("recipe:"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(dst.join("SKILL.md"), text).unwrap();
-    }
+    skills_without_recipes(skills_dir);
     let f = fixer(repo, outbox, commit);
     let tools = ToolBox::new(
         f.tools.source().clone(),
         SkillSet::load(skills_dir).unwrap(),
     )
     .with_repo(Repo::new(repo));
-    let cfg = crate::llm::LlmConfig {
-        provider: crate::llm::Provider::OpenAi,
-        base_url: Some(url),
-        model: Some("m".into()),
-        backoff_ms: 1,
-        ..Default::default()
-    };
     Fixer::new(
         tools,
         FixOptions {
             outbox: outbox.to_path_buf(),
-            model: cfg.build().unwrap(),
+            model: openai_model(url),
             limits,
             ..Default::default()
         },

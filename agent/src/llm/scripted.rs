@@ -84,3 +84,58 @@ impl ScriptedServer {
         self.requests.lock().unwrap().clone()
     }
 }
+
+/// An OpenAI-compatible reply calling one tool, as [`ScriptedServer::start`] takes it.
+pub(crate) fn openai_tool_call(id: &str, name: &str, args: serde_json::Value) -> (u16, String) {
+    let body = serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}
+        ]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    });
+    (200, body.to_string())
+}
+
+/// An OpenAI-compatible final answer, as [`ScriptedServer::start`] takes it.
+pub(crate) fn openai_answer(text: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    });
+    (200, body.to_string())
+}
+
+/// The model `m` of an OpenAI-compatible endpoint at `url` (a [`ScriptedServer`]), retrying at
+/// once.
+pub(crate) fn openai_model(url: String) -> Option<Arc<dyn crate::llm::ChatModel>> {
+    crate::llm::LlmConfig {
+        provider: crate::llm::Provider::OpenAi,
+        base_url: Some(url),
+        model: Some("m".into()),
+        backoff_ms: 1,
+        ..Default::default()
+    }
+    .build()
+    .unwrap()
+}
+
+/// Copies the repository's skills into `dir` without their `recipe:` lines, so that fixing falls
+/// to the model path.
+pub(crate) fn skills_without_recipes(dir: &std::path::Path) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let dst = dir.join(e.file_name());
+        std::fs::create_dir_all(&dst).unwrap();
+        let text = std::fs::read_to_string(e.path().join("SKILL.md")).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("recipe:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dst.join("SKILL.md"), text).unwrap();
+    }
+}
