@@ -9,10 +9,9 @@
 use std::collections::BTreeSet;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fleetprof_collector::changes;
-use fleetprof_collector::ingest::{IngestConfig, RunningCollector};
 use fleetprof_collector::query::{self, By, Side, Window};
 use fleetprof_collector::regressions::{self, DetectOptions, ListFilter};
 use fleetprof_collector::store::cluster::{ClusterOptions, LOCAL_SUFFIX, migrate_cluster_with};
@@ -20,7 +19,10 @@ use fleetprof_collector::store::local_server::{LocalClickHouse, LocalCluster};
 use fleetprof_collector::store::{MIGRATIONS, Migration, Store, StoreConfig, StoreError};
 use fleetprof_proto::fleetprof::v1 as pb;
 use futures::StreamExt;
-use pb::ingest_client::IngestClient;
+
+mod common;
+
+use common::{collector, now_s, one_u64};
 
 const SERVICE: &str = "checkout";
 const HOSTS: u64 = 4;
@@ -28,50 +30,21 @@ const MINUTES: u64 = 60;
 /// The minute `checkout` 1.1 (with a slower `hot_loop`) replaces 1.0.
 const STEP: u64 = 30;
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Host `host`'s one-minute batch of minute `minute` (of [`MINUTES`], ending at `end_s`):
 /// main → handle → hot_loop, main → handle → cold_path and main → idle_work, with small
 /// deterministic noise; from minute [`STEP`] on, version 1.1 spends half again as long in
 /// `hot_loop` (a regression, not a cost shift: `cold_path` stays).
 fn batch(host: u64, minute: u64, end_s: u64) -> pb::ProfileBatch {
     let end = (end_s - (MINUTES - 1 - minute) * 60) * 1_000_000_000;
-    let frame = |name: &str| pb::Frame {
-        function: name.into(),
-        module: "/usr/bin/checkout".into(),
-        build_id: "abc123".into(),
-        ..Default::default()
-    };
+    let frame = |name: &str| common::frame("/usr/bin/checkout", name);
     let noise = (minute * 7 + host * 13) % 11;
     let (version, hot, cold) = if minute < STEP {
         ("1.0", 300 + noise, 600)
     } else {
         ("1.1", 450 + noise, 600)
     };
-    let sample = |stack_index, count| pb::Sample {
-        process_index: 0,
-        stack_index,
-        tid: 4243,
-        thread_name: "worker".into(),
-        count,
-    };
+    let sample = |stack_index, count| common::sample(0, stack_index, 4243, count);
     pb::ProfileBatch {
-        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
-        host: Some(pb::HostIdentity {
-            hostname: format!("web-{host}"),
-            host_id: format!("machine-{host}"),
-            boot_id: "boot-1".into(),
-            ..Default::default()
-        }),
-        sequence: minute + 1,
-        start_time_unix_nanos: end - 60_000_000_000,
-        end_time_unix_nanos: end,
-        frequency_hz: 19,
         processes: vec![pb::Process {
             pid: 4242,
             comm: "checkout".into(),
@@ -87,48 +60,16 @@ fn batch(host: u64, minute: u64, end_s: u64) -> pb::ProfileBatch {
             frame("cold_path"),
             frame("idle_work"),
         ],
-        stacks: vec![
-            pb::Stack {
-                frame_indexes: vec![0, 1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![3, 1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![4, 2],
-            },
-        ],
+        stacks: common::stacks(&[&[0, 1, 2], &[3, 1, 2], &[4, 2]]),
         samples: vec![sample(0, hot), sample(1, cold), sample(2, 100 + noise)],
-        energy: Some(pb::Energy {
-            available: false,
-            unavailable_reason: "test".into(),
-            ..Default::default()
-        }),
-        losses: Some(pb::LossCounters::default()),
+        ..common::batch(
+            &format!("web-{host}"),
+            &format!("machine-{host}"),
+            minute + 1,
+            end - 60_000_000_000,
+            end,
+        )
     }
-}
-
-async fn collector(store: &Store) -> (RunningCollector, IngestClient<tonic::transport::Channel>) {
-    let running = RunningCollector::start(
-        store.clone(),
-        IngestConfig::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let client = IngestClient::connect(format!("http://{}", running.local_addr()))
-        .await
-        .unwrap();
-    (running, client)
-}
-
-async fn one_u64(store: &Store, sql: &str) -> u64 {
-    store
-        .client()
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
 /// Runs `fleetprof-collector migrate --cluster` against the first node, giving every node's

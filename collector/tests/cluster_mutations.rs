@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleetprof_collector::ingest::{IngestConfig, RunningCollector};
 use fleetprof_collector::query::{self, By, Window};
 use fleetprof_collector::store::cluster::{ClusterOptions, NodeEndpoints, migrate_cluster};
 use fleetprof_collector::store::local_server::{LocalClickHouse, LocalCluster};
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use object::{Object, ObjectSegment, ObjectSymbol};
-use pb::ingest_client::IngestClient;
+
+mod common;
+
+use common::{collector, one_u64};
 
 const SERVICE: &str = "shop";
 const MODULE: &str = "/opt/shop/shop";
@@ -131,17 +133,6 @@ fn batch(binary: &Binary, host: u64, end_s: u64) -> pb::ProfileBatch {
         .collect();
     let main = FUNCTIONS as u32;
     pb::ProfileBatch {
-        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
-        host: Some(pb::HostIdentity {
-            hostname: format!("shop-{host}"),
-            host_id: format!("machine-{host}"),
-            boot_id: "boot-1".into(),
-            ..Default::default()
-        }),
-        sequence: 1,
-        start_time_unix_nanos: end - 60_000_000_000,
-        end_time_unix_nanos: end,
-        frequency_hz: 19,
         processes: vec![pb::Process {
             pid: 700,
             comm: "shop".into(),
@@ -165,26 +156,18 @@ fn batch(binary: &Binary, host: u64, end_s: u64) -> pb::ProfileBatch {
                 count: 10 + i + host,
             })
             .collect(),
-        energy: Some(pb::Energy {
-            available: false,
-            unavailable_reason: "test".into(),
-            ..Default::default()
-        }),
-        losses: Some(pb::LossCounters::default()),
+        ..common::batch(
+            &format!("shop-{host}"),
+            &format!("machine-{host}"),
+            1,
+            end - 60_000_000_000,
+            end,
+        )
     }
 }
 
 async fn push_all(store: &Store, binary: &Binary, end_s: u64) {
-    let running = RunningCollector::start(
-        store.clone(),
-        IngestConfig::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut client = IngestClient::connect(format!("http://{}", running.local_addr()))
-        .await
-        .unwrap();
+    let (running, mut client) = collector(store).await;
     for host in 0..HOSTS {
         let r = client
             .push(batch(binary, host, end_s))
@@ -194,15 +177,6 @@ async fn push_all(store: &Store, binary: &Binary, end_s: u64) {
         assert!(r.samples_stored > 0 && !r.duplicate, "host {host}: {r:?}");
     }
     running.shutdown().await;
-}
-
-async fn one_u64(store: &Store, sql: &str) -> u64 {
-    store
-        .client()
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
 /// `fleetprof-collector symbols upload` of the debug file into `symbols_dir` against the

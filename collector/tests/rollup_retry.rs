@@ -11,7 +11,6 @@
 //! `/usr/sbin/clickhouse-server` it FAILS with that reason rather than pass silently.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetprof_collector::ingest::{
     Ack, Limits, Submission, WriteError, WriterConfig, WriterHandle, validate,
@@ -21,23 +20,15 @@ use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use prost::Message as _;
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
+mod common;
+
+use common::{execute, now_ns, one_u64};
 
 /// A batch of host `web-<sequence % 2>` with two services, a recursive stack and a truncated
 /// one, ending `ago_s` seconds ago.
 fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
     let end = now_ns() - ago_s * 1_000_000_000;
-    let frame = |name: &str| pb::Frame {
-        function: name.into(),
-        module: "/usr/bin/shop".into(),
-        build_id: "abc123".into(),
-        ..Default::default()
-    };
+    let frame = |name: &str| common::frame("/usr/bin/shop", name);
     let process = |pid: u32, service: &str, version: &str| pb::Process {
         pid,
         comm: service.into(),
@@ -46,26 +37,10 @@ fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
         version: version.into(),
         ..Default::default()
     };
-    let sample = |process_index, stack_index, count| pb::Sample {
-        process_index,
-        stack_index,
-        tid: 7,
-        thread_name: "worker".into(),
-        count,
-    };
+    let sample =
+        |process_index, stack_index, count| common::sample(process_index, stack_index, 7, count);
     let host = format!("web-{}", sequence % 2);
     pb::ProfileBatch {
-        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
-        host: Some(pb::HostIdentity {
-            hostname: host.clone(),
-            host_id: host,
-            boot_id: "boot-1".into(),
-            ..Default::default()
-        }),
-        sequence,
-        start_time_unix_nanos: end - 10_000_000_000,
-        end_time_unix_nanos: end,
-        frequency_hz: 19,
         processes: vec![process(10, "checkout", "1.0"), process(11, "search", "2.0")],
         // Leaf first, as the profiler sends them.
         frames: vec![
@@ -74,33 +49,19 @@ fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
             frame("main"),
             frame("[truncated: depth limit]"),
         ],
-        stacks: vec![
-            pb::Stack {
-                frame_indexes: vec![0, 1, 1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![0, 3],
-            },
-        ],
+        stacks: common::stacks(&[&[0, 1, 1, 2], &[1, 2], &[0, 3]]),
         samples: vec![
             sample(0, 0, 40 + sequence),
             sample(0, 1, 7),
             sample(1, 0, 11),
             sample(1, 2, 3),
         ],
-        energy: Some(pb::Energy {
-            available: false,
-            unavailable_reason: "test".into(),
-            ..Default::default()
-        }),
         losses: Some(pb::LossCounters {
             recorded: 61 + sequence,
             truncated_stacks: 3,
             ..Default::default()
         }),
+        ..common::batch(&host, &host, sequence, end - 10_000_000_000, end)
     }
 }
 
@@ -120,27 +81,6 @@ async fn rows(store: &Store, sql: &str) -> Vec<(String, String, u32, String, u64
         .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
-async fn one_u64(store: &Store, sql: &str) -> u64 {
-    store
-        .client()
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
-}
-
-async fn execute(store: &Store, sql: &str) {
-    store
-        .client()
-        .query(sql)
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-}
-
-/// Puts a stand-in in place of `table`: it has the columns the writer's look-ups read (so they
-/// answer, finding nothing) but not all the columns an INSERT writes, so ClickHouse refuses
-/// that table's INSERT while the other tables' INSERTs land.
 async fn break_table(store: &Store, table: &str) {
     let columns = match table {
         "function_minutes" | "service_minutes" => {

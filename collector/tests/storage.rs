@@ -4,54 +4,28 @@
 //! Each test starts its own throwaway ClickHouse (`LocalClickHouse`, about 0.2 s); without
 //! `/usr/sbin/clickhouse-server` they FAIL with that reason rather than pass silently.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::time::Duration;
 
-use fleetprof_collector::ingest::{Limits, validate};
 use fleetprof_collector::query::{self, By, Window};
 use fleetprof_collector::regressions::{self, DetectOptions, SeriesOptions, read_series};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 
-const SERVICE: &str = "checkout";
+mod common;
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use common::{now_s, one_u64, write};
+
+const SERVICE: &str = "checkout";
 
 /// A batch of `checkout` 1.1 ending `ago_s` seconds ago: main → handle → hot_loop ×90,
 /// main → handle ×10.
 fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
     let end = (now_s() - ago_s) * 1_000_000_000;
-    let frame = |name: &str| pb::Frame {
-        function: name.into(),
-        module: "/usr/bin/checkout".into(),
-        build_id: "abc123".into(),
-        ..Default::default()
-    };
-    let sample = |stack_index, count| pb::Sample {
-        process_index: 0,
-        stack_index,
-        tid: 4243,
-        thread_name: "worker".into(),
-        count,
-    };
+    let frame = |name: &str| common::frame("/usr/bin/checkout", name);
+    let sample = |stack_index, count| common::sample(0, stack_index, 4243, count);
     pb::ProfileBatch {
-        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
-        host: Some(pb::HostIdentity {
-            hostname: "web-2".into(),
-            host_id: "machine-2".into(),
-            boot_id: "boot-1".into(),
-            ..Default::default()
-        }),
-        sequence,
-        start_time_unix_nanos: end - 10_000_000_000,
-        end_time_unix_nanos: end,
-        frequency_hz: 19,
         processes: vec![pb::Process {
             pid: 4242,
             comm: "checkout".into(),
@@ -61,21 +35,9 @@ fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
             ..Default::default()
         }],
         frames: vec![frame("hot_loop"), frame("handle"), frame("main")],
-        stacks: vec![
-            pb::Stack {
-                frame_indexes: vec![0, 1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![1, 2],
-            },
-        ],
+        stacks: common::stacks(&[&[0, 1, 2], &[1, 2]]),
         samples: vec![sample(0, 90), sample(1, 10)],
-        energy: Some(pb::Energy {
-            available: false,
-            unavailable_reason: "test".into(),
-            ..Default::default()
-        }),
-        losses: Some(pb::LossCounters::default()),
+        ..common::batch("web-2", "machine-2", sequence, end - 10_000_000_000, end)
     }
 }
 
@@ -107,33 +69,6 @@ fn unwinding_batch(sequence: u64, ago_s: u64, cut: bool) -> pb::ProfileBatch {
         }
     }
     b
-}
-
-/// Stores `batches` through the store's writer, as the collector does.
-async fn write(store: &Store, batches: &[pb::ProfileBatch]) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let validated: Vec<_> = batches
-        .iter()
-        .map(|b| validate(b, &Limits::default(), now).unwrap())
-        .collect();
-    let refs: Vec<_> = validated.iter().collect();
-    let (mut stacks, mut frames) = (HashSet::new(), HashSet::new());
-    store
-        .write_batches(&refs, &HashMap::new(), &mut stacks, &mut frames)
-        .await
-        .unwrap();
-}
-
-async fn one_u64(store: &Store, sql: &str) -> u64 {
-    store
-        .client()
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
 /// A database laid out and filled by schema v3 (names in every sample row, rollups filled by
