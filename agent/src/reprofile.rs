@@ -1,9 +1,10 @@
 //! Re-profiling a fix with the real eBPF profiler: the workload runs in the worktree in a cgroup
-//! of its own (so the processes it spawns are part of it) while `fleetprof-profiler record`
-//! samples the processes in that cgroup once the workload has started (its pre-forked workers
-//! included; workers forked later are not yet followed), and the regressed function's share of
-//! their samples is read from the JSON profile. Without a writable cgroup v2 hierarchy it falls back to `record --pid` of the
-//! workload's own process (its children are then missed, and the check says so in the logs).
+//! of its own (so the processes it spawns are part of it) while `fleetprof-profiler record
+//! --cgroup` samples the processes in that cgroup, following it for the whole round (workers
+//! forked during the round included), and the regressed function's share of their samples is
+//! read from the JSON profile. Without a writable cgroup v2 hierarchy it falls back to
+//! `record --pid` of the workload's own process (its children are then missed, and the check
+//! says so in the logs).
 
 use std::{
     path::{Path, PathBuf},
@@ -350,22 +351,11 @@ impl ProfilerReprofiler {
         let mut record = Command::new(&self.profiler);
         record.args(["record", "--format", "json"]);
         // Record the workload's processes only (recording the whole host under load overflows
-        // the kernel's stack tables and blurs the shares): every process in its cgroup once it
-        // has started, which includes the workers it forks at start-up.
-        let mut pids = vec![child.id().to_string()];
-        if let Some(cg) = &cgroup
-            && let Ok(text) = std::fs::read_to_string(cg.procs())
-        {
-            pids.extend(
-                text.lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty()),
-            );
-            pids.sort();
-            pids.dedup();
-        }
-        for pid in &pids {
-            record.args(["--pid", pid]);
+        // the kernel's stack tables and blurs the shares): every process in its cgroup, which
+        // the profiler follows for the whole round, so a worker forked mid-round counts too.
+        record.args(["--pid", &child.id().to_string()]);
+        if let Some(cg) = &cgroup {
+            record.arg("--cgroup").arg(&cg.dir);
         }
         let work_before = read_work(&work_file);
         let recorded = record

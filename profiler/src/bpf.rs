@@ -38,6 +38,11 @@ pub struct SamplerConfig {
     pub frequency_hz: u32,
     /// Only sample these processes; empty means every process. Default: empty.
     pub pids: Vec<u32>,
+    /// Also sample every process in this cgroup v2 directory (e.g.
+    /// `/sys/fs/cgroup/system.slice/api.service`), followed while sampling: a process that joins
+    /// it later, such as a worker forked after the start, is added as soon as the tracker sees it
+    /// there (within [`crate::tracker::FOLLOW_CGROUP_EVERY`]). Default: none.
+    pub cgroup: Option<std::path::PathBuf>,
     /// Sample the profiler's own process too. Default: false.
     pub include_self: bool,
     /// Distinct (thread, stacks) keys per generation. Default [`DEFAULT_COUNTS_ENTRIES`].
@@ -60,6 +65,7 @@ impl Default for SamplerConfig {
         Self {
             frequency_hz: DEFAULT_FREQUENCY_HZ,
             pids: Vec::new(),
+            cgroup: None,
             include_self: false,
             counts_entries: DEFAULT_COUNTS_ENTRIES,
             stack_entries: DEFAULT_STACK_ENTRIES,
@@ -194,7 +200,7 @@ impl Sampler {
         } else {
             std::process::id()
         };
-        let filter_by_pid: u8 = u8::from(!config.pids.is_empty());
+        let filter_by_pid: u8 = u8::from(!config.pids.is_empty() || config.cgroup.is_some());
         let mut loader = EbpfLoader::new();
         loader
             .override_global(FILTER_BY_PID_GLOBAL, &filter_by_pid, true)
@@ -376,6 +382,19 @@ impl Sampler {
             .fold((std::time::Duration::ZERO, 0), |(t, n), info| {
                 (t + info.run_time(), n + info.run_count())
             })
+    }
+
+    /// Takes the map of the processes sampled when filtering by pid, for the tracker to add the
+    /// processes that join a followed cgroup.
+    pub(crate) fn take_pid_filter(&mut self) -> Result<HashMap<MapData, u32, u8>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map(PID_FILTER_MAP)
+            .ok_or_else(|| missing_map(PID_FILTER_MAP))?;
+        HashMap::try_from(map).map_err(|source| BpfError::Map {
+            name: PID_FILTER_MAP,
+            source,
+        })
     }
 
     /// Takes the maps the process tracker drives: the event ring buffer and the unwinding

@@ -201,6 +201,7 @@ pub fn run(options: DaemonOptions, stop: Arc<AtomicBool>) -> Result<DaemonSummar
         &SamplerConfig {
             frequency_hz: config.frequency_hz,
             pids: Vec::new(),
+            cgroup: None,
             include_self: config.include_self,
             counts_entries: config.counts_entries,
             stack_entries: config.stack_entries,

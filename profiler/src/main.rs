@@ -88,6 +88,11 @@ struct RecordArgs {
     /// Only record this process (repeatable). Default: every process.
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Also record every process in this cgroup v2 directory, e.g.
+    /// /sys/fs/cgroup/system.slice/api.service, following it while recording: processes that
+    /// join it later (workers forked after the start) are recorded too.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
     /// Samples per second per CPU.
     #[arg(long, default_value_t = DEFAULT_FREQUENCY_HZ)]
     frequency: u32,
@@ -153,6 +158,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         sampler: SamplerConfig {
             frequency_hz: args.frequency,
             pids: args.pids,
+            cgroup: args.cgroup,
             include_self: args.include_self,
             counts_entries: args.counts_entries,
             stack_entries: args.stack_entries,

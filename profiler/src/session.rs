@@ -14,7 +14,7 @@ use crate::{
     profile::{ProfileBuilder, RawProfile},
     sample::Drainer,
     symbolize::{Symbolizer, SymbolizerStats, kernel_symbols_readable},
-    tracker::{ProcessTracker, TrackerParts, TrackerStats},
+    tracker::{FollowCgroup, ProcessTracker, TrackerParts, TrackerStats},
 };
 
 /// A running profiling session. Dropping it detaches the programs and stops the tracker.
@@ -72,6 +72,28 @@ impl Session {
             );
         }
         let (events, loader) = sampler.take_tracker_maps()?;
+        // A followed cgroup's members are captured first like named processes, and the tracker
+        // adds those that join it to the kernel's filter.
+        let mut pids = config.pids.clone();
+        let follow = match &config.cgroup {
+            Some(dir) => {
+                let procs = dir.join("cgroup.procs");
+                let members = crate::tracker::cgroup_members(&procs).map_err(|e| {
+                    BpfError::InvalidConfig(format!(
+                        "cannot read the cgroup's processes in {}: {e}",
+                        procs.display()
+                    ))
+                })?;
+                pids.extend(members);
+                pids.sort_unstable();
+                pids.dedup();
+                Some(FollowCgroup {
+                    procs,
+                    filter: sampler.take_pid_filter()?,
+                })
+            }
+            None => None,
+        };
         let loader = loader
             .frame_pointers_only(config.frame_pointers_only)
             .evict_idle_after(config.unwind_evict_idle_after);
@@ -79,14 +101,15 @@ impl Session {
             events,
             loader,
             inspector: ProcessInspector::new(rules.clone()),
-            pids: config.pids.clone(),
+            pids: pids.clone(),
+            follow,
             excluded: (!config.include_self).then(std::process::id),
             proc_root: PathBuf::from("/proc"),
         })
         .map_err(|source| BpfError::Tracker { source })?;
         // Processes named on the command line are described to the unwinder before their first
         // sample; on a whole host the tracker catches up in the background.
-        if !config.pids.is_empty() {
+        if !pids.is_empty() {
             tracker.wait_for_initial_capture();
         }
         sampler.attach()?;

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use profiler_ebpf::{ProcessEvent, event_kind};
 
 use crate::{
@@ -156,6 +156,27 @@ impl Described {
     }
 }
 
+/// How often a followed cgroup's members are read again: a worker forked into it is sampled
+/// from at most this long after its birth.
+pub const FOLLOW_CGROUP_EVERY: Duration = Duration::from_millis(50);
+
+/// A cgroup followed while sampling: the processes that join it are added to the kernel's pid
+/// filter (which only a fixed list of pids would otherwise pass) and captured like named ones.
+pub struct FollowCgroup {
+    /// Its `cgroup.procs` file.
+    pub procs: PathBuf,
+    /// The kernel's filter of the processes sampled.
+    pub filter: BpfHashMap<MapData, u32, u8>,
+}
+
+/// The pids listed in a `cgroup.procs` file.
+pub fn cgroup_members(procs: &std::path::Path) -> std::io::Result<Vec<u32>> {
+    Ok(std::fs::read_to_string(procs)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
 /// What the tracker needs to start.
 pub struct TrackerParts {
     /// The kernel's event ring buffer.
@@ -164,8 +185,10 @@ pub struct TrackerParts {
     pub loader: TableLoader,
     /// Names processes.
     pub inspector: ProcessInspector,
-    /// Only these processes (empty: all).
+    /// Only these processes (empty: all, unless a cgroup is followed).
     pub pids: Vec<u32>,
+    /// A cgroup whose members are sampled, those that join it while sampling included.
+    pub follow: Option<FollowCgroup>,
     /// A process never tracked (the profiler itself).
     pub excluded: Option<u32>,
     /// Where procfs is.
@@ -229,6 +252,7 @@ impl ProcessTracker {
             events: parts.events,
             inspector: parts.inspector,
             pids: parts.pids,
+            follow: parts.follow,
             excluded: parts.excluded,
             proc_root: parts.proc_root,
         };
@@ -301,6 +325,7 @@ struct WorkerParts {
     events: RingBuf<MapData>,
     inspector: ProcessInspector,
     pids: Vec<u32>,
+    follow: Option<FollowCgroup>,
     excluded: Option<u32>,
     proc_root: PathBuf,
 }
@@ -321,7 +346,16 @@ impl Worker {
         // on a busy host that takes seconds, and a process that appears meanwhile (and may live
         // only a moment) must not wait for it.
         let mut backlog: std::collections::VecDeque<u32> = self.initial_pids().into();
+        // A followed cgroup's members at the start are among the initial pids: they pass the
+        // kernel's filter from the first sample.
+        let initial = self.parts.pids.clone();
+        self.admit(&initial);
+        let mut followed_at = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if self.parts.follow.is_some() && followed_at.elapsed() >= FOLLOW_CGROUP_EVERY {
+                followed_at = Instant::now();
+                self.follow_cgroup();
+            }
             if backlog.is_empty() {
                 if let Some(done) = self.initial_done.take() {
                     let _ = self.tables.send(TableWork::Notify(done));
@@ -388,9 +422,45 @@ impl Worker {
         }
     }
 
+    /// Adds the processes that joined the followed cgroup since it was last read: sampled from
+    /// now on, and captured at once (a forked worker maps what its parent did).
+    fn follow_cgroup(&mut self) {
+        let Some(follow) = &self.parts.follow else {
+            return;
+        };
+        let Ok(members) = cgroup_members(&follow.procs) else {
+            // The group is gone (its workload ended): nothing more will join it.
+            return;
+        };
+        let joined: Vec<u32> = members
+            .into_iter()
+            .filter(|pid| !self.parts.pids.contains(pid) && Some(*pid) != self.parts.excluded)
+            .collect();
+        if joined.is_empty() {
+            return;
+        }
+        self.parts.pids.extend(&joined);
+        self.admit(&joined);
+        self.capture_all(&joined);
+    }
+
+    /// Lets `pids` through the kernel's filter, when a cgroup is followed (named pids are put
+    /// there when the sampler is loaded).
+    fn admit(&mut self, pids: &[u32]) {
+        let Some(follow) = &mut self.parts.follow else {
+            return;
+        };
+        for pid in pids {
+            if let Err(err) = follow.filter.insert(pid, 1, 0) {
+                tracing::warn!(pid, %err, "cannot add a process of the followed cgroup to the pid filter");
+            }
+        }
+    }
+
     fn tracks(&self, pid: u32) -> bool {
         Some(pid) != self.parts.excluded
-            && (self.parts.pids.is_empty() || self.parts.pids.contains(&pid))
+            && ((self.parts.pids.is_empty() && self.parts.follow.is_none())
+                || self.parts.pids.contains(&pid))
     }
 
     /// The processes captured before any sample: those named on the command line. On a whole

@@ -1,6 +1,6 @@
 //! Re-profiling a fix profiles the workload's whole process tree: a workload that does its work
-//! in forked children (tests/templates/forking) is measured through its cgroup, with the real
-//! eBPF profiler. Needs root.
+//! in forked children (tests/templates/forking), or forks workers while a round records, is
+//! measured through its cgroup, with the real eBPF profiler. Needs root.
 //!
 //! Run: `cargo build --workspace --bins --exclude profiler-ebpf && cargo test -p fleetprof-tests --test agent_reprofile`
 
@@ -9,11 +9,8 @@ use std::{path::Path, process::Command, time::Duration};
 use fleetprof_agent::reprofile::{ProfilerReprofiler, samples_per_pid};
 use fleetprof_tests::{require_root, workspace_bin};
 
-#[test]
-fn a_workload_that_spawns_children_is_profiled_whole() {
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/forking/forking.c");
+/// Compiles the C file `src` to `out` with frame pointers.
+fn gcc(src: &Path, out: &Path) {
     let status = Command::new("gcc")
         .args([
             "-O2",
@@ -22,17 +19,30 @@ fn a_workload_that_spawns_children_is_profiled_whole() {
             "-mno-omit-leaf-frame-pointer",
             "-o",
         ])
-        .arg(dir.path().join("forking"))
-        .arg(&src)
+        .arg(out)
+        .arg(src)
         .status()
         .expect("gcc (cargo xtask setup installs it)");
     assert!(status.success());
-    let reprofiler = ProfilerReprofiler {
+}
+
+/// The real profiler at 499 Hz, recording `seconds` a round after 300 ms of warm-up.
+fn reprofiler(seconds: u64) -> ProfilerReprofiler {
+    ProfilerReprofiler {
         profiler: workspace_bin("fleetprof-profiler"),
-        duration: Duration::from_secs(2),
+        duration: Duration::from_secs(seconds),
         frequency_hz: 499,
         warmup: Duration::from_millis(300),
-    };
+    }
+}
+
+#[test]
+fn a_workload_that_spawns_children_is_profiled_whole() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/forking/forking.c");
+    gcc(&src, &dir.path().join("forking"));
+    let reprofiler = reprofiler(2);
     // The parent only waits: the workload's CPU is its two children's. Both must be in the
     // re-profiled workload (a `--pid` of the parent would see next to nothing).
     let (profile, members) = reprofiler
@@ -68,6 +78,75 @@ fn a_workload_that_spawns_children_is_profiled_whole() {
         .filter(|c| c.starts_with("./forking"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A workload that recycles its worker: the parent forks a worker that spins in `worker_work`
+/// for 40 ms of CPU time (about 20 samples at 499 Hz however busy the machine) and exits, waits
+/// for it, then forks the next, for as long as it runs. Only one worker lives when a round
+/// starts; every other worker of the round is born during it.
+const RECYCLING_C: &str = r#"
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+__attribute__((noinline)) unsigned long long worker_work(double seconds) {
+    unsigned long long x = 1;
+    double end = cpu_now() + seconds;
+    while (cpu_now() < end)
+        for (int i = 0; i < 100000; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return x;
+}
+int main(void) {
+    for (;;) {
+        if (fork() == 0) return (int)(worker_work(0.04) & 1);
+        wait(NULL);
+    }
+}
+"#;
+
+/// The profiler follows the workload's cgroup for the whole round: workers forked while the
+/// round records are profiled as the workload (not only the processes present at its start).
+#[test]
+fn workers_forked_during_a_round_are_profiled() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // The workload runs as the unprivileged sandbox user, which must reach the tree.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let src = dir.path().join("recycling.c");
+    std::fs::write(&src, RECYCLING_C).unwrap();
+    gcc(&src, &dir.path().join("recycling"));
+    let reprofiler = reprofiler(2);
+    let (profile, members) = reprofiler
+        .profile(dir.path(), "./recycling")
+        .expect("re-profiling the recycling workload");
+    let members = members.expect("a cgroup v2 hierarchy to put the workload in (root)");
+    let per_pid = samples_per_pid(&profile, &members);
+    println!("workload samples per pid: {per_pid:?}");
+    // The parent and one worker live when the round starts: a third process sampled was born
+    // during the round.
+    let workers = per_pid.values().filter(|n| **n >= 3).count();
+    assert!(
+        workers >= 3,
+        "workers forked during the round are profiled: {workers} sampled, {per_pid:?}"
+    );
+    let share = fleetprof_agent::reprofile::share_in_json_profile_of(
+        &profile,
+        "worker_work",
+        Some(&members),
+    )
+    .unwrap();
+    assert!(
+        share > 0.5,
+        "the workers' function is the workload's bulk: {share:.2}"
+    );
 }
 
 /// A service whose `score` does `200 + EXTRA` rounds per item; `main` reports the items done in
@@ -133,12 +212,7 @@ fn interleaved_rounds_report_an_interval_and_reject_a_no_op_fix() {
     let regressed = work_tree(dir.path(), "regressed", 1200);
     let fixed = work_tree(dir.path(), "fixed", 0);
     let no_op = work_tree(dir.path(), "no-op", 1200);
-    let reprofiler = ProfilerReprofiler {
-        profiler: workspace_bin("fleetprof-profiler"),
-        duration: Duration::from_secs(1),
-        frequency_hz: 499,
-        warmup: Duration::from_millis(300),
-    };
+    let reprofiler = reprofiler(1);
     let cfg = ValidateConfig {
         build: Some("gcc -O2 -g -fno-omit-frame-pointer -o work work.c".into()),
         workload: Some("./work".into()),
