@@ -26,6 +26,18 @@ fn gcc(src: &Path, out: &Path) {
     assert!(status.success());
 }
 
+/// A temporary directory the unprivileged sandbox user, which runs the commands and the
+/// workload, can reach.
+fn sandbox_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    dir
+}
+
 /// The real profiler at 499 Hz, recording `seconds` a round after 300 ms of warm-up.
 fn reprofiler(seconds: u64) -> ProfilerReprofiler {
     ProfilerReprofiler {
@@ -113,13 +125,7 @@ int main(void) {
 #[test]
 fn workers_forked_during_a_round_are_profiled() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    // The workload runs as the unprivileged sandbox user, which must reach the tree.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
+    let dir = sandbox_tempdir();
     let src = dir.path().join("recycling.c");
     std::fs::write(&src, RECYCLING_C).unwrap();
     gcc(&src, &dir.path().join("recycling"));
@@ -201,13 +207,7 @@ fn work_tree(root: &Path, name: &str, extra: u32) -> std::path::PathBuf {
 fn interleaved_rounds_report_an_interval_and_reject_a_no_op_fix() {
     use fleetprof_agent::fix::validate::{ValidateConfig, validate};
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    // The commands run as the unprivileged sandbox user, which must reach the trees.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
+    let dir = sandbox_tempdir();
     let before = work_tree(dir.path(), "before", 0);
     let regressed = work_tree(dir.path(), "regressed", 1200);
     let fixed = work_tree(dir.path(), "fixed", 0);
