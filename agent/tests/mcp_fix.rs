@@ -59,20 +59,13 @@ async fn mcp_client_validates_and_proposes_a_fix() {
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let commit = c_repo(&repo);
-    let regressions = dir.path().join("regressions.json");
-    std::fs::write(
-        &regressions,
-        json!({
-            "id": "r-c", "service": "svc-c", "function": "price_items",
-            "baseline_share": 0.1, "current_share": 0.6, "detected_at": 1_700_000_000,
-            "version_before": null, "version_after": null,
-            "candidates": [{"commit": commit, "author": "Dev One <dev@example.com>",
-                "author_login": "devone", "summary": "Log every priced item", "score": 0.9,
-                "evidence": []}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let regressions = common::regressions_file(
+        dir.path(),
+        "price_items",
+        &commit,
+        "Dev One <dev@example.com>",
+        Some("devone"),
+    );
     let outbox = dir.path().join("outbox");
     let skills = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
     let transport = TokioChildProcess::new(

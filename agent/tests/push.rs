@@ -149,20 +149,13 @@ async fn run(mode: Mode, author: (&str, &str), extra: &[&str]) -> Run {
     let repo = dir.path().join("repo");
     let remote = dir.path().join("remote.git");
     let commit = c_repo(&repo, &remote, author);
-    let regressions = dir.path().join("regressions.json");
-    std::fs::write(
-        &regressions,
-        json!({
-            "id": "r-c", "service": "svc-c", "function": "write_items",
-            "baseline_share": 0.1, "current_share": 0.6, "detected_at": 1_700_000_000,
-            "version_before": null, "version_after": null,
-            "candidates": [{"commit": commit, "author": format!("{} <{}>", author.0, author.1),
-                "author_login": null, "summary": "Log every priced item", "score": 0.9,
-                "evidence": []}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let regressions = common::regressions_file(
+        dir.path(),
+        "write_items",
+        &commit,
+        &format!("{} <{}>", author.0, author.1),
+        None,
+    );
     let outbox = dir.path().join("outbox");
     let (api, seen) = fake_github(mode).await;
     let skills = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");

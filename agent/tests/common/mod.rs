@@ -72,3 +72,26 @@ pub(crate) fn c_repo(root: &Path, v1: &str, author: Option<(&str, &str)>) -> Str
     git(root, &commit);
     git(root, &["rev-parse", "HEAD"]).trim().to_string()
 }
+
+/// Writes `regressions.json` in `dir`: regression `r-c` of service `svc-c`, `function` from 10%
+/// to 60%, whose one candidate root cause is `commit` by `author` (`Name <email>`, with a GitHub
+/// `login` when known). Returns the file.
+pub(crate) fn regressions_file(
+    dir: &Path,
+    function: &str,
+    commit: &str,
+    author: &str,
+    login: Option<&str>,
+) -> std::path::PathBuf {
+    let path = dir.join("regressions.json");
+    let regression = serde_json::json!({
+        "id": "r-c", "service": "svc-c", "function": function,
+        "baseline_share": 0.1, "current_share": 0.6, "detected_at": 1_700_000_000,
+        "version_before": null, "version_after": null,
+        "candidates": [{"commit": commit, "author": author,
+            "author_login": login, "summary": "Log every priced item", "score": 0.9,
+            "evidence": []}]
+    });
+    std::fs::write(&path, regression.to_string()).unwrap();
+    path
+}
