@@ -1,10 +1,31 @@
 //! Builds `profiler-ebpf` for the bpf target with aya-build, so `cargo build` of the profiler
 //! yields a binary with its eBPF object embedded. `AYA_BUILD_SKIP=1` skips it (for `cargo check`
 //! without the nightly toolchain); the object is then empty and loading fails with a clear error.
+//!
+//! `FLEETPROF_EBPF_OBJECT=/abs/path` embeds an object built beforehand (`cargo xtask build-ebpf`)
+//! instead: `cargo xtask test` builds it once, so that none of its cargo invocations (each with
+//! its own feature set, hence its own run of this script) builds `core` for BPF again.
 
 use anyhow::{Context as _, anyhow};
 
+/// An eBPF object built beforehand, to embed as it is.
+const PREBUILT_OBJECT: &str = "FLEETPROF_EBPF_OBJECT";
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed={PREBUILT_OBJECT}");
+    if let Some(prebuilt) = std::env::var_os(PREBUILT_OBJECT).filter(|p| !p.is_empty()) {
+        let prebuilt = std::path::PathBuf::from(prebuilt);
+        println!("cargo:rerun-if-changed={}", prebuilt.display());
+        let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
+        std::fs::copy(&prebuilt, out.join("fleetprof-profiler-ebpf")).with_context(|| {
+            format!(
+                "{PREBUILT_OBJECT}={}: cannot copy the prebuilt eBPF object (build it with \
+                 `cargo xtask build-ebpf`, or unset {PREBUILT_OBJECT} to build it here)",
+                prebuilt.display()
+            )
+        })?;
+        return Ok(());
+    }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

@@ -3,8 +3,10 @@
 //! The profiler does not need this: `profiler/build.rs` builds and embeds the same object through
 //! aya-build. This task is for looking at the object (`readelf -S`, `bpftool prog load`) or for
 //! iterating on `profiler-ebpf/src/main.rs` with the compiler's messages on their own.
+//! `cargo xtask test` builds the object here once and hands it to every later build through
+//! [`PREBUILT_OBJECT`].
 
-use std::{fs, process::Command};
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Result, bail};
 
@@ -20,12 +22,27 @@ const BIN: &str = "fleetprof-profiler-ebpf";
 /// The little-endian BPF target (every host fleetprof runs on is little-endian).
 const TARGET: &str = "bpfel-unknown-none";
 
+/// Tells `profiler/build.rs` to embed this object instead of building one itself.
+pub(crate) const PREBUILT_OBJECT: &str = "FLEETPROF_EBPF_OBJECT";
+
 /// Options of `cargo xtask build-ebpf` (none yet).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {}
 
 /// Builds `profiler-ebpf` for `bpfel-unknown-none` with nightly and prints the object's path.
 pub(crate) fn run(_args: &Args) -> Result<()> {
+    let object = build_object()?;
+    let size = fs::metadata(&object)
+        .map(|m| format!("{} KiB", m.len().div_ceil(1024)))
+        .unwrap_or_else(|err| format!("not found: {err}"));
+    println!();
+    println!("eBPF object: {} ({size})", object.display());
+    println!("  inspect it with: readelf -S {}", object.display());
+    Ok(())
+}
+
+/// Builds the eBPF object (incrementally) and returns its path.
+pub(crate) fn build_object() -> Result<PathBuf> {
     if probe(Command::new("bpf-linker").arg("--version")).is_none() {
         bail!("bpf-linker does not run; install it with `cargo xtask setup` (as root)");
     }
@@ -67,11 +84,11 @@ pub(crate) fn run(_args: &Args) -> Result<()> {
         .join(TARGET)
         .join("release")
         .join(BIN);
-    let size = fs::metadata(&object)
-        .map(|m| format!("{} KiB", m.len().div_ceil(1024)))
-        .unwrap_or_else(|err| format!("not found: {err}"));
-    println!();
-    println!("eBPF object: {} ({size})", object.display());
-    println!("  inspect it with: readelf -S {}", object.display());
-    Ok(())
+    if !object.is_file() {
+        bail!(
+            "the eBPF build succeeded but left no object at {}",
+            object.display()
+        );
+    }
+    Ok(object)
 }

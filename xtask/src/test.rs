@@ -1,16 +1,22 @@
 //! `cargo xtask test`: every test fleetprof has, in the order that fails fastest.
 //!
 //! 1. `setup` (installs what is missing; a no-op on a prepared machine),
-//! 2. `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`,
-//! 3. unit and doc tests of every crate (`cargo test --workspace`, no root needed),
-//! 4. the end-to-end tests in `tests/` (`fleetprof-tests`): real eBPF programs in this kernel,
+//! 2. the eBPF object, built once with nightly (`cargo xtask build-ebpf`) and embedded by every
+//!    later build (`FLEETPROF_EBPF_OBJECT`), so no step builds `core` for BPF again,
+//! 3. `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`,
+//! 4. unit and doc tests of every crate (`cargo test --workspace`, no root needed),
+//! 5. the end-to-end tests in `tests/` (`fleetprof-tests`): real eBPF programs in this kernel,
 //!    real ClickHouse servers, real gRPC; one at a time, as root.
 
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Result, bail};
 
 use crate::{
+    build_ebpf::{self, PREBUILT_OBJECT},
     cmd::{self, Steps, cargo, is_root},
     setup,
 };
@@ -67,6 +73,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let test_args = args.test_binary_args();
     let mut steps = Steps::new("test");
     steps.step("setup", setup::ensure)?;
+    let mut object = PathBuf::new();
+    steps.step("eBPF object", || {
+        object = build_ebpf::build_object()?;
+        Ok(())
+    })?;
+    let object = &object;
 
     if args.skip_lint {
         println!("\nnote: --skip-lint: not running cargo fmt and cargo clippy");
@@ -76,11 +88,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 "fmt: check formatting of every crate",
                 ["fmt", "--all", "--check"],
                 &[],
+                object,
             )
         })?;
         steps.step("clippy", || {
             run_cargo(
-                "clippy: lint every crate and target, warnings are errors (builds the eBPF object)",
+                "clippy: lint every crate and target, warnings are errors",
                 [
                     "clippy",
                     "--workspace",
@@ -90,6 +103,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                     "warnings",
                 ],
                 &[],
+                object,
             )
         })?;
     }
@@ -106,6 +120,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 "fleetprof-tests",
             ],
             &test_args,
+            object,
         )
     })?;
 
@@ -120,6 +135,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 "profiler-ebpf",
             ],
             &[],
+            object,
         )
     })?;
 
@@ -140,6 +156,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 ),
                 ["test", "-p", "fleetprof-tests", "--no-fail-fast"],
                 &[&["--test-threads=1".to_owned()], test_args.as_slice()].concat(),
+                object,
             )
         })?;
     }
@@ -148,12 +165,18 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo <args> [-- <test_args>]` in the workspace root, without `AYA_BUILD_SKIP`.
-fn run_cargo<const N: usize>(title: &str, args: [&str; N], test_args: &[String]) -> Result<()> {
+/// Runs `cargo <args> [-- <test_args>]` in the workspace root, without `AYA_BUILD_SKIP`, with
+/// the profiler embedding the eBPF `object` built by the first step.
+fn run_cargo<const N: usize>(
+    title: &str,
+    args: [&str; N],
+    test_args: &[String],
+    object: &Path,
+) -> Result<()> {
     let mut cmd: Command = cargo(args);
     if !test_args.is_empty() {
         cmd.arg("--").args(test_args);
     }
-    cmd.env_remove(AYA_BUILD_SKIP);
+    cmd.env_remove(AYA_BUILD_SKIP).env(PREBUILT_OBJECT, object);
     cmd::run(title, &mut cmd).map(drop)
 }
