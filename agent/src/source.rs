@@ -30,14 +30,9 @@ pub enum SourceError {
 /// A boxed future returned by [`ProfileSource`] methods (keeps the trait usable as `dyn`).
 pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SourceError>> + Send + 'a>>;
 
-/// A time range in Unix seconds, `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct TimeRange {
-    /// Start, Unix seconds.
-    pub start: i64,
-    /// End, Unix seconds.
-    pub end: i64,
-}
+/// The time range every method takes: the store's own [`Window`] (`[from, to)`, Unix seconds),
+/// so the agent and the collector mean the same thing by one.
+pub use fleetprof_collector::query::Window;
 
 /// A function's share of a service's CPU samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -189,12 +184,12 @@ pub struct SourceLocation {
 /// The profile data the agent's tools need. Implemented over the collector's store by an adapter.
 pub trait ProfileSource: Send + Sync {
     /// The services with profiles in `range`.
-    fn services(&self, range: TimeRange) -> SourceFuture<'_, Vec<String>>;
+    fn services(&self, range: Window) -> SourceFuture<'_, Vec<String>>;
     /// The hottest functions of `service` in `range`, by total share, at most `limit`.
     fn top_functions(
         &self,
         service: &str,
-        range: TimeRange,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<FunctionShare>>;
     /// `function`'s share of `service` over `range`, in buckets of `step_secs`.
@@ -202,7 +197,7 @@ pub trait ProfileSource: Send + Sync {
         &self,
         service: &str,
         function: &str,
-        range: TimeRange,
+        range: Window,
         step_secs: u64,
     ) -> SourceFuture<'_, Vec<HistoryPoint>>;
     /// The heaviest stacks of `service` passing through `function`, at most `limit`.
@@ -210,15 +205,15 @@ pub trait ProfileSource: Send + Sync {
         &self,
         service: &str,
         function: &str,
-        range: TimeRange,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<StackCount>>;
     /// Functions whose share changed most between `baseline` and `range`, at most `limit`.
     fn diff(
         &self,
         service: &str,
-        baseline: TimeRange,
-        range: TimeRange,
+        baseline: Window,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<FunctionDelta>>;
     /// Detected regressions, newest first, optionally of one service.
@@ -243,22 +238,17 @@ fn unavailable<'a, T: Send + 'a>(what: &'static str) -> SourceFuture<'a, T> {
 }
 
 impl ProfileSource for UnavailableSource {
-    fn services(&self, _: TimeRange) -> SourceFuture<'_, Vec<String>> {
+    fn services(&self, _: Window) -> SourceFuture<'_, Vec<String>> {
         unavailable("services")
     }
-    fn top_functions(
-        &self,
-        _: &str,
-        _: TimeRange,
-        _: usize,
-    ) -> SourceFuture<'_, Vec<FunctionShare>> {
+    fn top_functions(&self, _: &str, _: Window, _: usize) -> SourceFuture<'_, Vec<FunctionShare>> {
         unavailable("top functions")
     }
     fn function_history(
         &self,
         _: &str,
         _: &str,
-        _: TimeRange,
+        _: Window,
         _: u64,
     ) -> SourceFuture<'_, Vec<HistoryPoint>> {
         unavailable("function history")
@@ -267,7 +257,7 @@ impl ProfileSource for UnavailableSource {
         &self,
         _: &str,
         _: &str,
-        _: TimeRange,
+        _: Window,
         _: usize,
     ) -> SourceFuture<'_, Vec<StackCount>> {
         unavailable("stacks")
@@ -275,8 +265,8 @@ impl ProfileSource for UnavailableSource {
     fn diff(
         &self,
         _: &str,
-        _: TimeRange,
-        _: TimeRange,
+        _: Window,
+        _: Window,
         _: usize,
     ) -> SourceFuture<'_, Vec<FunctionDelta>> {
         unavailable("profile diff")
@@ -312,7 +302,7 @@ fn ready<'a, T: Send + 'a>(v: Result<T, SourceError>) -> SourceFuture<'a, T> {
 }
 
 impl ProfileSource for StaticSource {
-    fn services(&self, _: TimeRange) -> SourceFuture<'_, Vec<String>> {
+    fn services(&self, _: Window) -> SourceFuture<'_, Vec<String>> {
         let mut s: Vec<String> = self.top.iter().map(|(s, _)| s.clone()).collect();
         s.extend(self.regressions.iter().map(|r| r.service.clone()));
         s.sort();
@@ -322,7 +312,7 @@ impl ProfileSource for StaticSource {
     fn top_functions(
         &self,
         service: &str,
-        _: TimeRange,
+        _: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<FunctionShare>> {
         let v = self
@@ -337,7 +327,7 @@ impl ProfileSource for StaticSource {
         &self,
         _: &str,
         _: &str,
-        _: TimeRange,
+        _: Window,
         _: u64,
     ) -> SourceFuture<'_, Vec<HistoryPoint>> {
         ready(Ok(Vec::new()))
@@ -346,7 +336,7 @@ impl ProfileSource for StaticSource {
         &self,
         service: &str,
         function: &str,
-        _: TimeRange,
+        _: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<StackCount>> {
         let v = self
@@ -360,8 +350,8 @@ impl ProfileSource for StaticSource {
     fn diff(
         &self,
         _: &str,
-        _: TimeRange,
-        _: TimeRange,
+        _: Window,
+        _: Window,
         _: usize,
     ) -> SourceFuture<'_, Vec<FunctionDelta>> {
         ready(Ok(Vec::new()))

@@ -6,8 +6,8 @@
 //! schema and every query over it; this module writes no SQL (the `sql` tool, [`crate::sql`], is
 //! the agent's one user-facing way to ask ClickHouse directly, read-only).
 //!
-//! The collector speaks percentages and `u32` windows; the agent speaks shares (0..=1) and `i64`
-//! Unix seconds. Converting between them is all this module does.
+//! Both sides speak shares (0..=1) and the same [`Window`]; converting the collector's rows into
+//! the agent's is all this module does.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,13 +22,13 @@
 //! ```
 
 use fleetprof_collector::detect::Candidate;
-use fleetprof_collector::query::{self, By, QueryError, Side, Window};
+use fleetprof_collector::query::{self, By, QueryError, Side};
 use fleetprof_collector::regressions::{self, ListFilter, RegressionsError, StoredRegression};
 use fleetprof_collector::store::{Store, StoreConfig, StoreError};
 
 use crate::source::{
     FunctionDelta, FunctionShare, HistoryPoint, ProfileSource, Regression, RegressionMember,
-    RootCauseCandidate, SourceError, SourceFuture, SourceLocation, StackCount, TimeRange,
+    RootCauseCandidate, SourceError, SourceFuture, SourceLocation, StackCount, Window,
 };
 
 /// A [`ProfileSource`] over fleetprof's ClickHouse database.
@@ -42,14 +42,6 @@ const VERSION_SPAN_SECS: u32 = 3600;
 
 /// Most source locations returned for a function.
 const MAX_LOCATIONS: u64 = 50;
-
-fn window(range: TimeRange) -> Window {
-    let clamp = |t: i64| u32::try_from(t.max(0)).unwrap_or(u32::MAX);
-    Window {
-        from: clamp(range.start),
-        to: clamp(range.end),
-    }
-}
 
 fn query_err(e: QueryError) -> SourceError {
     match e {
@@ -169,9 +161,9 @@ impl ProfileSource for ClickHouseSource {
         })
     }
 
-    fn services(&self, range: TimeRange) -> SourceFuture<'_, Vec<String>> {
+    fn services(&self, range: Window) -> SourceFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let rows = query::services(&self.store, Some(window(range)))
+            let rows = query::services(&self.store, Some(range))
                 .await
                 .map_err(query_err)?;
             Ok(rows.into_iter().map(|r| r.service).collect())
@@ -181,28 +173,22 @@ impl ProfileSource for ClickHouseSource {
     fn top_functions(
         &self,
         service: &str,
-        range: TimeRange,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<FunctionShare>> {
         let service = service.to_string();
         Box::pin(async move {
             // By total share: the trait ranks by it (a hot caller matters as much as a hot leaf).
-            let rows = query::top(
-                &self.store,
-                &service,
-                window(range),
-                By::Total,
-                limit as u64,
-            )
-            .await
-            .map_err(query_err)?;
+            let rows = query::top(&self.store, &service, range, By::Total, limit as u64)
+                .await
+                .map_err(query_err)?;
             Ok(rows
                 .into_iter()
                 .map(|r| FunctionShare {
                     function: r.function,
                     self_samples: r.self_samples,
                     total_samples: r.total_samples,
-                    share: r.total_pct / 100.0,
+                    share: r.total_share,
                 })
                 .collect())
         })
@@ -212,7 +198,7 @@ impl ProfileSource for ClickHouseSource {
         &self,
         service: &str,
         function: &str,
-        range: TimeRange,
+        range: Window,
         step_secs: u64,
     ) -> SourceFuture<'_, Vec<HistoryPoint>> {
         let (service, function) = (service.to_string(), function.to_string());
@@ -222,18 +208,17 @@ impl ProfileSource for ClickHouseSource {
             let bucket = u32::try_from(minutes * 60).map_err(|_| {
                 SourceError::Invalid(format!("a step of {step_secs} s is too long"))
             })?;
-            let w = window(range);
-            let points = query::function_history(&self.store, &service, &function, w, bucket)
+            let points = query::function_history(&self.store, &service, &function, range, bucket)
                 .await
                 .map_err(query_err)?;
-            let versions = query::versions_per_bucket(&self.store, &service, w, bucket)
+            let versions = query::versions_per_bucket(&self.store, &service, range, bucket)
                 .await
                 .map_err(query_err)?;
             Ok(points
                 .into_iter()
                 .map(|p| HistoryPoint {
                     time: i64::from(p.time),
-                    share: p.total_pct / 100.0,
+                    share: p.total_share,
                     samples: p.total_samples,
                     version: versions.get(&p.time).cloned(),
                 })
@@ -245,20 +230,14 @@ impl ProfileSource for ClickHouseSource {
         &self,
         service: &str,
         function: &str,
-        range: TimeRange,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<StackCount>> {
         let (service, function) = (service.to_string(), function.to_string());
         Box::pin(async move {
-            let rows = query::stacks_through(
-                &self.store,
-                &service,
-                &function,
-                window(range),
-                limit as u64,
-            )
-            .await
-            .map_err(query_err)?;
+            let rows = query::stacks_through(&self.store, &service, &function, range, limit as u64)
+                .await
+                .map_err(query_err)?;
             Ok(rows
                 .into_iter()
                 .map(|r| StackCount {
@@ -272,19 +251,18 @@ impl ProfileSource for ClickHouseSource {
     fn diff(
         &self,
         service: &str,
-        baseline: TimeRange,
-        range: TimeRange,
+        baseline: Window,
+        range: Window,
         limit: usize,
     ) -> SourceFuture<'_, Vec<FunctionDelta>> {
         let service = service.to_string();
         Box::pin(async move {
-            let (b, c) = (window(baseline), window(range));
             let rows = query::diff(
                 &self.store,
                 &service,
-                &Side::Window(b),
-                &Side::Window(c),
-                c,
+                &Side::Window(baseline),
+                &Side::Window(range),
+                range,
                 By::Total,
                 limit,
             )
@@ -294,8 +272,8 @@ impl ProfileSource for ClickHouseSource {
                 .into_iter()
                 .map(|r| FunctionDelta {
                     function: r.function,
-                    baseline_share: r.baseline_total_pct / 100.0,
-                    share: r.comparison_total_pct / 100.0,
+                    baseline_share: r.baseline_total_share,
+                    share: r.comparison_total_share,
                 })
                 .collect())
         })
@@ -419,10 +397,7 @@ mod tests {
     /// Windows clamp to what ClickHouse's DateTime holds.
     #[test]
     fn windows_clamp() {
-        let w = window(TimeRange {
-            start: -5,
-            end: i64::MAX,
-        });
+        let w = Window::clamped(-5, i64::MAX);
         assert_eq!((w.from, w.to), (0, u32::MAX));
         assert_eq!(
             github_login("x@users.noreply.github.com").as_deref(),

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::repo::{Repo, RepoError};
 use crate::skills::{SkillKind, SkillSet};
-use crate::source::{ProfileSource, SourceError, TimeRange};
+use crate::source::{ProfileSource, SourceError, Window};
 use crate::sql::{ReadOnlySql, SqlError};
 
 /// What can go wrong calling a tool.
@@ -310,7 +310,7 @@ pub fn parse_range(
     since: Option<&str>,
     until: Option<&str>,
     default_since: &str,
-) -> Result<TimeRange, String> {
+) -> Result<Window, String> {
     let now = now();
     let start = parse_instant(since.unwrap_or(default_since), now)?;
     let end = match until {
@@ -322,7 +322,7 @@ pub fn parse_range(
             "the window is empty: since ({start}) must be before until ({end})"
         ));
     }
-    Ok(TimeRange { start, end })
+    Ok(Window::clamped(start, end))
 }
 
 impl ToolBox {
@@ -586,7 +586,7 @@ fn range(
     since: Option<&str>,
     until: Option<&str>,
     default_since: &str,
-) -> Result<TimeRange, ToolError> {
+) -> Result<Window, ToolError> {
     parse_range(since, until, default_since).map_err(|m| bad(tool, m))
 }
 

@@ -26,6 +26,7 @@
 //!   threshold are summarised there.
 //! - [`symbols`]: the symbol store keyed by build-id, debuginfod, and the resolver that names
 //!   frames hosts could not name (stripped binaries) in the stored profiles.
+//! - [`share`]: shares (0..=1) of a service's samples, and the one place they become percentages.
 //! - [`ui`]: the web UI and its JSON API (`fleetprof-collector ui`, `serve --ui-listen`), read
 //!   through the modules above.
 //!
@@ -39,7 +40,7 @@
 //! store.migrate().await?;
 //! let window = query::Window::last(std::time::Duration::from_secs(3600));
 //! for row in query::top(&store, "checkout", window, query::By::Self_, 10).await? {
-//!     println!("{:>6.2}%  {}", row.self_pct, row.function);
+//!     println!("{:>8}  {}", fleetprof_collector::share::percent(row.self_share), row.function);
 //! }
 //! # Ok(()) }
 //! ```
@@ -49,6 +50,7 @@ pub mod detect;
 pub mod ingest;
 pub mod query;
 pub mod regressions;
+pub mod share;
 pub mod store;
 pub mod symbols;
 pub mod ui;

@@ -230,7 +230,7 @@ async fn clickhouse_roundtrip() {
         .await
         .unwrap();
     assert_eq!(top[0].function, "hot_loop", "{top:?}");
-    assert_eq!((top[0].self_samples, top[0].self_pct), (90, 90.0));
+    assert_eq!((top[0].self_samples, top[0].self_share), (90, 0.9));
     let total = query::top(&store, SERVICE, window, By::Total, 10)
         .await
         .unwrap();
@@ -341,7 +341,7 @@ async fn clickhouse_roundtrip() {
         .unwrap();
     assert_eq!(diff.len(), 3);
     assert!(
-        diff.iter().all(|d| d.delta_total().abs() < 1e-9),
+        diff.iter().all(|d| d.delta_total_share().abs() < 1e-9),
         "{diff:?}"
     );
     let (before, after) = query::diff_folded(&store, SERVICE, &v1, &v2, window)

@@ -179,17 +179,17 @@ async fn upgrade_from_v1_keeps_data_queryable() {
         (
             top[0].function.as_str(),
             top[0].self_samples,
-            top[0].self_pct
+            top[0].self_share
         ),
-        ("hot_loop", 270, 90.0),
+        ("hot_loop", 270, 0.9),
         "{top:?}"
     );
     let total = query::top(&store, SERVICE, window, By::Total, 10)
         .await
         .unwrap();
     assert_eq!(
-        (total[0].total_samples, total[0].total_pct),
-        (300, 100.0),
+        (total[0].total_samples, total[0].total_share),
+        (300, 1.0),
         "{total:?}"
     );
     let minutes = read_series(&store, SERVICE, window, SeriesOptions::default())
@@ -237,7 +237,7 @@ fn retention(url: &str, database: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// `retention --keep 30d` drops the days (and, for `batches`, the months) wholly older than 30
+/// `retention --keep 30d` drops the days (and, for `batches` and `batch_attempts`, the months) wholly older than 30
 /// days from every large table, says which, and leaves newer rows and every query working;
 /// `--dry-run` only lists them; a second pass finds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,6 +282,9 @@ async fn retention_drops_old_partitions_of_every_large_table() {
         format!(
             "INSERT INTO batches (host_id, boot_id, sequence, time, samples) VALUES ('machine-1', 'b', 1, {very_old}, 5)"
         ),
+        format!(
+            "INSERT INTO batch_attempts (host_id, boot_id, sequence, time, attempted) VALUES ('machine-1', 'b', 1, {very_old}, {very_old})"
+        ),
     ] {
         store
             .client()
@@ -320,7 +323,11 @@ async fn retention_drops_old_partitions_of_every_large_table() {
     }
     assert!(report.contains("dropped batches partition "), "{report}");
     assert!(
-        report.contains("dropped 9 partitions older than 30days"),
+        report.contains("dropped batch_attempts partition "),
+        "{report}"
+    );
+    assert!(
+        report.contains("dropped 10 partitions older than 30days"),
         "{report}"
     );
     assert!(

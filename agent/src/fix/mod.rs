@@ -254,10 +254,7 @@ impl Fixer {
             .stacks_through(
                 &reg.service,
                 &reg.function,
-                crate::source::TimeRange {
-                    start: reg.detected_at,
-                    end: i64::MAX,
-                },
+                crate::source::Window::clamped(reg.detected_at, i64::MAX),
                 5,
             )
             .await

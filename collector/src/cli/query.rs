@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use fleetprof_collector::query::{self, By, Side, Window};
+use fleetprof_collector::share::{percent, points};
 
 use super::{ClickHouseArgs, table};
 
@@ -162,10 +163,6 @@ enum QueryCommand {
     },
 }
 
-fn pct(v: f64) -> String {
-    format!("{v:.2}%")
-}
-
 fn time(secs: u32) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(u64::from(secs))).to_string()
 }
@@ -194,8 +191,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|r| {
                     vec![
-                        pct(r.self_pct),
-                        pct(r.total_pct),
+                        percent(r.self_share),
+                        percent(r.total_share),
                         r.self_samples.to_string(),
                         r.total_samples.to_string(),
                         r.function,
@@ -256,12 +253,12 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|r| {
                     vec![
-                        format!("{:+.2}", r.delta_total()),
-                        pct(r.baseline_total_pct),
-                        pct(r.comparison_total_pct),
-                        format!("{:+.2}", r.delta_self()),
-                        pct(r.baseline_self_pct),
-                        pct(r.comparison_self_pct),
+                        points(r.delta_total_share()),
+                        percent(r.baseline_total_share),
+                        percent(r.comparison_total_share),
+                        points(r.delta_self_share()),
+                        percent(r.baseline_self_share),
+                        percent(r.comparison_self_share),
                         r.function,
                     ]
                 })
@@ -348,8 +345,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 .map(|p| {
                     vec![
                         time(p.time),
-                        pct(p.self_pct),
-                        pct(p.total_pct),
+                        percent(p.self_share),
+                        percent(p.total_share),
                         p.self_samples.to_string(),
                         p.total_samples.to_string(),
                         p.service_samples.to_string(),
@@ -376,7 +373,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 println!(
                     "{} samples ({}) of {function}:",
                     s.samples,
-                    pct(s.pct_of_function)
+                    percent(s.share_of_function)
                 );
                 for f in s.functions.iter().rev() {
                     println!("    {f}");
@@ -408,7 +405,7 @@ async fn top_by_energy(
             vec![
                 format!("{:.3}", r.watts),
                 format!("{:.2}", r.joules),
-                pct(r.energy_pct),
+                percent(r.energy_share),
                 r.self_samples.to_string(),
                 r.function,
             ]

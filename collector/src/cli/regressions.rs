@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use fleetprof_collector::detect::{Metric, State};
 use fleetprof_collector::regressions::{self, ListFilter, StoredRegression, state_name};
+use fleetprof_collector::share::percent;
 
 use super::{ClickHouseArgs, OutputFormat, table};
 
@@ -123,10 +124,6 @@ pub(super) fn time(secs: i64) -> String {
         .to_string()
 }
 
-pub(super) fn pct(share: f64) -> String {
-    format!("{:.2}%", share * 100.0)
-}
-
 fn metric(m: Metric) -> &'static str {
     match m {
         Metric::Total => "total",
@@ -165,7 +162,7 @@ pub(super) fn print_table(rows: &[StoredRegression]) -> std::io::Result<()> {
                 r.service.clone(),
                 state_name(r.state).to_owned(),
                 time(i64::from(r.onset)),
-                format!("{} → {}", pct(r.before_share), pct(r.after_share)),
+                format!("{} → {}", percent(r.before_share), percent(r.after_share)),
                 format!("{:+.3}", r.cost),
                 format!("{:.1}", r.significance),
                 function,
@@ -203,10 +200,10 @@ pub(super) fn print_summary(r: &StoredRegression) {
         println!(
             "  {}  self {} → {}, total {} → {}  ({} share rose, z {:.1})",
             m.function,
-            pct(m.self_before),
-            pct(m.self_after),
-            pct(m.total_before),
-            pct(m.total_after),
+            percent(m.self_before),
+            percent(m.self_after),
+            percent(m.total_before),
+            percent(m.total_after),
             metric(m.metric),
             m.z
         );
@@ -245,8 +242,8 @@ pub(super) fn print_detail(r: &StoredRegression) {
     println!("  updated       {}", time(i64::from(r.updated)));
     println!(
         "  share         {} → {} (most significant member, the share its step was found in)",
-        pct(r.before_share),
-        pct(r.after_share)
+        percent(r.before_share),
+        percent(r.after_share)
     );
     println!(
         "  cost          {} ({:+.1} samples/s)",
@@ -265,13 +262,13 @@ pub(super) fn print_detail(r: &StoredRegression) {
         }
         println!(
             "      self        {} → {}",
-            pct(m.self_before),
-            pct(m.self_after)
+            percent(m.self_before),
+            percent(m.self_after)
         );
         println!(
             "      total       {} → {}",
-            pct(m.total_before),
-            pct(m.total_after)
+            percent(m.total_before),
+            percent(m.total_after)
         );
         let watts = match (m.watts_before, m.watts_after) {
             (Some(a), Some(b)) => format!(", {a:.2} → {b:.2} W"),

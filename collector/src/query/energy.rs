@@ -25,8 +25,8 @@ pub struct EnergyTopRow {
     pub joules: f64,
     /// Mean watts over the measured time of the window.
     pub watts: f64,
-    /// Share of the service's attributed joules, %.
-    pub energy_pct: f64,
+    /// Share (0..=1) of the service's attributed joules.
+    pub energy_share: f64,
 }
 
 #[derive(Row, Deserialize)]
@@ -164,7 +164,7 @@ pub async fn top_by_energy(
                 self_samples: s,
                 joules: j,
                 watts: watts(&joules, &secs),
-                energy_pct: if whole > 0.0 { j * 100.0 / whole } else { 0.0 },
+                energy_share: if whole > 0.0 { j / whole } else { 0.0 },
             }
         })
         .collect();

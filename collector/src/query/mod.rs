@@ -2,15 +2,15 @@
 //! answered as plain data.
 //!
 //! Every function takes a [`Store`] and returns rows; the CLI prints them as tables and the
-//! agent's MCP tools return them as JSON. Shares are percentages of the service's samples in
-//! the same window (or version).
+//! agent's MCP tools return them as JSON. Shares are fractions (0..=1) of the service's samples in
+//! the same window (or version); [`crate::share::percent`] renders one for people.
 //!
 //! ```no_run
 //! # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::query::QueryError> {
 //! use fleetprof_collector::query::{self, By, Window};
 //! let window = Window::last(std::time::Duration::from_secs(3600));
 //! for row in query::top(store, "checkout", window, By::Self_, 10).await? {
-//!     println!("{:>6.2}% {}", row.self_pct, row.function);
+//!     println!("{:>8} {}", fleetprof_collector::share::percent(row.self_share), row.function);
 //! }
 //! # Ok(()) }
 //! ```
@@ -32,6 +32,7 @@ pub use versions::{
 };
 pub use window::{Side, Window};
 
+use crate::share;
 use crate::store::{Store, StoreError};
 
 /// Errors from queries.
@@ -72,10 +73,10 @@ pub struct TopRow {
     pub self_samples: u64,
     /// Samples with the function on the stack.
     pub total_samples: u64,
-    /// Self samples as % of the service's samples.
-    pub self_pct: f64,
-    /// Total samples as % of the service's samples.
-    pub total_pct: f64,
+    /// Self samples as a share (0..=1) of the service's samples.
+    pub self_share: f64,
+    /// Total samples as a share (0..=1) of the service's samples.
+    pub total_share: f64,
 }
 
 #[derive(Row, Deserialize)]
@@ -227,14 +228,6 @@ fn bind(q: clickhouse::query::Query, v: &Value) -> clickhouse::query::Query {
     }
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
-}
-
 async fn service_samples(store: &Store, filter: &Filter) -> Result<u64, QueryError> {
     filter
         .query(
@@ -315,8 +308,8 @@ pub async fn top(
     Ok(rows
         .into_iter()
         .map(|r| TopRow {
-            self_pct: pct(r.self_samples, whole),
-            total_pct: pct(r.total_samples, whole),
+            self_share: share::of(r.self_samples, whole),
+            total_share: share::of(r.total_samples, whole),
             function: r.function,
             self_samples: r.self_samples,
             total_samples: r.total_samples,
@@ -372,25 +365,25 @@ pub async fn flamegraph(
 pub struct DiffRow {
     /// Function name.
     pub function: String,
-    /// Self share in the baseline, %.
-    pub baseline_self_pct: f64,
-    /// Self share in the comparison, %.
-    pub comparison_self_pct: f64,
-    /// Total share in the baseline, %.
-    pub baseline_total_pct: f64,
-    /// Total share in the comparison, %.
-    pub comparison_total_pct: f64,
+    /// Self share in the baseline, 0..=1.
+    pub baseline_self_share: f64,
+    /// Self share in the comparison, 0..=1.
+    pub comparison_self_share: f64,
+    /// Total share in the baseline, 0..=1.
+    pub baseline_total_share: f64,
+    /// Total share in the comparison, 0..=1.
+    pub comparison_total_share: f64,
 }
 
 impl DiffRow {
-    /// Change of the self share, percentage points.
-    pub fn delta_self(&self) -> f64 {
-        self.comparison_self_pct - self.baseline_self_pct
+    /// Change of the self share (a difference of shares; ×100 for percentage points).
+    pub fn delta_self_share(&self) -> f64 {
+        self.comparison_self_share - self.baseline_self_share
     }
 
-    /// Change of the total share, percentage points.
-    pub fn delta_total(&self) -> f64 {
-        self.comparison_total_pct - self.baseline_total_pct
+    /// Change of the total share (a difference of shares; ×100 for percentage points).
+    pub fn delta_total_share(&self) -> f64 {
+        self.comparison_total_share - self.baseline_total_share
     }
 }
 
@@ -431,23 +424,23 @@ pub async fn diff(
         for r in counts {
             let row = shares.entry(r.function.clone()).or_insert_with(|| DiffRow {
                 function: r.function.clone(),
-                baseline_self_pct: 0.0,
-                comparison_self_pct: 0.0,
-                baseline_total_pct: 0.0,
-                comparison_total_pct: 0.0,
+                baseline_self_share: 0.0,
+                comparison_self_share: 0.0,
+                baseline_total_share: 0.0,
+                comparison_total_share: 0.0,
             });
             if i == 0 {
-                row.baseline_self_pct = pct(r.self_samples, whole);
-                row.baseline_total_pct = pct(r.total_samples, whole);
+                row.baseline_self_share = share::of(r.self_samples, whole);
+                row.baseline_total_share = share::of(r.total_samples, whole);
             } else {
-                row.comparison_self_pct = pct(r.self_samples, whole);
-                row.comparison_total_pct = pct(r.total_samples, whole);
+                row.comparison_self_share = share::of(r.self_samples, whole);
+                row.comparison_total_share = share::of(r.total_samples, whole);
             }
         }
     }
     let key = |r: &DiffRow| match by {
-        By::Self_ => r.delta_self().abs(),
-        By::Total => r.delta_total().abs(),
+        By::Self_ => r.delta_self_share().abs(),
+        By::Total => r.delta_total_share().abs(),
     };
     let mut rows: Vec<DiffRow> = shares.into_values().collect();
     rows.sort_by(|a, b| {
@@ -647,10 +640,10 @@ pub struct HistoryPoint {
     pub total_samples: u64,
     /// All samples of the service.
     pub service_samples: u64,
-    /// Self share, %.
-    pub self_pct: f64,
-    /// Total share, %.
-    pub total_pct: f64,
+    /// Self share, 0..=1.
+    pub self_share: f64,
+    /// Total share, 0..=1.
+    pub total_share: f64,
     /// Mean watts charged to the function (as leaf) in the bucket; `None` where not measured.
     pub watts: Option<f64>,
 }
@@ -717,8 +710,8 @@ pub async fn function_history(
                 self_samples: s,
                 total_samples: total,
                 service_samples: t.a,
-                self_pct: pct(s, t.a),
-                total_pct: pct(total, t.a),
+                self_share: share::of(s, t.a),
+                total_share: share::of(total, t.a),
                 watts: watts.get(&t.time).copied(),
             }
         })
@@ -759,8 +752,8 @@ async fn fine_history(
             self_samples: r.s,
             total_samples: r.t,
             service_samples: r.n,
-            self_pct: pct(r.s, r.n),
-            total_pct: pct(r.t, r.n),
+            self_share: share::of(r.s, r.n),
+            total_share: share::of(r.t, r.n),
             // Energy is attributed per minute; finer buckets carry no watts.
             watts: None,
         })
@@ -829,8 +822,8 @@ pub struct Neighbour {
     pub function: String,
     /// Samples with the pair adjacent on the stack.
     pub samples: u64,
-    /// Share of the function's total samples, %.
-    pub pct_of_function: f64,
+    /// Share (0..=1) of the function's total samples.
+    pub share_of_function: f64,
 }
 
 #[derive(Row, Deserialize)]
@@ -892,7 +885,7 @@ pub async fn callers_callees(
             list.push(Neighbour {
                 function: name,
                 samples: p.n,
-                pct_of_function: pct(p.n, whole),
+                share_of_function: share::of(p.n, whole),
             });
         }
     }
@@ -1024,8 +1017,8 @@ pub struct StackThrough {
     pub functions: Vec<String>,
     /// Samples.
     pub samples: u64,
-    /// Share of the function's total samples, %.
-    pub pct_of_function: f64,
+    /// Share (0..=1) of the function's total samples.
+    pub share_of_function: f64,
 }
 
 #[derive(Row, Deserialize)]
@@ -1071,7 +1064,7 @@ pub async fn stacks_through(
     Ok(rows
         .into_iter()
         .map(|r| StackThrough {
-            pct_of_function: pct(r.samples, whole),
+            share_of_function: share::of(r.samples, whole),
             functions: r.functions,
             samples: r.samples,
         })

@@ -4,8 +4,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::QueryError;
 
-/// A half-open time window `[from, to)` in Unix seconds.
+/// A half-open time window `[from, to)` in Unix seconds: the one time-range type of fleetprof
+/// (the store's readers, the CLI, the UI and the agent's profile source all take it). `u32`
+/// because that is ClickHouse's `DateTime`; [`Window::clamped`] takes wider Unix times.
+///
+/// With the `schemars` feature it also derives `schemars::JsonSchema`, for tools that describe
+/// it in a JSON schema (the agent's MCP tools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Window {
     /// Start, Unix seconds, inclusive.
     pub from: u32,
@@ -28,6 +34,16 @@ impl Window {
         Self {
             from: unix(now.checked_sub(duration).unwrap_or(UNIX_EPOCH)),
             to: unix(now) + 1,
+        }
+    }
+
+    /// `[start, end)` from signed Unix seconds, clamped into what a `DateTime` holds (before
+    /// 1970 is 1970; after 2106, or `i64::MAX` for "no end", is the last second of 2106).
+    pub fn clamped(start: i64, end: i64) -> Self {
+        let clamp = |t: i64| u32::try_from(t.max(0)).unwrap_or(u32::MAX);
+        Self {
+            from: clamp(start),
+            to: clamp(end),
         }
     }
 

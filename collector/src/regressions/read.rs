@@ -39,6 +39,19 @@ impl Default for SeriesOptions {
     }
 }
 
+/// Binds the three `?`s of a service-and-window condition
+/// (`service = ? AND time >= toDateTime(?) AND time < toDateTime(?)`), which almost every
+/// reader here repeats, in that order.
+trait BindScope {
+    fn bind_scope(self, service: &str, from: u32, to: u32) -> Self;
+}
+
+impl BindScope for clickhouse::query::Query {
+    fn bind_scope(self, service: &str, from: u32, to: u32) -> Self {
+        self.bind(service).bind(from).bind(to)
+    }
+}
+
 fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> RegressionsError {
     move |e| RegressionsError::Store(StoreError::ch(what)(e))
 }
@@ -186,9 +199,7 @@ pub async fn read_series(
         .query(source.totals)
         .bind(b)
         .bind(b)
-        .bind(service)
-        .bind(start)
-        .bind(to)
+        .bind_scope(service, start, to)
         .fetch_all::<BucketTotal>()
         .await
         .map_err(ch("reading the service's samples per bucket"))?;
@@ -213,12 +224,8 @@ pub async fn read_series(
         ))
         .bind(b)
         .bind(b)
-        .bind(service)
-        .bind(start)
-        .bind(to)
-        .bind(service)
-        .bind(start)
-        .bind(to)
+        .bind_scope(service, start, to)
+        .bind_scope(service, start, to)
         .fetch_all::<BucketTotal>()
         .await
         .map_err(ch("reading the service's cut stacks per bucket"))?;
@@ -256,7 +263,7 @@ pub async fn read_series(
     let min = (whole as f64 * options.min_share).ceil().max(1.0) as u64;
     let mut query = store.client().query(&source.select);
     for _ in 0..if source.twice { 2 } else { 1 } {
-        query = query.bind(service).bind(start).bind(to);
+        query = query.bind_scope(service, start, to);
     }
     let selected = query
         .bind(min)
@@ -288,7 +295,7 @@ pub async fn read_series(
         let rows = if let Some(sql) = &source.buckets {
             let mut query = store.client().query(sql).bind(b).bind(b);
             for _ in 0..2 {
-                query = query.bind(service).bind(start).bind(to);
+                query = query.bind_scope(service, start, to);
             }
             query
                 .bind(&names)
@@ -386,9 +393,7 @@ async fn function_minutes(
              WHERE service = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
              AND function IN (SELECT arrayJoin(?)) GROUP BY function",
         )
-        .bind(service)
-        .bind(from)
-        .bind(to)
+        .bind_scope(service, from, to)
         .bind(names)
         .fetch_all::<FunctionMinutes>()
         .await
@@ -435,12 +440,8 @@ async fn remove_cut_stacks(
         ))
         .bind(b)
         .bind(b)
-        .bind(service)
-        .bind(from)
-        .bind(to)
-        .bind(service)
-        .bind(from)
-        .bind(to)
+        .bind_scope(service, from, to)
+        .bind_scope(service, from, to)
         .bind(names)
         .fetch_all::<FunctionBucket>()
         .await
@@ -494,12 +495,8 @@ async fn add_callers(
     let pairs = store
         .client()
         .query(&sql)
-        .bind(service)
-        .bind(from)
-        .bind(to)
-        .bind(service)
-        .bind(from)
-        .bind(to)
+        .bind_scope(service, from, to)
+        .bind_scope(service, from, to)
         .bind(names)
         .bind(names)
         .fetch_all::<Pair>()
@@ -558,9 +555,7 @@ async fn frequency(
         )
         .bind(from)
         .bind(to)
-        .bind(service)
-        .bind(from)
-        .bind(to)
+        .bind_scope(service, from, to)
         .fetch_one::<f64>()
         .await
         .map_err(ch("reading the sampling frequency"))?;
@@ -591,9 +586,7 @@ async fn energy(
         )
         .bind(b)
         .bind(b)
-        .bind(service)
-        .bind(from)
-        .bind(to)
+        .bind_scope(service, from, to)
         .fetch_all::<BucketJoules>()
         .await
         .map_err(ch("reading energy"))?;
@@ -623,9 +616,7 @@ pub async fn version_boundaries(
              WHERE service = ? AND time >= toDateTime(?) AND time < toDateTime(?) \
              GROUP BY version ORDER BY first, version",
         )
-        .bind(service)
-        .bind(window.from)
-        .bind(window.to)
+        .bind_scope(service, window.from, window.to)
         .fetch_all::<VersionFirst>()
         .await
         .map_err(ch("reading the service's versions"))?;

@@ -51,6 +51,10 @@ pub const RETAINED_TABLES: &[(&str, Period)] = &[
     // The batches' identities (ingest's dedup key) are kept by month: a host retrying a batch
     // older than the retention period can at worst store it again, to be dropped next pass.
     ("batches", Period::Month),
+    // One row per batch the collector started to write: it grows with the fleet like `batches`
+    // and is partitioned like it. Dropping an old month loses nothing: a batch that old finished
+    // (or was abandoned) long ago, and a retry would write its attempt row again.
+    ("batch_attempts", Period::Month),
 ];
 
 /// A partition [`Store::drop_older_than`] dropped (or would drop, in a dry run).

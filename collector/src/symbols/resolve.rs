@@ -9,6 +9,13 @@
 //! query (top, flame graphs, detection, the agent, the UI) reads `samples.functions`, so they
 //! all see the names without a change, and no batch is re-sent. On a database laid out over a
 //! cluster the mutations run on every node's local tables ([`DataNodes`]).
+//!
+//! Lists are matched with `col IN (SELECT arrayJoin(CAST(? AS Array(T))))`, not `has(?, col)`:
+//! 18.16 evaluates `has` with a constant array by scanning the array for every row, while `IN`
+//! builds a hash set once (see [`crate::regressions`]' reader). The `CAST` gives the set the
+//! column's type — the client writes `[1, 2]`, which 18.16 types `Array(UInt8)` and then refuses
+//! to compare with a `UInt64` column (in a mutation, failing in the background forever) — and
+//! keeps an empty list valid.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -131,7 +138,7 @@ pub async fn resolve_stored(
              argMax(function, quality) AS function, argMax(file, quality) AS file, \
              argMax(line, quality) AS line, argMax(inlined, quality) AS inlined, \
              toUInt32(max(resolved)) AS last_resolved \
-             FROM symbolized_frames WHERE has(?, build_id) GROUP BY build_id, module_offset",
+             FROM symbolized_frames WHERE build_id IN (SELECT arrayJoin(CAST(? AS Array(String)))) GROUP BY build_id, module_offset",
         )
         .bind(&build_ids)
         .fetch_all()
@@ -410,7 +417,7 @@ async fn write_back(
                 "UPDATE function = transform(frame_id, ?, ?, function), \
                  file = transform(frame_id, ?, ?, file), \
                  line = toUInt32(if(has(?, frame_id), arrayElement(?, indexOf(?, frame_id)), line)) \
-                 WHERE has(?, frame_id)",
+                 WHERE frame_id IN (SELECT arrayJoin(CAST(? AS Array(UInt64))))",
                 |q| {
                     q.bind(&ids)
                         .bind(&functions)
@@ -447,7 +454,7 @@ async fn write_back(
         // Only the stacks through these very frames (frame ids include the build-id): another
         // build of a binary with the same file name has the same `name+0x…` names.
         let pending: Vec<StackIdRow> = client
-            .query("SELECT DISTINCT stack_id FROM stacks WHERE has(?, stack_id) AND hasAny(functions, ?)")
+            .query("SELECT DISTINCT stack_id FROM stacks WHERE stack_id IN (SELECT arrayJoin(CAST(? AS Array(UInt64)))) AND hasAny(functions, ?)")
             .bind(chunk)
             .bind(&olds)
             .fetch_all()
@@ -458,7 +465,7 @@ async fn write_back(
         }
         let pending: Vec<u64> = pending.into_iter().map(|s| s.stack_id).collect();
         let rows: CountRow = client
-            .query("SELECT count() AS n FROM samples WHERE has(?, stack_id)")
+            .query("SELECT count() AS n FROM samples WHERE stack_id IN (SELECT arrayJoin(CAST(? AS Array(UInt64))))")
             .bind(&pending)
             .fetch_one()
             .await
@@ -478,8 +485,11 @@ async fn write_back(
                  FROM (SELECT service, time, version, count, \
                  arrayMap(f -> transform(f, ?, ?, f), functions) AS renamed FROM {}) \
                  ARRAY JOIN arrayDistinct(renamed) AS function \
-                 GROUP BY service, function, minute, version) WHERE has(?, function)",
-                crate::store::named_samples("service, time, version", "has(?, stack_id)")
+                 GROUP BY service, function, minute, version) WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String))))",
+                crate::store::named_samples(
+                    "service, time, version",
+                    "stack_id IN (SELECT arrayJoin(CAST(? AS Array(UInt64))))"
+                )
             );
             client
                 .query(&sql)
@@ -500,7 +510,7 @@ async fn write_back(
                 "stacks",
                 "UPDATE functions = \
                  arrayMap((f, id) -> transform(id, ?, ?, f), functions, frame_ids) \
-                 WHERE has(?, stack_id) AND hasAny(functions, ?)",
+                 WHERE stack_id IN (SELECT arrayJoin(CAST(? AS Array(UInt64)))) AND hasAny(functions, ?)",
                 |q| q.bind(&ids).bind(&functions).bind(&pending).bind(&olds),
             )
             .await?;
@@ -511,9 +521,11 @@ async fn write_back(
             return Err(SymbolsError::MutationsPending);
         }
         nodes
-            .alter("function_minutes", "DELETE WHERE has(?, function)", |q| {
-                q.bind(&olds)
-            })
+            .alter(
+                "function_minutes",
+                "DELETE WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String))))",
+                |q| q.bind(&olds),
+            )
             .await?;
         if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
             return Err(SymbolsError::MutationsPending);
@@ -521,7 +533,7 @@ async fn write_back(
         // Another build with the same file name may have samples under the same old names:
         // count those again.
         let others: CountRow = client
-            .query("SELECT count() AS n FROM frames WHERE has(?, function) AND build_id != ?")
+            .query("SELECT count() AS n FROM frames WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String)))) AND build_id != ?")
             .bind(&olds)
             .bind(build_id)
             .fetch_one()
@@ -533,7 +545,7 @@ async fn write_back(
                  SELECT service, function, toStartOfMinute(time) AS minute, version, \
                  sum(count * (function = functions[-1])) AS self_samples, sum(count) AS total_samples \
                  FROM {} ARRAY JOIN arrayDistinct(functions) AS function \
-                 WHERE has(?, function) GROUP BY service, function, minute, version",
+                 WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String)))) GROUP BY service, function, minute, version",
                 crate::store::named_samples(
                     "service, time, version",
                     "stack_id IN (SELECT stack_id FROM stacks WHERE hasAny(functions, ?))"

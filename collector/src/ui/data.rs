@@ -276,10 +276,10 @@ pub struct ChangePoint {
     pub id: String,
     /// Its state (`open`, `fixed`, `went_away`).
     pub state: String,
-    /// The function's share before, % (in the metric the step was found in).
-    pub before_pct: f64,
-    /// After, %.
-    pub after_pct: f64,
+    /// The function's share (0..=1) before, in the metric the step was found in.
+    pub before_share: f64,
+    /// After, 0..=1.
+    pub after_share: f64,
 }
 
 /// One function of a service.
@@ -347,8 +347,8 @@ pub(crate) async fn function(ctx: &Ctx, p: &Params) -> Result<FunctionView, UiEr
             time: u32::try_from(m.onset_unix_s.max(0)).unwrap_or(u32::MAX),
             id: r.id,
             state: regressions::state_name(r.state).to_owned(),
-            before_pct: before * 100.0,
-            after_pct: after * 100.0,
+            before_share: before,
+            after_share: after,
         })
     })
     .collect();
@@ -444,10 +444,10 @@ pub struct Opportunity {
     pub service: String,
     /// The function.
     pub function: String,
-    /// Its self share, %.
-    pub self_pct: f64,
-    /// Its total share, %.
-    pub total_pct: f64,
+    /// Its self share, 0..=1.
+    pub self_share: f64,
+    /// Its total share, 0..=1.
+    pub total_share: f64,
     /// Skills whose profile signs it (or a direct callee) shows.
     pub skills: Vec<String>,
     /// The agent's proposal for it, if any.
@@ -470,7 +470,7 @@ pub struct OpportunitiesView {
 /// Functions looked at per service: the hottest by self time, and by total time below this share
 /// (frames on nearly every stack, such as `main`, are the runtime, not an opportunity).
 const OPPORTUNITY_CANDIDATES: usize = 15;
-const RUNTIME_TOTAL_PCT: f64 = 90.0;
+const RUNTIME_TOTAL_SHARE: f64 = 0.9;
 /// Services looked at without `?service=`: the busiest (every process on a host is a service
 /// when nothing names it, and the page must stay fast).
 const OPPORTUNITY_SERVICES: usize = 8;
@@ -505,7 +505,7 @@ pub(crate) async fn opportunities(ctx: &Ctx, p: &Params) -> Result<Opportunities
         }
         let mut candidates = flame::top(&stacks, false, OPPORTUNITY_CANDIDATES);
         for r in flame::top(&stacks, true, 3 * OPPORTUNITY_CANDIDATES) {
-            if r.total_pct < RUNTIME_TOTAL_PCT
+            if r.total_share < RUNTIME_TOTAL_SHARE
                 && !candidates.iter().any(|c| c.function == r.function)
             {
                 candidates.push(r);
@@ -532,8 +532,8 @@ pub(crate) async fn opportunities(ctx: &Ctx, p: &Params) -> Result<Opportunities
             rows.push(Opportunity {
                 service: service.clone(),
                 function: c.function,
-                self_pct: c.self_pct,
-                total_pct: c.total_pct,
+                self_share: c.self_share,
+                total_share: c.total_share,
                 skills: matched,
                 fix,
             });
@@ -543,7 +543,7 @@ pub(crate) async fn opportunities(ctx: &Ctx, p: &Params) -> Result<Opportunities
         b.fix
             .is_some()
             .cmp(&a.fix.is_some())
-            .then(b.self_pct.total_cmp(&a.self_pct))
+            .then(b.self_share.total_cmp(&a.self_share))
     });
     Ok(OpportunitiesView {
         window,

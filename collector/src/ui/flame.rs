@@ -104,21 +104,14 @@ pub(crate) fn top(stacks: &[FoldedStack], by_total: bool, limit: usize) -> Vec<T
             counts.entry(f).or_default().1 += s.samples;
         }
     }
-    let pct = |n: u64| {
-        if whole == 0 {
-            0.0
-        } else {
-            n as f64 * 100.0 / whole as f64
-        }
-    };
     let mut rows: Vec<TopRow> = counts
         .into_iter()
         .map(|(f, (s, t))| TopRow {
             function: f.to_owned(),
             self_samples: s,
             total_samples: t,
-            self_pct: pct(s),
-            total_pct: pct(t),
+            self_share: crate::share::of(s, whole),
+            total_share: crate::share::of(t, whole),
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -169,7 +162,7 @@ mod tests {
         assert_eq!(work.children[0].value, 90);
         let top_self = top(&stacks, false, 10);
         assert_eq!(top_self[0].function, "hot");
-        assert!((top_self[0].self_pct - 90.0 * 100.0 / 105.0).abs() < 1e-9);
+        assert!((top_self[0].self_share - 90.0 / 105.0).abs() < 1e-9);
         let top_total = top(&stacks, true, 10);
         assert_eq!(top_total[0].function, "main");
         let f = top_total.iter().find(|r| r.function == "f").unwrap();

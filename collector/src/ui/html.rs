@@ -80,16 +80,6 @@ pub(crate) fn time(unix: u32) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(u64::from(unix))).to_string()
 }
 
-/// A percentage with two decimals.
-pub(crate) fn pct(x: f64) -> String {
-    format!("{x:.2}%")
-}
-
-/// A signed change in percentage points.
-pub(crate) fn pp(x: f64) -> String {
-    format!("{x:+.2} pp")
-}
-
 /// The form that picks the window (and keeps the other state in hidden fields).
 pub(crate) fn window_form(action: &str, p: &Params, keep: &[&str]) -> String {
     let mut hidden = String::new();

@@ -12,12 +12,11 @@ use axum::routing::get;
 
 use super::data::{self, Params};
 use super::fixes::{self, Fix};
-use super::html::{
-    enc, error_box, esc, function_link, page, pct, pp, time, url, window_form, window_pairs,
-};
+use super::html::{enc, error_box, esc, function_link, page, time, url, window_form, window_pairs};
 use super::{Ctx, Shared, UiError};
 use crate::query::Window;
 use crate::regressions::{self, StoredRegression};
+use crate::share::{percent, points};
 
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
@@ -245,8 +244,8 @@ fn top_table(
             "<tr data-function=\"{}\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&r.function),
             function_link(p, service, &r.function),
-            pct(r.self_pct),
-            pct(r.total_pct)
+            percent(r.self_share),
+            percent(r.total_share)
         );
     }
     t.push_str("</tbody></table>");
@@ -389,17 +388,18 @@ async fn compare_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num {}\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num {}\">{}</td></tr>",
             esc(&r.function),
-            r.delta_self(),
-            r.delta_total(),
+            // In percentage points, like the cells: the page's readers (and its tests) compare these.
+            r.delta_self_share() * 100.0,
+            r.delta_total_share() * 100.0,
             function_link(p, &v.service, &r.function),
-            pct(r.baseline_self_pct),
-            pct(r.comparison_self_pct),
-            class(r.delta_self()),
-            pp(r.delta_self()),
-            pct(r.baseline_total_pct),
-            pct(r.comparison_total_pct),
-            class(r.delta_total()),
-            pp(r.delta_total()),
+            percent(r.baseline_self_share),
+            percent(r.comparison_self_share),
+            class(r.delta_self_share()),
+            points(r.delta_self_share()),
+            percent(r.baseline_total_share),
+            percent(r.comparison_total_share),
+            class(r.delta_total_share()),
+            points(r.delta_total_share()),
         );
     }
     let _ = write!(
@@ -430,11 +430,12 @@ fn history_chart(v: &data::FunctionView) -> String {
     let top = v
         .history
         .iter()
-        .map(|p| p.total_pct)
-        .fold(1.0_f64, f64::max)
+        .map(|p| p.total_share)
+        // At least a 1% scale, so a cold function's noise does not fill the chart.
+        .fold(0.01_f64, f64::max)
         * 1.1;
     let x = |t: u32| left + (f64::from(t.saturating_sub(first)) / span) * (w - left - 10.0);
-    let y = |pct: f64| (h - bottom) - pct / top * (h - bottom - 10.0);
+    let y = |share: f64| (h - bottom) - share / top * (h - bottom - 10.0);
     let line = |f: &dyn Fn(&crate::query::HistoryPoint) -> f64| {
         v.history
             .iter()
@@ -450,7 +451,7 @@ fn history_chart(v: &data::FunctionView) -> String {
          <text x=\"{left}\" y=\"{3}\">{4}</text><text x=\"{1}\" y=\"{3}\" text-anchor=\"end\">{5}</text>",
         h - bottom,
         w - 10.0,
-        top,
+        top * 100.0,
         h - 8.0,
         time(first),
         time(last),
@@ -473,8 +474,8 @@ fn history_chart(v: &data::FunctionView) -> String {
             "<g class=\"change-point\"><title>change point {}: {} → {} ({})</title>\
              <line x1=\"{4:.1}\" x2=\"{4:.1}\" y1=\"10\" y2=\"{5}\"/></g>",
             esc(&c.id),
-            pct(c.before_pct),
-            pct(c.after_pct),
+            percent(c.before_share),
+            percent(c.after_share),
             esc(&c.state),
             x(c.time),
             h - bottom,
@@ -486,8 +487,8 @@ fn history_chart(v: &data::FunctionView) -> String {
          <p class=\"legend\"><i class=\"total\"></i> total share <i class=\"self\"></i> self share \
          <i class=\"deploy\"></i> deploy <i class=\"change-point\"></i> detected change point \
          <span class=\"dim\">({} s buckets)</span></p>",
-        line(&|p| p.total_pct),
-        line(&|p| p.self_pct),
+        line(&|p| p.total_share),
+        line(&|p| p.self_share),
         v.bucket_secs
     );
     s
@@ -525,8 +526,8 @@ async fn function_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
                 enc(&c.id),
                 esc(&c.id),
                 time(c.time),
-                pct(c.before_pct),
-                pct(c.after_pct),
+                percent(c.before_share),
+                percent(c.after_share),
                 esc(&c.state)
             );
         }
@@ -561,7 +562,7 @@ fn neighbours(
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             function_link(p, service, &r.function),
             r.samples,
-            pct(r.pct_of_function)
+            percent(r.share_of_function)
         );
     }
     if rows.is_empty() {
@@ -621,7 +622,7 @@ fn stacks_through(function: &str, stacks: &[crate::query::StackThrough]) -> Stri
             "<tr><td class=\"stack\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             frames.join(" → "),
             s.samples,
-            pct(s.pct_of_function)
+            percent(s.share_of_function)
         );
     }
     b.push_str("</tbody></table>");
@@ -714,8 +715,8 @@ async fn regression_list_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> 
             regressions::state_name(r.state),
             time(r.onset),
             r.cost,
-            pct(r.before_share * 100.0),
-            pct(r.after_share * 100.0),
+            percent(r.before_share),
+            percent(r.after_share),
             cause,
             fix
         );
@@ -773,8 +774,8 @@ async fn regression_body(ctx: &Ctx, id: &str) -> Result<String, UiError> {
         r.functions
             .first()
             .map_or_else(String::new, |f| function_link(&p, &r.service, f)),
-        pct(r.before_share * 100.0),
-        pct(r.after_share * 100.0),
+        percent(r.before_share),
+        percent(r.after_share),
         time(r.onset),
         r.cost,
         r.report
@@ -822,10 +823,10 @@ fn evidence(r: &StoredRegression, p: &Params) -> String {
                 crate::detect::Metric::Total => "total",
                 crate::detect::Metric::SelfShare => "self",
             },
-            pct(m.self_before * 100.0),
-            pct(m.self_after * 100.0),
-            pct(m.total_before * 100.0),
-            pct(m.total_after * 100.0),
+            percent(m.self_before),
+            percent(m.self_after),
+            percent(m.total_before),
+            percent(m.total_after),
             m.cores_before,
             m.cores_after,
             m.z,
@@ -1010,8 +1011,8 @@ async fn opportunities_body(ctx: &Ctx, p: &Params) -> Result<String, UiError> {
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&o.service),
             function_link(p, &o.service, &o.function),
-            pct(o.self_pct),
-            pct(o.total_pct),
+            percent(o.self_share),
+            percent(o.total_share),
             esc(&o.skills.join(", ")),
             fix
         );

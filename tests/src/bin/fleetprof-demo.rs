@@ -122,8 +122,8 @@ fn main() {
 /// What the demo found and made, for the summary.
 struct Outcome {
     function: String,
-    before_pct: f64,
-    after_pct: f64,
+    before_share: f64,
+    after_share: f64,
     delta_cores: f64,
     regression_id: String,
     commit: String,
@@ -391,8 +391,8 @@ fn main_job(
 
     let outcome = Outcome {
         function: found.function,
-        before_pct: found.before * 100.0,
-        after_pct: found.after * 100.0,
+        before_share: found.before,
+        after_share: found.after,
         delta_cores: found.delta_cores,
         regression_id,
         commit: found.commit,
@@ -520,8 +520,10 @@ fn print_summary(o: &Outcome, elapsed: Duration) {
     );
     println!("regression  {}  {}", o.regression_id, o.function);
     println!(
-        "            share of checkout's CPU {:.1}% -> {:.1}%  (+{:.2} CPU cores)",
-        o.before_pct, o.after_pct, o.delta_cores
+        "            share of checkout's CPU {} -> {}  (+{:.2} CPU cores)",
+        fleetprof_collector::share::percent(o.before_share),
+        fleetprof_collector::share::percent(o.after_share),
+        o.delta_cores
     );
     println!(
         "root cause  {} \"{}\" by {}",
