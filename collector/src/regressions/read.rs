@@ -235,16 +235,21 @@ pub async fn read_series(
             cut[i] = u32::try_from(r.n).unwrap_or(u32::MAX);
         }
     }
-    // When most of the service's stacks are cut, the profiler could not unwind it (no tables
-    // for its code): the cut stacks' leaf frames are then all the signal there is, so they stay.
-    let all: u64 = totals.iter().map(|r| r.n).sum();
-    let cut_all: u64 = cut.iter().map(|&c| u64::from(c)).sum();
-    if cut_all.saturating_mul(2) > all {
+    // When most of the service's stacks are cut in (nearly) every bucket, the profiler could not
+    // unwind it at all (no tables for its code): the cut stacks' leaf frames are then all the
+    // signal there is, so they stay. Not when the cut fraction changes over the window (tables
+    // loaded late on a busy host, dropped for capacity, a daemon restart): kept then, the cut
+    // stacks would move every root function's share from 0 to 1 at the change.
+    let mut by_bucket = vec![0u64; len];
+    for r in &totals {
+        if let Some(i) = index(r.t) {
+            by_bucket[i] += r.n;
+        }
+    }
+    if stably_cut(&by_bucket, &cut) {
         tracing::debug!(
             service,
-            cut = cut_all,
-            all,
-            "most stacks are cut: detection keeps them"
+            "most stacks are cut in every bucket: detection keeps them"
         );
         cut.iter_mut().for_each(|c| *c = 0);
     }
@@ -413,6 +418,22 @@ async fn function_minutes(
                 })
         })
         .collect())
+}
+
+/// Whether most of a service's samples are cut stacks in at least 90% of its buckets with
+/// samples (`samples[i]` all samples of bucket `i`, `cut[i]` those of cut stacks): a service the
+/// profiler cannot unwind, rather than one whose unwinding changed during the window.
+fn stably_cut(samples: &[u64], cut: &[u32]) -> bool {
+    let (mut buckets, mut mostly_cut) = (0usize, 0usize);
+    for (&n, &c) in samples.iter().zip(cut) {
+        if n > 0 {
+            buckets += 1;
+            if u64::from(c).saturating_mul(2) > n {
+                mostly_cut += 1;
+            }
+        }
+    }
+    buckets > 0 && mostly_cut * 10 >= buckets * 9
 }
 
 /// Takes the samples of cut stacks ([`CUT_STACK`]) out of every selected function's self and
@@ -653,7 +674,17 @@ pub async fn services(store: &Store, window: Window) -> Result<Vec<String>, Regr
 
 #[cfg(test)]
 mod tests {
-    use super::is_placeholder_frame;
+    use super::{is_placeholder_frame, stably_cut};
+
+    /// A service the profiler never unwinds keeps its cut stacks; one whose stacks were cut
+    /// only until its tables loaded (the first buckets) does not.
+    #[test]
+    fn cut_stacks_stay_only_when_cut_throughout() {
+        assert!(stably_cut(&[100, 100, 0, 100], &[90, 80, 0, 100]));
+        assert!(!stably_cut(&[100, 100, 100, 100], &[100, 100, 10, 0]));
+        assert!(!stably_cut(&[100, 100], &[10, 0]));
+        assert!(!stably_cut(&[0, 0], &[0, 0]));
+    }
 
     #[test]
     fn placeholders_are_told_from_code() {
