@@ -1,6 +1,8 @@
 //! The validated batch the store writes: the wire batch with frames hashed into ids and stacks
 //! turned root first. Built by `ingest::validate`, never from unchecked input.
 
+use std::sync::Arc;
+
 use twox_hash::XxHash3_64;
 
 /// A batch's identity: retries of one batch carry the same key.
@@ -71,8 +73,9 @@ pub struct StackInfo {
     pub stack_id: u64,
     /// Frame ids, root first.
     pub frame_ids: Vec<u64>,
-    /// Function names, root first (the leaf last).
-    pub functions: Vec<String>,
+    /// Function names, root first (the leaf last). Shared: a batch holds each frame's name once,
+    /// however many of its stacks pass through the frame (no copy per stack and frame).
+    pub functions: Vec<Arc<str>>,
 }
 
 /// One sample row: a thread of a process on a stack, `count` times.
@@ -220,7 +223,9 @@ impl Batch {
             .frames
             .iter()
             .map(|f| {
+                // The name twice: the frame's own and the copy its stacks share.
                 std::mem::size_of::<StoredFrame>()
+                    + f.function.len()
                     + strs(&[&f.function, &f.module, &f.build_id, &f.file])
             })
             .sum();
@@ -230,7 +235,7 @@ impl Batch {
             .map(|s| {
                 std::mem::size_of::<StackInfo>()
                     + s.frame_ids.len() * 8
-                    + s.functions.iter().map(|f| f.len() + STRING).sum::<usize>()
+                    + s.functions.len() * std::mem::size_of::<Arc<str>>()
             })
             .sum();
         let samples: usize = self
