@@ -297,9 +297,11 @@ fn main() {
         let group = (validated.len() / groups.max(1) as usize).max(1);
         let (cpu1, t1) = (cpu_time(), Instant::now());
         let (mut known_stacks, mut known_frames) = Default::default();
+        let mut rollup_rows = 0;
         for chunk in validated.chunks(group) {
             let refs: Vec<&Batch> = chunk.iter().collect();
-            base.write_batches(&refs, &Default::default(), &mut known_stacks, &mut known_frames).await.unwrap();
+            let outcome = base.write_batches(&refs, &Default::default(), &mut known_stacks, &mut known_frames).await.unwrap();
+            rollup_rows += outcome.function_minute_rows;
         }
         let (base_wall, base_cpu) = (t1.elapsed(), cpu_time() - cpu1);
         let base_samples = base.stored_sample_count().await.unwrap();
@@ -347,6 +349,11 @@ fn main() {
             base_wall.as_secs_f64(),
             rows as f64 / base_wall.as_secs_f64(),
             base_cpu.as_secs_f64() / m
+        );
+        println!(
+            "  rows the store wrote besides `samples` in that baseline: {rollup_rows} into function_minutes (in {} groups), {} into processes, stacks as above",
+            validated.len().div_ceil(group),
+            validated.iter().map(|b| b.processes.len()).sum::<usize>()
         );
         println!(
             "  ratio collector / baseline: wall {:.2}x, CPU {:.2}x",
