@@ -25,9 +25,9 @@ use fleetprof_collector::store::{Batch, SampleRow, Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
 use prost::Message as _;
-use sha2::Digest as _;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+use sha2::Digest as _;
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
@@ -167,7 +167,10 @@ fn cpu_of<T>(f: impl FnOnce() -> T) -> (T, f64) {
 /// The collector's per-batch CPU outside gRPC and the writer, on the same batches: protobuf
 /// decoding, validation, and the id hashes (XXH3-64 as stored, SHA-256 as before).
 fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let encoded: Vec<Vec<u8>> = batches.iter().map(|b| b.encode_to_vec()).collect();
     let (decoded, decode) = cpu_of(|| {
         encoded
@@ -181,7 +184,12 @@ fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
             .map(|b| validate(b, &Limits::default(), now).unwrap())
             .collect::<Vec<_>>()
     });
-    let (_, reencode) = cpu_of(|| decoded.iter().map(|b| b.encode_to_vec().len()).sum::<usize>());
+    let (_, reencode) = cpu_of(|| {
+        decoded
+            .iter()
+            .map(|b| b.encode_to_vec().len())
+            .sum::<usize>()
+    });
     // The bytes each id hashes (see `frame_id` and `stack_id`), then both hashes over them.
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for b in &validated {
@@ -199,7 +207,11 @@ fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
             inputs.push(s.frame_ids.iter().flat_map(|id| id.to_le_bytes()).collect());
         }
     }
-    let (x, xxh3) = cpu_of(|| inputs.iter().fold(0u64, |a, i| a ^ twox_hash::XxHash3_64::oneshot(i)));
+    let (x, xxh3) = cpu_of(|| {
+        inputs
+            .iter()
+            .fold(0u64, |a, i| a ^ twox_hash::XxHash3_64::oneshot(i))
+    });
     let (y, sha) = cpu_of(|| {
         inputs.iter().fold(0u64, |a, i| {
             let d = sha2::Sha256::digest(i);
@@ -223,7 +235,10 @@ fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
 
 fn main() {
     let hosts = env("HOSTS", 50);
-    let in_flight = env("GROUPS_IN_FLIGHT", WriterConfig::default().max_groups_in_flight);
+    let in_flight = env(
+        "GROUPS_IN_FLIGHT",
+        WriterConfig::default().max_groups_in_flight,
+    );
     let per_host = env("BATCHES_PER_HOST", 20);
     let reuse = env_f64("STACK_REUSE", 0.95).clamp(0.0, 1.0);
     let pool_size = env("STACK_POOL", 20_000);

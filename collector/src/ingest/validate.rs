@@ -289,7 +289,10 @@ pub fn validate(
 
     // Each frame's name once, shared by every stack through it (a batch's stacks hold tens of
     // times more frames than the batch has).
-    let names: Vec<Arc<str>> = frames.iter().map(|f| Arc::from(f.function.as_str())).collect();
+    let names: Vec<Arc<str>> = frames
+        .iter()
+        .map(|f| Arc::from(f.function.as_str()))
+        .collect();
     let mut stacks = Vec::with_capacity(batch.stacks.len());
     for (i, stack) in batch.stacks.iter().enumerate() {
         if stack.frame_indexes.is_empty() {

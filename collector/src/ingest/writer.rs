@@ -27,7 +27,7 @@
 //! Memory: what waits for the writer is bounded in bytes ([`WriterConfig::max_pending_bytes`]);
 //! beyond it, pushes get `RESOURCE_EXHAUSTED` and the hosts retry later.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -56,7 +56,9 @@ pub struct WriterConfig {
     /// wire batch and `.reason` with ClickHouse's answer). Default: none (logged and counted).
     pub dead_letter_dir: Option<PathBuf>,
     /// INSERT groups written at the same time, at least 1. Default 2: while one group waits on
-    /// ClickHouse, the next one's round trips are already under way.
+    /// ClickHouse, the next one's round trips are already under way. A further group starts
+    /// only once as many batches wait as the last group took, so overlapping never makes the
+    /// groups smaller (each group writes its own rollup rows).
     pub max_groups_in_flight: usize,
 }
 
@@ -417,65 +419,73 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let max = self.groups.config.max_groups_in_flight.max(1);
         let mut running: FuturesUnordered<GroupFuture> = FuturesUnordered::new();
+        let mut queue: VecDeque<Request> = VecDeque::new();
         let mut open = true;
+        let mut last_group = 0;
         // Ends when every handle is gone, the channel is drained and every group is done:
         // shutdown answers every accepted push (stored, or UNAVAILABLE) before the task ends.
         loop {
+            while let Ok(r) = rx.try_recv() {
+                queue.push_back(r);
+            }
+            while running.len() < max && self.ready(&queue, running.len(), last_group) {
+                let group = self.gather(&mut queue);
+                last_group = group.len();
+                if let Some(f) = self.start(group) {
+                    running.push(f);
+                }
+            }
+            if !open && running.is_empty() && queue.is_empty() {
+                break;
+            }
             tokio::select! {
                 // Finishing first frees keys and known ids for the groups started next.
                 biased;
                 Some(done) = running.next(), if !running.is_empty() => {
                     self.finish(done);
-                    // Pushes held back for these keys can go now.
-                    if !self.held.is_empty() && running.len() < max {
-                        let group = self.gather(None, &mut rx);
-                        if let Some(f) = self.start(group) {
-                            running.push(f);
-                        }
+                    // Pushes held back for these keys go first into the next group.
+                    for r in std::mem::take(&mut self.held).into_iter().rev() {
+                        queue.push_front(r);
                     }
                 }
-                r = rx.recv(), if open && running.len() < max => match r {
-                    Some(first) => {
-                        let group = self.gather(Some(first), &mut rx);
-                        if let Some(f) = self.start(group) {
-                            running.push(f);
-                        }
-                    }
+                r = rx.recv(), if open => match r {
+                    Some(r) => queue.push_back(r),
                     None => open = false,
                 },
                 else => break,
             }
         }
-        // Every handle is gone and nothing is in flight: whatever is still held is answered.
-        for r in std::mem::take(&mut self.held) {
+        // Nothing is in flight any more: whatever is left (nothing, normally) is answered.
+        for r in std::mem::take(&mut self.held).into_iter().chain(queue) {
             let _ = r.reply.send(Err(WriteError::Stopped));
         }
     }
 
-    /// The next group: held pushes whose keys are free, `first`, and whatever else is queued, up
-    /// to [`WriterConfig::max_group_rows`] sample rows.
-    fn gather(&mut self, first: Option<Request>, rx: &mut mpsc::Receiver<Request>) -> Vec<Request> {
+    /// Whether to start a group now: whenever none is being written and pushes wait; besides
+    /// running ones, only once as many batches wait as the last group took (or a full group's
+    /// rows). A group started early would be small, and each group writes its own rollup rows
+    /// (a function's row per series and group), so many small groups cost ClickHouse more rows
+    /// per sample than the overlap saves.
+    fn ready(&self, queue: &VecDeque<Request>, running: usize, last_group: usize) -> bool {
+        if queue.is_empty() {
+            return false;
+        }
+        running == 0
+            || queue.len() >= last_group.max(1)
+            || queue.iter().map(|r| r.batch.samples.len()).sum::<usize>()
+                >= self.groups.config.max_group_rows
+    }
+
+    /// The next group: the oldest waiting pushes, up to [`WriterConfig::max_group_rows`] sample
+    /// rows (at least one push).
+    fn gather(&mut self, queue: &mut VecDeque<Request>) -> Vec<Request> {
         let mut group = Vec::new();
         let mut rows = 0;
-        for r in std::mem::take(&mut self.held) {
-            if self.in_flight.contains(&r.batch.key) {
-                self.held.push(r);
-            } else {
-                rows += r.batch.samples.len();
-                group.push(r);
-            }
-        }
-        if let Some(r) = first {
+        while let Some(r) = queue.pop_front() {
             rows += r.batch.samples.len();
             group.push(r);
-        }
-        while rows < self.groups.config.max_group_rows {
-            match rx.try_recv() {
-                Ok(r) => {
-                    rows += r.batch.samples.len();
-                    group.push(r);
-                }
-                Err(_) => break,
+            if rows >= self.groups.config.max_group_rows {
+                break;
             }
         }
         group

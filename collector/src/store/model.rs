@@ -328,7 +328,12 @@ mod tests {
     #[test]
     fn ids_hash_the_documented_bytes() {
         let mut bytes = Vec::new();
-        for part in ["checkout::price_items", "/usr/bin/checkout", "ab12", "src/price.rs"] {
+        for part in [
+            "checkout::price_items",
+            "/usr/bin/checkout",
+            "ab12",
+            "src/price.rs",
+        ] {
             bytes.extend_from_slice(&[part.len() as u8, 0, 0, 0, 0, 0, 0, 0]);
             bytes.extend_from_slice(part.as_bytes());
         }
