@@ -389,7 +389,7 @@ struct GroupDone {
     keys: Vec<BatchKey>,
     /// Keys now stored (written by this group or found stored).
     stored: Vec<BatchKey>,
-    /// Stack and frame ids now in ClickHouse.
+    /// Stack and frame ids this group wrote.
     stacks: HashSet<u64>,
     frames: HashSet<u64>,
 }
@@ -599,6 +599,9 @@ impl GroupWriter {
         mut frames: HashSet<u64>,
     ) -> GroupDone {
         let keys: Vec<BatchKey> = pending.iter().map(|p| p.batch.key.clone()).collect();
+        // Only what this group writes goes back as known: an id given to it may have been
+        // forgotten meanwhile (KNOWN_IDS_MAX_AGE), and must not be remembered for longer.
+        let (given_stacks, given_frames) = (stacks.clone(), frames.clone());
         let mut stored = Vec::new();
         let (s, f) = (&mut stacks, &mut frames);
         match self.write(&pending, s, f).await {
@@ -624,6 +627,8 @@ impl GroupWriter {
                 }
             }
         }
+        stacks.retain(|id| !given_stacks.contains(id));
+        frames.retain(|id| !given_frames.contains(id));
         GroupDone {
             keys,
             stored,
