@@ -346,11 +346,8 @@ fn function_rollup<'a>(
         for s in &b.samples {
             let st = &b.stacks[s.stack as usize];
             stack_names.entry(st.stack_id).or_insert_with(|| {
-                let mut ids: Vec<u32> = st
-                    .functions
-                    .iter()
-                    .map(|f| intern(&**f, &mut names))
-                    .collect();
+                let mut ids: Vec<u32> =
+                    st.functions.iter().map(|f| intern(f, &mut names)).collect();
                 let leaf = ids.last().copied();
                 ids.sort_unstable();
                 ids.dedup();
