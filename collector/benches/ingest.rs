@@ -9,18 +9,25 @@
 //!
 //! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override;
 //! `STACK_REUSE` (default 0.95) is the share of each batch's stacks that recur from a fleet-wide
-//! pool of `STACK_POOL` (default 20,000) stacks, the rest new: `STACK_REUSE=0` is the worst case).
+//! pool of `STACK_POOL` (default 20,000) stacks, the rest new: `STACK_REUSE=0` is the worst case;
+//! `GROUPS_IN_FLIGHT` (default: the collector's, 2) is how many INSERT groups the writer overlaps).
+//!
+//! Also prints where the collector's own CPU goes, measured outside the timed run on the same
+//! batches: protobuf decoding, validation (with the stack and frame ids), and the ids alone with
+//! XXH3-64 (what the collector uses) against SHA-256 (what it used before) over the same bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, validate};
+use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, WriterConfig, validate};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Batch, SampleRow, Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
+use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+use sha2::Digest as _;
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
@@ -150,8 +157,88 @@ fn realistic_batch(
     }
 }
 
+/// CPU seconds `f` takes.
+fn cpu_of<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let c = cpu_time();
+    let out = f();
+    (out, (cpu_time() - c).as_secs_f64())
+}
+
+/// The collector's per-batch CPU outside gRPC and the writer, on the same batches: protobuf
+/// decoding, validation, and the id hashes (XXH3-64 as stored, SHA-256 as before).
+fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let encoded: Vec<Vec<u8>> = batches.iter().map(|b| b.encode_to_vec()).collect();
+    let (decoded, decode) = cpu_of(|| {
+        encoded
+            .iter()
+            .map(|e| pb::ProfileBatch::decode(e.as_slice()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let (validated, validate_cpu) = cpu_of(|| {
+        decoded
+            .iter()
+            .map(|b| validate(b, &Limits::default(), now).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let (_, reencode) = cpu_of(|| {
+        decoded
+            .iter()
+            .map(|b| b.encode_to_vec().len())
+            .sum::<usize>()
+    });
+    // The bytes each id hashes (see `frame_id` and `stack_id`), then both hashes over them.
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for b in &validated {
+        for f in &b.frames {
+            let mut bytes = Vec::new();
+            for part in [&f.function, &f.module, &f.build_id, &f.file] {
+                bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(part.as_bytes());
+            }
+            bytes.extend_from_slice(&f.line.to_le_bytes());
+            bytes.extend_from_slice(&[u8::from(f.inlined), u8::from(f.kernel)]);
+            inputs.push(bytes);
+        }
+        for s in &b.stacks {
+            inputs.push(s.frame_ids.iter().flat_map(|id| id.to_le_bytes()).collect());
+        }
+    }
+    let (x, xxh3) = cpu_of(|| {
+        inputs
+            .iter()
+            .fold(0u64, |a, i| a ^ twox_hash::XxHash3_64::oneshot(i))
+    });
+    let (y, sha) = cpu_of(|| {
+        inputs.iter().fold(0u64, |a, i| {
+            let d = sha2::Sha256::digest(i);
+            a ^ u64::from_le_bytes(d[..8].try_into().unwrap())
+        })
+    });
+    std::hint::black_box((x, y));
+    println!(
+        "  collector CPU outside the writer, per million samples: decode {:.3} s, validate {:.3} s (ids included), re-encode for dead letters {:.3} s",
+        decode / m,
+        validate_cpu / m,
+        reencode / m
+    );
+    println!(
+        "  ids alone ({} frame and stack ids): XXH3-64 {:.3} s, SHA-256 {:.3} s per million samples",
+        inputs.len(),
+        xxh3 / m,
+        sha / m
+    );
+}
+
 fn main() {
     let hosts = env("HOSTS", 50);
+    let in_flight = env(
+        "GROUPS_IN_FLIGHT",
+        WriterConfig::default().max_groups_in_flight,
+    );
     let per_host = env("BATCHES_PER_HOST", 20);
     let reuse = env_f64("STACK_REUSE", 0.95).clamp(0.0, 1.0);
     let pool_size = env("STACK_POOL", 20_000);
@@ -186,7 +273,11 @@ fn main() {
 
         let store = Store::connect(&StoreConfig::new(clickhouse.url()).with_database("bench")).await.unwrap();
         store.migrate().await.unwrap();
-        let collector = RunningCollector::start(store.clone(), IngestConfig::default(), "127.0.0.1:0".parse().unwrap())
+        let config = IngestConfig {
+            writer: WriterConfig { max_groups_in_flight: in_flight, ..WriterConfig::default() },
+            ..IngestConfig::default()
+        };
+        let collector = RunningCollector::start(store.clone(), config, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let addr = collector.local_addr();
@@ -221,9 +312,11 @@ fn main() {
         let group = (validated.len() / groups.max(1) as usize).max(1);
         let (cpu1, t1) = (cpu_time(), Instant::now());
         let (mut known_stacks, mut known_frames) = Default::default();
+        let mut rollup_rows = 0;
         for chunk in validated.chunks(group) {
             let refs: Vec<&Batch> = chunk.iter().collect();
-            base.write_batches(&refs, &Default::default(), &mut known_stacks, &mut known_frames).await.unwrap();
+            let outcome = base.write_batches(&refs, &Default::default(), &mut known_stacks, &mut known_frames).await.unwrap();
+            rollup_rows += outcome.function_minute_rows;
         }
         let (base_wall, base_cpu) = (t1.elapsed(), cpu_time() - cpu1);
         let base_samples = base.stored_sample_count().await.unwrap();
@@ -255,7 +348,7 @@ fn main() {
             reuse * 100.0
         );
         println!(
-            "  gRPC -> collector -> ClickHouse: {:.2} s, {:.0} sample rows/s, {:.0} samples/s stored, {} INSERT groups",
+            "  gRPC -> collector -> ClickHouse: {:.2} s, {:.0} sample rows/s, {:.0} samples/s stored, {} INSERT groups, up to {in_flight} at once (GROUPS_IN_FLIGHT)",
             grpc_wall.as_secs_f64(),
             rows as f64 / grpc_wall.as_secs_f64(),
             samples as f64 / grpc_wall.as_secs_f64(),
@@ -273,6 +366,11 @@ fn main() {
             base_cpu.as_secs_f64() / m
         );
         println!(
+            "  rows the store wrote besides `samples` in that baseline: {rollup_rows} into function_minutes (in {} groups), {} into processes, stacks as above",
+            validated.len().div_ceil(group),
+            validated.iter().map(|b| b.processes.len()).sum::<usize>()
+        );
+        println!(
             "  ratio collector / baseline: wall {:.2}x, CPU {:.2}x",
             grpc_wall.as_secs_f64() / base_wall.as_secs_f64(),
             grpc_cpu.as_secs_f64() / base_cpu.as_secs_f64()
@@ -286,6 +384,7 @@ fn main() {
             "  ratio end to end / direct baseline: {:.2}x the time (target within 2x)",
             grpc_wall.as_secs_f64() / direct_wall.as_secs_f64()
         );
+        cpu_split(&batches.iter().flatten().cloned().collect::<Vec<_>>(), m);
         let _ = Arc::new(());
     });
     drop(clickhouse);

@@ -2,6 +2,7 @@
 //! otherwise the whole batch is refused with a message saying what was wrong.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fleetprof_proto::fleetprof::v1 as pb;
 use prost::Message;
@@ -286,6 +287,12 @@ pub fn validate(
         })
         .collect();
 
+    // Each frame's name once, shared by every stack through it (a batch's stacks hold tens of
+    // times more frames than the batch has).
+    let names: Vec<Arc<str>> = frames
+        .iter()
+        .map(|f| Arc::from(f.function.as_str()))
+        .collect();
     let mut stacks = Vec::with_capacity(batch.stacks.len());
     for (i, stack) in batch.stacks.iter().enumerate() {
         if stack.frame_indexes.is_empty() {
@@ -309,7 +316,7 @@ pub fn validate(
                 ))
             })?;
             frame_ids.push(frame.frame_id);
-            functions.push(frame.function.clone());
+            functions.push(names[index as usize].clone());
         }
         stacks.push(StackInfo {
             stack_id: stack_id(&frame_ids),
@@ -546,7 +553,8 @@ pub(crate) mod tests {
     #[test]
     fn valid_batch_converts_root_first() {
         let batch = validate(&sample_batch(), &Limits::default(), NOW).unwrap();
-        assert_eq!(batch.stacks[0].functions, ["main", "work", "hot"]);
+        let functions: Vec<&str> = batch.stacks[0].functions.iter().map(|f| &**f).collect();
+        assert_eq!(functions, ["main", "work", "hot"]);
         assert_eq!(batch.total_samples(), 100);
         assert_eq!(batch.key.sequence, 1);
         assert!(!batch.energy.available);
@@ -720,7 +728,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let batch = validate(&b, &Limits::default(), NOW).unwrap();
-        assert_eq!(batch.stacks[0].functions[2], "libfoo.so+0x1234");
+        assert_eq!(&*batch.stacks[0].functions[2], "libfoo.so+0x1234");
         let again = validate(&b, &Limits::default(), NOW).unwrap();
         assert_eq!(batch.stacks[0].stack_id, again.stacks[0].stack_id);
     }

@@ -18,18 +18,28 @@
 //! rows (the rollup tables through their per-batch markers, see
 //! [`crate::store::rollup_marker`]) and skips those tables for that batch.
 //!
+//! Overlap: up to [`WriterConfig::max_groups_in_flight`] groups are written at once (each group's
+//! round trips — the look-up, the attempt rows, the tables, the commit rows — overlap another
+//! group's), but a batch key is only ever in one group at a time: a push of a key whose group is
+//! still being written waits for that group's outcome (then it is a duplicate, or written anew).
+//! Stack and frame ids written by a group count as known once that group succeeded.
+//!
 //! Memory: what waits for the writer is bounded in bytes ([`WriterConfig::max_pending_bytes`]);
 //! beyond it, pushes get `RESOURCE_EXHAUSTED` and the hosts retry later.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::store::{Batch, BatchKey, PresentParts, Store, StoreError};
+use crate::store::{Batch, BatchKey, KNOWN_IDS_LIMIT, PresentParts, Store, StoreError};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
@@ -45,11 +55,17 @@ pub struct WriterConfig {
     /// Where batches ClickHouse rejects are kept (`<host_id>-<boot_id>-<sequence>.pb` with the
     /// wire batch and `.reason` with ClickHouse's answer). Default: none (logged and counted).
     pub dead_letter_dir: Option<PathBuf>,
+    /// INSERT groups written at the same time, at least 1. Default 2: while one group waits on
+    /// ClickHouse, the next one's round trips are already under way. A further group starts
+    /// only once as many batches wait as the last group took, so overlapping never makes the
+    /// groups smaller (each group writes its own rollup rows).
+    pub max_groups_in_flight: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
+            max_groups_in_flight: 2,
             max_group_rows: 500_000,
             max_pending_bytes: 512 << 20,
             clickhouse_timeout: Duration::from_secs(30),
@@ -221,13 +237,17 @@ impl WriterHandle {
         let stats = Arc::new(WriterStats::default());
         let permits = (config.max_pending_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
         let writer = Writer {
-            store,
-            config: config.clone(),
-            stats: stats.clone(),
+            groups: GroupWriter {
+                store,
+                config: config.clone(),
+                stats: stats.clone(),
+            },
             recent: RecentKeys::default(),
             known_stacks: HashSet::new(),
             known_frames: HashSet::new(),
             known_since: std::time::Instant::now(),
+            in_flight: HashSet::new(),
+            held: Vec::new(),
         };
         let task = tokio::spawn(writer.run(rx));
         (
@@ -314,6 +334,8 @@ struct Pending {
     batch: Batch,
     wire: Vec<u8>,
     replies: Vec<Reply>,
+    /// The batch's share of the memory budget, held until it is answered.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Whether a ClickHouse error means "unreachable" (retry the same INSERT later) rather than "the
@@ -353,15 +375,39 @@ async fn timed<T>(
     }
 }
 
-struct Writer {
+/// What writes one group: cheap to clone, one clone per group in flight.
+#[derive(Clone)]
+struct GroupWriter {
     store: Store,
     config: WriterConfig,
     stats: Arc<WriterStats>,
+}
+
+/// What a finished group tells the writer loop.
+struct GroupDone {
+    /// Every key the group held (no longer in flight).
+    keys: Vec<BatchKey>,
+    /// Keys now stored (written by this group or found stored).
+    stored: Vec<BatchKey>,
+    /// Stack and frame ids this group wrote.
+    stacks: HashSet<u64>,
+    frames: HashSet<u64>,
+}
+
+type GroupFuture = Pin<Box<dyn Future<Output = GroupDone> + Send>>;
+
+/// The loop: owns dedup state (recent keys, known ids, keys in flight) and starts groups.
+struct Writer {
+    groups: GroupWriter,
     recent: RecentKeys,
     known_stacks: HashSet<u64>,
     known_frames: HashSet<u64>,
     /// When the known-ids sets were last emptied (see [`KNOWN_IDS_MAX_AGE`]).
     known_since: std::time::Instant,
+    /// Keys of the batches in the groups being written.
+    in_flight: HashSet<BatchKey>,
+    /// Pushes of keys that were in flight when they arrived, oldest first.
+    held: Vec<Request>,
 }
 
 /// How long a stack or frame id stays "known" (not written again). Retention deletes stacks no
@@ -371,24 +417,154 @@ const KNOWN_IDS_MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        // Ends when every handle is gone and the channel is drained: shutdown answers every
-        // accepted push (stored, or UNAVAILABLE) before the task ends.
-        while let Some(first) = rx.recv().await {
-            let mut group = vec![first];
-            let mut rows = group[0].batch.samples.len();
-            while rows < self.config.max_group_rows {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        rows += r.batch.samples.len();
-                        group.push(r);
-                    }
-                    Err(_) => break,
+        let max = self.groups.config.max_groups_in_flight.max(1);
+        let mut running: FuturesUnordered<GroupFuture> = FuturesUnordered::new();
+        let mut queue: VecDeque<Request> = VecDeque::new();
+        let mut open = true;
+        let mut last_group = 0;
+        // Ends when every handle is gone, the channel is drained and every group is done:
+        // shutdown answers every accepted push (stored, or UNAVAILABLE) before the task ends.
+        loop {
+            while let Ok(r) = rx.try_recv() {
+                queue.push_back(r);
+            }
+            while running.len() < max && self.ready(&queue, running.len(), last_group) {
+                let group = self.gather(&mut queue);
+                last_group = group.len();
+                if let Some(f) = self.start(group) {
+                    running.push(f);
                 }
             }
-            self.handle_group(group).await;
+            if !open && running.is_empty() && queue.is_empty() {
+                break;
+            }
+            tokio::select! {
+                // Finishing first frees keys and known ids for the groups started next.
+                biased;
+                Some(done) = running.next(), if !running.is_empty() => {
+                    self.finish(done);
+                    // Pushes held back for these keys go first into the next group.
+                    for r in std::mem::take(&mut self.held).into_iter().rev() {
+                        queue.push_front(r);
+                    }
+                }
+                r = rx.recv(), if open => match r {
+                    Some(r) => queue.push_back(r),
+                    None => open = false,
+                },
+                else => break,
+            }
+        }
+        // Nothing is in flight any more: whatever is left (nothing, normally) is answered.
+        for r in std::mem::take(&mut self.held).into_iter().chain(queue) {
+            let _ = r.reply.send(Err(WriteError::Stopped));
         }
     }
 
+    /// Whether to start a group now: whenever none is being written and pushes wait; besides
+    /// running ones, only once as many batches wait as the last group took (or a full group's
+    /// rows). A group started early would be small, and each group writes its own rollup rows
+    /// (a function's row per series and group), so many small groups cost ClickHouse more rows
+    /// per sample than the overlap saves.
+    fn ready(&self, queue: &VecDeque<Request>, running: usize, last_group: usize) -> bool {
+        if queue.is_empty() {
+            return false;
+        }
+        running == 0
+            || queue.len() >= last_group.max(1)
+            || queue.iter().map(|r| r.batch.samples.len()).sum::<usize>()
+                >= self.groups.config.max_group_rows
+    }
+
+    /// The next group: the oldest waiting pushes, up to [`WriterConfig::max_group_rows`] sample
+    /// rows (at least one push).
+    fn gather(&mut self, queue: &mut VecDeque<Request>) -> Vec<Request> {
+        let mut group = Vec::new();
+        let mut rows = 0;
+        while let Some(r) = queue.pop_front() {
+            rows += r.batch.samples.len();
+            group.push(r);
+            if rows >= self.groups.config.max_group_rows {
+                break;
+            }
+        }
+        group
+    }
+
+    /// Answers known duplicates, holds pushes whose key is in flight, collapses retries within
+    /// the group, and returns the group's write, or `None` when nothing is left to write.
+    fn start(&mut self, group: Vec<Request>) -> Option<GroupFuture> {
+        let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
+        let mut index: HashMap<BatchKey, usize> = HashMap::new();
+        for r in group {
+            if self.recent.contains(&r.batch.key) {
+                self.groups.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                let _ = r.reply.send(Ok(Ack::Duplicate));
+            } else if self.in_flight.contains(&r.batch.key) {
+                self.held.push(r);
+            } else if let Some(&i) = index.get(&r.batch.key) {
+                self.groups.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                pending[i].replies.push(r.reply);
+            } else {
+                index.insert(r.batch.key.clone(), pending.len());
+                pending.push(Pending {
+                    batch: r.batch,
+                    wire: r.wire,
+                    replies: vec![r.reply],
+                    _permit: r._permit,
+                });
+            }
+        }
+        if pending.is_empty() {
+            return None;
+        }
+        if self.known_since.elapsed() > KNOWN_IDS_MAX_AGE
+            || self.known_stacks.len() > KNOWN_IDS_LIMIT
+            || self.known_frames.len() > KNOWN_IDS_LIMIT
+        {
+            self.known_stacks.clear();
+            self.known_frames.clear();
+            self.known_since = std::time::Instant::now();
+        }
+        // The group gets the known ids it can meet, not the whole sets, so groups in flight
+        // share nothing mutable; a stack new to two groups at once is written by both
+        // (ReplacingMergeTree folds the copy).
+        let mut stacks = HashSet::new();
+        let mut frames = HashSet::new();
+        for p in &pending {
+            self.in_flight.insert(p.batch.key.clone());
+            stacks.extend(
+                p.batch
+                    .stacks
+                    .iter()
+                    .map(|s| s.stack_id)
+                    .filter(|id| self.known_stacks.contains(id)),
+            );
+            frames.extend(
+                p.batch
+                    .frames
+                    .iter()
+                    .map(|f| f.frame_id)
+                    .filter(|id| self.known_frames.contains(id)),
+            );
+        }
+        let groups = self.groups.clone();
+        Some(Box::pin(groups.handle_group(pending, stacks, frames)))
+    }
+
+    fn finish(&mut self, done: GroupDone) {
+        for key in &done.keys {
+            self.in_flight.remove(key);
+        }
+        for key in done.stored {
+            self.recent.insert(key);
+        }
+        self.known_stacks.extend(done.stacks);
+        self.known_frames.extend(done.frames);
+    }
+}
+
+impl GroupWriter {
     fn reply_all(replies: Vec<Reply>, result: &Result<Ack, WriteError>) {
         for (i, reply) in replies.into_iter().enumerate() {
             let r = if i == 0 {
@@ -415,34 +591,21 @@ impl Writer {
         }
     }
 
-    async fn handle_group(&mut self, group: Vec<Request>) {
-        // Collapse retries within the group; answer known duplicates at once.
-        let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
-        let mut index: HashMap<BatchKey, usize> = HashMap::new();
-        for Request {
-            batch, wire, reply, ..
-        } in group
-        {
-            if self.recent.contains(&batch.key) {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(Ok(Ack::Duplicate));
-            } else if let Some(&i) = index.get(&batch.key) {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                pending[i].replies.push(reply);
-            } else {
-                index.insert(batch.key.clone(), pending.len());
-                pending.push(Pending {
-                    batch,
-                    wire,
-                    replies: vec![reply],
-                });
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        match self.write(&pending).await {
-            Ok(stored) => self.answer_stored(pending, &stored),
+    /// Writes one group (split on rejection), answers its pushes, and reports what is stored.
+    async fn handle_group(
+        self,
+        pending: Vec<Pending>,
+        mut stacks: HashSet<u64>,
+        mut frames: HashSet<u64>,
+    ) -> GroupDone {
+        let keys: Vec<BatchKey> = pending.iter().map(|p| p.batch.key.clone()).collect();
+        // Only what this group writes goes back as known: an id given to it may have been
+        // forgotten meanwhile (KNOWN_IDS_MAX_AGE), and must not be remembered for longer.
+        let (given_stacks, given_frames) = (stacks.clone(), frames.clone());
+        let mut stored = Vec::new();
+        let (s, f) = (&mut stacks, &mut frames);
+        match self.write(&pending, s, f).await {
+            Ok(already) => self.answer_stored(pending, &already, &mut stored),
             Err(Failure::Outage(reason)) => self.unavailable(pending, &reason),
             Err(Failure::Rejected(reason)) if pending.len() == 1 => {
                 self.dead_letter(pending, &reason)
@@ -452,8 +615,8 @@ impl Writer {
                 let mut rest = pending.into_iter();
                 while let Some(p) = rest.next() {
                     let one = vec![p];
-                    match self.write(&one).await {
-                        Ok(stored) => self.answer_stored(one, &stored),
+                    match self.write(&one, s, f).await {
+                        Ok(already) => self.answer_stored(one, &already, &mut stored),
                         Err(Failure::Rejected(reason)) => self.dead_letter(one, &reason),
                         Err(Failure::Outage(reason)) => {
                             let mut left = one;
@@ -464,10 +627,24 @@ impl Writer {
                 }
             }
         }
+        stacks.retain(|id| !given_stacks.contains(id));
+        frames.retain(|id| !given_frames.contains(id));
+        GroupDone {
+            keys,
+            stored,
+            stacks,
+            frames,
+        }
     }
 
     /// Writes the batches of `pending` not stored yet; returns the keys that were already stored.
-    async fn write(&mut self, pending: &[Pending]) -> Result<HashSet<BatchKey>, Failure> {
+    /// `known_stacks`/`known_frames`: ids not to write again; the ids written are added.
+    async fn write(
+        &self,
+        pending: &[Pending],
+        known_stacks: &mut HashSet<u64>,
+        known_frames: &mut HashSet<u64>,
+    ) -> Result<HashSet<BatchKey>, Failure> {
         let keys: Vec<&BatchKey> = pending.iter().map(|p| &p.batch.key).collect();
         let t = self.config.clickhouse_timeout;
         let (stored, attempted) =
@@ -498,20 +675,11 @@ impl Writer {
             )
             .await?
         };
-        if self.known_since.elapsed() > KNOWN_IDS_MAX_AGE {
-            self.known_stacks.clear();
-            self.known_frames.clear();
-            self.known_since = std::time::Instant::now();
-        }
         let outcome = timed(
             t,
             "inserting",
-            self.store.write_batches(
-                &fresh,
-                &present,
-                &mut self.known_stacks,
-                &mut self.known_frames,
-            ),
+            self.store
+                .write_batches(&fresh, &present, known_stacks, known_frames),
         )
         .await?;
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -524,7 +692,12 @@ impl Writer {
         Ok(stored)
     }
 
-    fn answer_stored(&mut self, pending: Vec<Pending>, already: &HashSet<BatchKey>) {
+    fn answer_stored(
+        &self,
+        pending: Vec<Pending>,
+        already: &HashSet<BatchKey>,
+        stored: &mut Vec<BatchKey>,
+    ) {
         for p in pending {
             let result = if already.contains(&p.batch.key) {
                 self.stats
@@ -536,7 +709,7 @@ impl Writer {
                     samples: p.batch.total_samples(),
                 })
             };
-            self.recent.insert(p.batch.key);
+            stored.push(p.batch.key);
             Self::reply_all(p.replies, &result);
         }
     }

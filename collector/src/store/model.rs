@@ -1,7 +1,9 @@
 //! The validated batch the store writes: the wire batch with frames hashed into ids and stacks
 //! turned root first. Built by `ingest::validate`, never from unchecked input.
 
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use twox_hash::XxHash3_64;
 
 /// A batch's identity: retries of one batch carry the same key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,8 +73,9 @@ pub struct StackInfo {
     pub stack_id: u64,
     /// Frame ids, root first.
     pub frame_ids: Vec<u64>,
-    /// Function names, root first (the leaf last).
-    pub functions: Vec<String>,
+    /// Function names, root first (the leaf last). Shared: a batch holds each frame's name once,
+    /// however many of its stacks pass through the frame (no copy per stack and frame).
+    pub functions: Vec<Arc<str>>,
 }
 
 /// One sample row: a thread of a process on a stack, `count` times.
@@ -220,7 +223,9 @@ impl Batch {
             .frames
             .iter()
             .map(|f| {
+                // The name twice: the frame's own and the copy its stacks share.
                 std::mem::size_of::<StoredFrame>()
+                    + f.function.len()
                     + strs(&[&f.function, &f.module, &f.build_id, &f.file])
             })
             .sum();
@@ -230,7 +235,7 @@ impl Batch {
             .map(|s| {
                 std::mem::size_of::<StackInfo>()
                     + s.frame_ids.len() * 8
-                    + s.functions.iter().map(|f| f.len() + STRING).sum::<usize>()
+                    + s.functions.len() * std::mem::size_of::<Arc<str>>()
             })
             .sum();
         let samples: usize = self
@@ -252,31 +257,117 @@ impl Batch {
     }
 }
 
-fn digest_u64(hasher: Sha256) -> u64 {
-    let out = hasher.finalize();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&out[..8]);
-    u64::from_le_bytes(bytes)
-}
-
 /// The stable id of a frame: a hash of what identifies it (the offset only matters when the
 /// frame has no function name). Same frame on any host, any day → same id.
+///
+/// The id is XXH3-64 (seed 0) of this byte string, fixed across versions, machines and
+/// endianness: for each of `function`, `module`, `build_id` and `file` in that order, its UTF-8
+/// length as a little-endian u64 then its bytes; then `line` as a little-endian u32; then one
+/// byte `inlined` (0 or 1) and one byte `kernel` (0 or 1). Collectors before 2026-11-30 (schema v5) hashed
+/// the same bytes with SHA-256 (first 8 bytes of the digest, little-endian): see
+/// `collector/schema/QUERIES.md` ("Stack and frame ids") for what that means for stored rows.
 pub fn frame_id(frame: &StoredFrame) -> u64 {
-    let mut h = Sha256::new();
-    for part in [&frame.function, &frame.module, &frame.build_id, &frame.file] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+    let parts = [&frame.function, &frame.module, &frame.build_id, &frame.file];
+    let len = parts.iter().map(|p| 8 + p.len()).sum::<usize>() + 6;
+    let mut bytes = Vec::with_capacity(len);
+    for part in parts {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
     }
-    h.update(frame.line.to_le_bytes());
-    h.update([u8::from(frame.inlined), u8::from(frame.kernel)]);
-    digest_u64(h)
+    bytes.extend_from_slice(&frame.line.to_le_bytes());
+    bytes.extend_from_slice(&[u8::from(frame.inlined), u8::from(frame.kernel)]);
+    XxHash3_64::oneshot(&bytes)
 }
 
-/// The stable id of a stack: a hash of its frame ids, root first.
+/// The stable id of a stack: XXH3-64 (seed 0) of its frame ids, root first, each as a
+/// little-endian u64 (see [`frame_id`] for the stability rules).
 pub fn stack_id(frame_ids: &[u64]) -> u64 {
-    let mut h = Sha256::new();
+    let mut bytes = Vec::with_capacity(frame_ids.len() * 8);
     for id in frame_ids {
-        h.update(id.to_le_bytes());
+        bytes.extend_from_slice(&id.to_le_bytes());
     }
-    digest_u64(h)
+    XxHash3_64::oneshot(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Computed independently of this crate, with xxHash's own command-line tool over the
+    // documented bytes (`xxhsum -H3`, xxHash 0.8.1); the empty input's is the XXH3-64 reference
+    // value from the xxHash specification.
+    const PINNED_FRAME: u64 = 0xdd24_c096_af57_1e54;
+    const PINNED_STACK: u64 = 0x9b1f_1c88_74d6_62c6;
+    const PINNED_EMPTY_STACK: u64 = 0x2d06_8005_38d3_94c2;
+
+    fn frame() -> StoredFrame {
+        StoredFrame {
+            frame_id: 0,
+            function: "checkout::price_items".into(),
+            module: "/usr/bin/checkout".into(),
+            build_id: "ab12".into(),
+            file: "src/price.rs".into(),
+            line: 42,
+            inlined: true,
+            kernel: false,
+            module_offset: 0x1234,
+        }
+    }
+
+    /// The ids are part of the stored data: these values must never change. (If this test
+    /// fails, stored stacks and frames would get new ids after an upgrade: don't.)
+    #[test]
+    fn ids_are_pinned() {
+        assert_eq!(frame_id(&frame()), PINNED_FRAME);
+        assert_eq!(stack_id(&[1, 2, 0xdead_beef]), PINNED_STACK);
+        assert_eq!(stack_id(&[]), PINNED_EMPTY_STACK);
+    }
+
+    /// The documented encoding, spelled out byte by byte, hashes to the same ids: the id is
+    /// XXH3-64 of exactly these bytes, whatever the machine's endianness.
+    #[test]
+    fn ids_hash_the_documented_bytes() {
+        let mut bytes = Vec::new();
+        for part in [
+            "checkout::price_items",
+            "/usr/bin/checkout",
+            "ab12",
+            "src/price.rs",
+        ] {
+            bytes.extend_from_slice(&[part.len() as u8, 0, 0, 0, 0, 0, 0, 0]);
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        bytes.extend_from_slice(&[42, 0, 0, 0, 1, 0]);
+        assert_eq!(frame_id(&frame()), XxHash3_64::oneshot(&bytes));
+        let stack = [
+            1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 0, 0, 0, 0,
+        ];
+        assert_eq!(stack_id(&[1, 2, 0xdead_beef]), XxHash3_64::oneshot(&stack));
+    }
+
+    /// What identifies a frame changes its id; the offset (kept for unsymbolized frames, whose
+    /// name already carries it) does not.
+    #[test]
+    fn ids_follow_identity() {
+        let base = frame_id(&frame());
+        let mut f = frame();
+        f.module_offset = 1;
+        assert_eq!(frame_id(&f), base);
+        for change in [
+            (|f: &mut StoredFrame| f.line = 43) as fn(&mut StoredFrame),
+            |f| f.kernel = true,
+            |f| f.inlined = false,
+            |f| f.file.clear(),
+            // Length prefixes: moving a byte between two fields is another frame.
+            |f| {
+                f.function.push('/');
+                f.module.remove(0);
+            },
+        ] {
+            let mut f = frame();
+            change(&mut f);
+            assert_ne!(frame_id(&f), base);
+        }
+        assert_ne!(stack_id(&[1, 2]), stack_id(&[2, 1]));
+    }
 }

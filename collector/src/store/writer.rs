@@ -2,6 +2,7 @@
 //! marker, and the dedup look-ups the ingest writer needs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
@@ -97,8 +98,17 @@ impl<'a> SampleRow<'a> {
 struct StackRow<'a> {
     stack_id: u64,
     frame_ids: &'a [u64],
-    functions: &'a [String],
+    functions: Names<'a>,
     first_seen: u32,
+}
+
+/// A stack's shared function names as an `Array(String)` column.
+struct Names<'a>(&'a [Arc<str>]);
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|name| &**name))
+    }
 }
 
 #[derive(Row, Serialize)]
@@ -290,7 +300,7 @@ fn marker_key(b: &Batch) -> Option<(&str, &str, &str)> {
         .iter()
         .find(|f| !f.contains("+0x"))
         .or(functions.last())?;
-    Some((&p.service, &p.version, function))
+    Some((&p.service, &p.version, &**function))
 }
 
 /// The `function_minutes` rows for `batches` (one INSERT group's batches that still need them),
@@ -336,11 +346,8 @@ fn function_rollup<'a>(
         for s in &b.samples {
             let st = &b.stacks[s.stack as usize];
             stack_names.entry(st.stack_id).or_insert_with(|| {
-                let mut ids: Vec<u32> = st
-                    .functions
-                    .iter()
-                    .map(|f| intern(f.as_str(), &mut names))
-                    .collect();
+                let mut ids: Vec<u32> =
+                    st.functions.iter().map(|f| intern(f, &mut names)).collect();
                 let leaf = ids.last().copied();
                 ids.sort_unstable();
                 ids.dedup();
@@ -587,7 +594,7 @@ impl Store {
             .map(|(b, s)| StackRow {
                 stack_id: s.stack_id,
                 frame_ids: &s.frame_ids,
-                functions: &s.functions,
+                functions: Names(&s.functions),
                 first_seen: b.time(),
             })
             .collect();
@@ -1051,7 +1058,7 @@ mod tests {
         StackInfo {
             stack_id: id,
             frame_ids: (0..functions.len() as u64).collect(),
-            functions: functions.iter().map(|f| (*f).to_owned()).collect(),
+            functions: functions.iter().map(|f| Arc::from(*f)).collect(),
         }
     }
 
