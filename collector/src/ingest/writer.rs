@@ -39,7 +39,9 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::store::{Batch, BatchKey, KNOWN_IDS_LIMIT, PresentParts, Store, StoreError};
+use crate::store::{
+    Batch, BatchKey, KNOWN_IDS_LIMIT, PresentParts, Store, StoreError, name_batch, needs_names,
+};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
@@ -649,9 +651,24 @@ impl GroupWriter {
         let t = self.config.clickhouse_timeout;
         let (stored, attempted) =
             timed(t, "checking stored batches", self.store.batch_states(&keys)).await?;
+        // Frames the symbol store has named since the host sent them unnamed get their names
+        // here, so the batch's stacks and rollups carry them; the lock is held until the rows
+        // are written (see `ResolvedNames`).
+        let names = self.store.resolved_names().read().await;
+        let named: Vec<Option<Batch>> = pending
+            .iter()
+            .map(|p| {
+                needs_names(&names, &p.batch).then(|| {
+                    let mut batch = p.batch.clone();
+                    name_batch(&names, &mut batch);
+                    batch
+                })
+            })
+            .collect();
         let fresh: Vec<&Batch> = pending
             .iter()
-            .map(|p| &p.batch)
+            .zip(&named)
+            .map(|(p, named)| named.as_ref().unwrap_or(&p.batch))
             .filter(|b| !stored.contains(&b.key))
             .collect();
         if fresh.is_empty() {

@@ -21,6 +21,7 @@ pub mod local_server;
 mod migrate;
 mod model;
 mod named;
+mod resolved;
 mod retention;
 mod writer;
 
@@ -37,6 +38,7 @@ pub use model::{
     StoredFrame, TRUNCATED_ROOT_PREFIX, frame_id, stack_id,
 };
 pub use named::{CUT_STACK, named_samples, named_samples_of};
+pub use resolved::{NameTable, ResolvedName, ResolvedNames, name_batch, needs_names};
 pub use retention::{DroppedPartition, Period, RETAINED_TABLES, TrimmedRows};
 pub use writer::{KNOWN_IDS_LIMIT, PresentParts, SampleRow, WriteOutcome, rollup_marker};
 
@@ -179,6 +181,8 @@ pub struct Store {
     insert_timeout: Duration,
     /// What it was built from: a cluster's other nodes are reached with the same credentials.
     config: StoreConfig,
+    /// Names the symbol store gave unnamed frames, shared by this store's clones.
+    resolved: ResolvedNames,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,6 +235,7 @@ impl Store {
             database: config.database.clone(),
             insert_timeout: config.insert_timeout,
             config: config.clone(),
+            resolved: ResolvedNames::default(),
         })
     }
 
@@ -241,6 +246,12 @@ impl Store {
     /// collector's readers ([`crate::query`], [`crate::regressions`]) instead.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The names the symbol store gave frames hosts send unnamed: the writer names batches with
+    /// them, the resolver publishes them (see [`ResolvedNames`]).
+    pub fn resolved_names(&self) -> &ResolvedNames {
+        &self.resolved
     }
 
     /// The database name.

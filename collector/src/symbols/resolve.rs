@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::SymbolsError;
 use super::debuginfod::Debuginfod;
 use super::store::{Quality, SymbolStore};
-use crate::store::Store;
 use crate::store::cluster::DataNodes;
+use crate::store::{ResolvedName, Store};
 
 /// Frames renamed per mutation: keeps each `ALTER` well under ClickHouse's 256 KiB query size.
 const FRAMES_PER_MUTATION: usize = 500;
@@ -220,6 +220,24 @@ pub async fn resolve_stored(
             .map_err(SymbolsError::ch("recording resolved frames"))?;
     }
 
+    // Publish the names to the writer and re-attribute what it stored under the old ones in one
+    // step, with the writer held off (see `ResolvedNames`).
+    let mut names = store.resolved_names().write().await;
+    for row in by_build.values().flatten() {
+        if let Some(k) = known.get(&(row.build_id.clone(), row.module_offset))
+            && !k.function.is_empty()
+        {
+            names.entry(row.build_id.clone()).or_default().insert(
+                row.module_offset,
+                ResolvedName {
+                    function: k.function.clone(),
+                    file: k.file.clone(),
+                    line: k.line,
+                },
+            );
+        }
+    }
+    let mut finish = Vec::new();
     for (build_id, frames) in &by_build {
         let renames: Vec<Rename> = frames
             .iter()
@@ -248,8 +266,17 @@ pub async fn resolve_stored(
             .collect();
         report.frames_renamed += renames.iter().filter(|r| r.frame_changed).count();
         for chunk in renames.chunks(FRAMES_PER_MUTATION) {
-            report.sample_rows_renamed += write_back(store, &nodes, build_id, chunk).await?;
+            let (rows, olds) = write_back_start(store, &nodes, chunk).await?;
+            report.sample_rows_renamed += rows;
+            if rows > 0 {
+                finish.push((build_id, olds));
+            }
         }
+    }
+    // From here on the writer names these frames itself; what it wrote before is counted above.
+    drop(names);
+    for (build_id, olds) in finish {
+        write_back_finish(store, &nodes, build_id, &olds).await?;
     }
     Ok(report)
 }
@@ -395,15 +422,16 @@ struct CountRow {
     n: u64,
 }
 
-/// Rewrites the names of `renames` (frames of `build_id`) in `frames`, `stacks`, `samples` and
-/// `function_minutes` (the mutations on every server of `nodes`); returns the sample rows
-/// renamed.
-async fn write_back(
+/// Rewrites the names of `renames` in `frames` and `stacks` (the mutations on every server of
+/// `nodes`) and adds their stored samples to `function_minutes` under the new names; returns the
+/// sample rows renamed and the old names, whose `function_minutes` rows
+/// [`write_back_finish`] drops once the mutations are applied. Run while holding the
+/// [`crate::store::ResolvedNames`] lock exclusively (see there why).
+async fn write_back_start(
     store: &Store,
     nodes: &DataNodes,
-    build_id: &str,
     renames: &[Rename],
-) -> Result<u64, SymbolsError> {
+) -> Result<(u64, Vec<String>), SymbolsError> {
     let client = store.client();
     let changed: Vec<&Rename> = renames.iter().filter(|r| r.frame_changed).collect();
     if !changed.is_empty() {
@@ -515,7 +543,21 @@ async fn write_back(
             )
             .await?;
     }
-    if renamed_rows > 0 {
+    let olds = olds.into_iter().map(str::to_owned).collect();
+    Ok((renamed_rows, olds))
+}
+
+/// Drops the `function_minutes` rows under `olds` (the old names of frames of `build_id`) once
+/// [`write_back_start`]'s mutations are applied, and counts again other builds' samples that
+/// still carry those names.
+async fn write_back_finish(
+    store: &Store,
+    nodes: &DataNodes,
+    build_id: &str,
+    olds: &[String],
+) -> Result<(), SymbolsError> {
+    let client = store.client();
+    {
         // The next pass (and the recount below) must see these rows renamed.
         if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
             return Err(SymbolsError::MutationsPending);
@@ -561,7 +603,7 @@ async fn write_back(
                 .map_err(SymbolsError::ch("recounting other builds' names"))?;
         }
     }
-    Ok(renamed_rows)
+    Ok(())
 }
 
 /// Waits until ClickHouse has applied every mutation of the database (so a query right after
