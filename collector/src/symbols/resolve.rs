@@ -566,7 +566,7 @@ async fn write_back_finish(
             .alter(
                 "function_minutes",
                 "DELETE WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String))))",
-                |q| q.bind(&olds),
+                |q| q.bind(olds),
             )
             .await?;
         if !nodes.wait_for_mutations(MUTATION_TIMEOUT).await? {
@@ -576,7 +576,7 @@ async fn write_back_finish(
         // count those again.
         let others: CountRow = client
             .query("SELECT count() AS n FROM frames WHERE function IN (SELECT arrayJoin(CAST(? AS Array(String)))) AND build_id != ?")
-            .bind(&olds)
+            .bind(olds)
             .bind(build_id)
             .fetch_one()
             .await
@@ -595,9 +595,9 @@ async fn write_back_finish(
             );
             client
                 .query(&sql)
-                .bind(&olds)
-                .bind(&olds)
-                .bind(&olds)
+                .bind(olds)
+                .bind(olds)
+                .bind(olds)
                 .execute()
                 .await
                 .map_err(SymbolsError::ch("recounting other builds' names"))?;
