@@ -6,49 +6,20 @@
 //! One throwaway ClickHouse (`LocalClickHouse`); without `/usr/sbin/clickhouse-server` it FAILS
 //! with that reason rather than pass silently.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
+use common::{frame, now_ns, sample, stacks};
 use fleetprof_collector::ingest::{Ack, Limits, Submission, WriterConfig, WriterHandle, validate};
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
 use prost::Message as _;
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 /// Batch `sequence` of host `h-<sequence % 3>`: two stacks over three frames, three samples.
 fn batch(sequence: u64) -> pb::ProfileBatch {
     let end = now_ns();
-    let frame = |name: &str| pb::Frame {
-        function: name.into(),
-        module: "/usr/bin/shop".into(),
-        ..Default::default()
-    };
-    let sample = |stack_index, count| pb::Sample {
-        process_index: 0,
-        stack_index,
-        tid: 7,
-        thread_name: "worker".into(),
-        count,
-    };
     let host = format!("h-{}", sequence % 3);
     pb::ProfileBatch {
-        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
-        host: Some(pb::HostIdentity {
-            hostname: host.clone(),
-            host_id: host,
-            boot_id: "boot".into(),
-            ..Default::default()
-        }),
-        sequence,
-        start_time_unix_nanos: end - 10_000_000_000,
-        end_time_unix_nanos: end,
-        frequency_hz: 19,
         processes: vec![pb::Process {
             pid: 10,
             comm: "shop".into(),
@@ -56,22 +27,16 @@ fn batch(sequence: u64) -> pb::ProfileBatch {
             version: "1.0".into(),
             ..Default::default()
         }],
-        frames: vec![frame("hot"), frame("work"), frame("main")],
-        stacks: vec![
-            pb::Stack {
-                frame_indexes: vec![0, 1, 2],
-            },
-            pb::Stack {
-                frame_indexes: vec![1, 2],
-            },
+        frames: ["hot", "work", "main"]
+            .map(|f| frame("/usr/bin/shop", f))
+            .to_vec(),
+        stacks: stacks(&[&[0, 1, 2], &[1, 2]]),
+        samples: vec![
+            sample(0, 0, 7, 10 + sequence),
+            sample(0, 1, 7, 5),
+            sample(0, 0, 7, 1),
         ],
-        samples: vec![sample(0, 10 + sequence), sample(1, 5), sample(0, 1)],
-        energy: Some(pb::Energy {
-            available: false,
-            unavailable_reason: "test".into(),
-            ..Default::default()
-        }),
-        losses: Some(pb::LossCounters::default()),
+        ..common::batch(&host, &host, sequence, end - 10_000_000_000, end)
     }
 }
 
