@@ -220,23 +220,9 @@ pub async fn resolve_stored(
             .map_err(SymbolsError::ch("recording resolved frames"))?;
     }
 
-    // Publish the names to the writer and re-attribute what it stored under the old ones in one
-    // step, with the writer held off (see `ResolvedNames`).
+    // Re-attribute what the writer stored under the old names and publish the new ones to it in
+    // one step, with the writer held off (see `ResolvedNames`); nothing is published on error.
     let mut names = store.resolved_names().write().await;
-    for row in by_build.values().flatten() {
-        if let Some(k) = known.get(&(row.build_id.clone(), row.module_offset))
-            && !k.function.is_empty()
-        {
-            names.entry(row.build_id.clone()).or_default().insert(
-                row.module_offset,
-                ResolvedName {
-                    function: k.function.clone(),
-                    file: k.file.clone(),
-                    line: k.line,
-                },
-            );
-        }
-    }
     let mut finish = Vec::new();
     for (build_id, frames) in &by_build {
         let renames: Vec<Rename> = frames
@@ -271,6 +257,20 @@ pub async fn resolve_stored(
             if rows > 0 {
                 finish.push((build_id, olds));
             }
+        }
+    }
+    for row in by_build.values().flatten() {
+        if let Some(k) = known.get(&(row.build_id.clone(), row.module_offset))
+            && !k.function.is_empty()
+        {
+            names.entry(row.build_id.clone()).or_default().insert(
+                row.module_offset,
+                ResolvedName {
+                    function: k.function.clone(),
+                    file: k.file.clone(),
+                    line: k.line,
+                },
+            );
         }
     }
     // From here on the writer names these frames itself; what it wrote before is counted above.
