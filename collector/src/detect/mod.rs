@@ -148,7 +148,9 @@ pub struct DetectorConfig {
     /// Default: 0.5.
     pub revert_fraction: f64,
     /// A related function's decrease must be at least this fraction of an increase to make it a cost
-    /// shift. Default: 0.5.
+    /// shift (beyond what a CPU-bound service's squeeze explains, see `filters::lost_ground`: a
+    /// true move loses all of it). Default: 0.75 — at 0.5, siblings whose costs moved 1–2 points
+    /// between two builds of the same code (layout) explained a real 25% slowdown away.
     pub shift_ratio: f64,
     /// A cost shift's path may still rise by this fraction of the increase. Default: 0.25.
     pub shift_residual: f64,
@@ -171,7 +173,7 @@ impl Default for DetectorConfig {
             min_relative_increase: 0.02,
             persistence_secs: 7200,
             revert_fraction: 0.5,
-            shift_ratio: 0.5,
+            shift_ratio: 0.75,
             shift_residual: 0.25,
             group_tolerance_secs: 120,
             max_steps_per_series: 3,
