@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::model::Batch;
+use super::model::{Batch, StoredFrame};
 
 /// What the symbol store says a frame is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,17 +59,20 @@ fn is_offset_name(function: &str, module_offset: u64) -> bool {
         .is_some_and(|rest| rest.ends_with('+'))
 }
 
+/// The name `names` gives `frame`, if the host sent it unnamed (`module+0x…`) and the store knows it.
+fn resolved<'a>(names: &'a NameTable, frame: &StoredFrame) -> Option<&'a ResolvedName> {
+    if frame.kernel || frame.build_id.is_empty() || !frame.file.is_empty() {
+        return None;
+    }
+    names
+        .get(frame.build_id.as_str())?
+        .get(&frame.module_offset)
+        .filter(|n| !n.function.is_empty() && is_offset_name(&frame.function, frame.module_offset))
+}
+
 /// Whether `batch` has a frame [`name_batch`] would name (a cheap look before copying it).
 pub fn needs_names(names: &NameTable, batch: &Batch) -> bool {
-    !names.is_empty()
-        && batch.frames.iter().any(|f| {
-            !f.kernel
-                && f.file.is_empty()
-                && names
-                    .get(f.build_id.as_str())
-                    .is_some_and(|by_offset| by_offset.contains_key(&f.module_offset))
-                && is_offset_name(&f.function, f.module_offset)
-        })
+    !names.is_empty() && batch.frames.iter().any(|f| resolved(names, f).is_some())
 }
 
 /// Names `batch`'s unnamed frames that `names` knows, in its frames and in its stacks' function
@@ -82,18 +85,9 @@ pub fn name_batch(names: &NameTable, batch: &mut Batch) -> usize {
     }
     let mut renamed: HashMap<u64, Arc<str>> = HashMap::new();
     for frame in &mut batch.frames {
-        if frame.kernel || frame.build_id.is_empty() || !frame.file.is_empty() {
-            continue;
-        }
-        let Some(name) = names
-            .get(frame.build_id.as_str())
-            .and_then(|by_offset| by_offset.get(&frame.module_offset))
-        else {
+        let Some(name) = resolved(names, frame) else {
             continue;
         };
-        if name.function.is_empty() || !is_offset_name(&frame.function, frame.module_offset) {
-            continue;
-        }
         frame.function.clone_from(&name.function);
         frame.file.clone_from(&name.file);
         frame.line = name.line;
