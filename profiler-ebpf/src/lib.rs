@@ -93,6 +93,14 @@ pub const FILTER_BY_PID_GLOBAL: &str = "FILTER_BY_PID";
 /// Name of the global (`u32`) holding a process id whose samples are dropped (the profiler's own).
 pub const EXCLUDED_TGID_GLOBAL: &str = "EXCLUDED_TGID";
 
+/// Name of the global (`u64`) holding the id of a cgroup v2 (its directory's inode number) whose
+/// processes, and its descendants' processes, pass the pid filter too; 0: none. Checked in the
+/// kernel, so a worker forked into the cgroup is sampled from its first tick.
+pub const FOLLOW_CGROUP_ID_GLOBAL: &str = "FOLLOW_CGROUP_ID";
+
+/// Name of the global (`u32`) holding that cgroup's depth below the cgroup v2 root.
+pub const FOLLOW_CGROUP_LEVEL_GLOBAL: &str = "FOLLOW_CGROUP_LEVEL";
+
 /// Name of the perf_event program attached to every CPU.
 pub const PROGRAM_NAME: &str = "sample_on_cpu";
 

@@ -27,7 +27,10 @@ mod program {
         bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST, pt_regs},
         helpers::{
             bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-            generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
+            generated::{
+                bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_stack,
+                bpf_task_pt_regs,
+            },
         },
         macros::{map, perf_event, raw_tracepoint},
         maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
@@ -55,6 +58,12 @@ mod program {
 
     #[unsafe(no_mangle)]
     static EXCLUDED_TGID: Global<u32> = Global::new(0);
+
+    #[unsafe(no_mangle)]
+    static FOLLOW_CGROUP_ID: Global<u64> = Global::new(0);
+
+    #[unsafe(no_mangle)]
+    static FOLLOW_CGROUP_LEVEL: Global<u32> = Global::new(0);
 
     #[map]
     static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(DEFAULT_COUNTS_ENTRIES, 0);
@@ -126,6 +135,19 @@ mod program {
         Some((user.rip, user.rsp, user.rbp))
     }
 
+    /// Whether the filter lets `tgid` through: a listed process, or one in the followed cgroup
+    /// (or below it), which passes before userspace has even seen it join.
+    #[inline(always)]
+    fn admitted(tgid: u32) -> bool {
+        if unsafe { PID_FILTER.get(&tgid) }.is_some() {
+            return true;
+        }
+        let cgroup = FOLLOW_CGROUP_ID.load();
+        cgroup != 0
+            && unsafe { bpf_get_current_ancestor_cgroup_id(FOLLOW_CGROUP_LEVEL.load() as i32) }
+                == cgroup
+    }
+
     #[perf_event]
     pub fn sample_on_cpu(ctx: PerfEventContext) -> u32 {
         bump(Stat::Events);
@@ -134,9 +156,7 @@ mod program {
             bump(Stat::Idle);
             return 0;
         }
-        if tgid == EXCLUDED_TGID.load()
-            || (FILTER_BY_PID.load() != 0 && unsafe { PID_FILTER.get(&tgid) }.is_none())
-        {
+        if tgid == EXCLUDED_TGID.load() || (FILTER_BY_PID.load() != 0 && !admitted(tgid)) {
             bump(Stat::Filtered);
             return 0;
         }

@@ -16,9 +16,10 @@ use aya::{
 use profiler_ebpf::{
     ACTIVE_GENERATION_MAP, COUNTS_MAPS, DEFAULT_COUNTS_ENTRIES, DEFAULT_STACK_ENTRIES,
     DEFAULT_UNWIND_ROWS, EXCLUDED_TGID_GLOBAL, EXEC_PROGRAM_NAME, EXIT_PROGRAM_NAME,
-    FILTER_BY_PID_GLOBAL, MAPPINGS_MAP, PID_FILTER_MAP, PROCESS_EVENTS_MAP, PROCESS_INFO_MAP,
-    PROGRAM_NAME, PROGRAMS_MAP, RECORD_PROGRAM_INDEX, RECORD_PROGRAM_NAME, STACKS_MAPS, STATS_MAP,
-    UNWIND_PROGRAM_INDEX, UNWIND_PROGRAM_NAME, UNWIND_ROWS_MAP,
+    FILTER_BY_PID_GLOBAL, FOLLOW_CGROUP_ID_GLOBAL, FOLLOW_CGROUP_LEVEL_GLOBAL, MAPPINGS_MAP,
+    PID_FILTER_MAP, PROCESS_EVENTS_MAP, PROCESS_INFO_MAP, PROGRAM_NAME, PROGRAMS_MAP,
+    RECORD_PROGRAM_INDEX, RECORD_PROGRAM_NAME, STACKS_MAPS, STATS_MAP, UNWIND_PROGRAM_INDEX,
+    UNWIND_PROGRAM_NAME, UNWIND_ROWS_MAP,
 };
 
 use crate::unwind::TableLoader;
@@ -26,6 +27,29 @@ use crate::unwind::TableLoader;
 /// The eBPF object built by `build.rs` (aya-build) from `profiler-ebpf`.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fleetprof-profiler-ebpf"));
+
+/// The id the kernel gives the cgroup v2 directory `dir` (its inode number, what
+/// `bpf_get_current_cgroup_id` returns) and its depth below the hierarchy's root, or `None` when
+/// `dir` is not a directory of a cgroup v2 file system.
+pub fn cgroup_v2_identity(dir: &std::path::Path) -> Option<(u64, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    const CGROUP2_SUPER_MAGIC: libc::c_long = 0x6367_7270;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs(2) fills the zeroed struct; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 || fs.f_type != CGROUP2_SUPER_MAGIC {
+        return None;
+    }
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let device = std::fs::metadata(&dir).ok()?.dev();
+    // The root is the last ancestor on the same file system.
+    let level = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| std::fs::metadata(a).is_ok_and(|m| m.dev() == device))
+        .count();
+    Some((std::fs::metadata(&dir).ok()?.ino(), level as u32))
+}
 
 /// Default sampling frequency: 19 Hz, as Parca and the OpenTelemetry profiler use, so samples
 /// do not run in lockstep with timers firing at round frequencies.
@@ -39,9 +63,9 @@ pub struct SamplerConfig {
     /// Only sample these processes; empty means every process. Default: empty.
     pub pids: Vec<u32>,
     /// Also sample every process in this cgroup v2 directory (e.g.
-    /// `/sys/fs/cgroup/system.slice/api.service`), followed while sampling: a process that joins
-    /// it later, such as a worker forked after the start, is added as soon as the tracker sees it
-    /// there (within [`crate::tracker::FOLLOW_CGROUP_EVERY`]). Default: none.
+    /// `/sys/fs/cgroup/system.slice/api.service`) or below it, followed while sampling: the
+    /// kernel checks each sample's cgroup, so a worker forked into it later is sampled from its
+    /// first tick. Default: none.
     pub cgroup: Option<std::path::PathBuf>,
     /// Sample the profiler's own process too. Default: false.
     pub include_self: bool,
@@ -201,10 +225,19 @@ impl Sampler {
             std::process::id()
         };
         let filter_by_pid: u8 = u8::from(!config.pids.is_empty() || config.cgroup.is_some());
+        // Without an id (not a cgroup v2 directory) the tracker's polling of `cgroup.procs` alone
+        // admits the cgroup's processes.
+        let (follow_cgroup_id, follow_cgroup_level) = config
+            .cgroup
+            .as_deref()
+            .and_then(cgroup_v2_identity)
+            .unwrap_or((0, 0));
         let mut loader = EbpfLoader::new();
         loader
             .override_global(FILTER_BY_PID_GLOBAL, &filter_by_pid, true)
-            .override_global(EXCLUDED_TGID_GLOBAL, &excluded_tgid, true);
+            .override_global(EXCLUDED_TGID_GLOBAL, &excluded_tgid, true)
+            .override_global(FOLLOW_CGROUP_ID_GLOBAL, &follow_cgroup_id, true)
+            .override_global(FOLLOW_CGROUP_LEVEL_GLOBAL, &follow_cgroup_level, true);
         for name in COUNTS_MAPS {
             loader.map_max_entries(name, config.counts_entries);
         }
@@ -453,5 +486,45 @@ fn raise_memlock_limit() {
             "setrlimit(RLIMIT_MEMLOCK) failed: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_v2_identity;
+    use std::path::{Path, PathBuf};
+
+    /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+    /// on a hybrid host).
+    fn cgroup2_mount() -> PathBuf {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        mounts
+            .lines()
+            .find_map(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+            })
+            .expect("a cgroup v2 hierarchy is mounted on the hosts fleetprof supports")
+    }
+
+    #[test]
+    fn cgroup_v2_directories_have_an_id_and_a_depth() {
+        let root = cgroup2_mount();
+        // The root cgroup's id is the kernfs root's inode, 1.
+        assert_eq!(cgroup_v2_identity(&root), Some((1, 0)));
+        if is_root() {
+            let child = root.join(format!("fleetprof-unit-{}", std::process::id()));
+            std::fs::create_dir(&child).unwrap();
+            let identity = cgroup_v2_identity(&child);
+            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&child).unwrap());
+            std::fs::remove_dir(&child).unwrap();
+            assert_eq!(identity, Some((ino, 1)));
+        }
+        assert_eq!(cgroup_v2_identity(Path::new("/tmp")), None);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid(2) has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 }

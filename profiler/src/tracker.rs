@@ -156,8 +156,9 @@ impl Described {
     }
 }
 
-/// How often a followed cgroup's members are read again: a worker forked into it is sampled
-/// from at most this long after its birth.
+/// How often a followed cgroup's members are read again. The kernel samples a worker forked into
+/// a cgroup v2 from its birth; reading the members captures its tables before its first sample,
+/// and admits members where the kernel cannot check the cgroup.
 pub const FOLLOW_CGROUP_EVERY: Duration = Duration::from_millis(50);
 
 /// A cgroup followed while sampling: the processes that join it are added to the kernel's pid
@@ -389,6 +390,10 @@ impl Worker {
             let mut seen = HashSet::new();
             let mut to_capture = Vec::new();
             for (kind, pid) in wanted {
+                if self.admitted_by_kernel(kind, pid) {
+                    self.parts.pids.push(pid);
+                    self.admit(&[pid]);
+                }
                 if !self.tracks(pid) {
                     continue;
                 }
@@ -455,6 +460,19 @@ impl Worker {
                 tracing::warn!(pid, %err, "cannot add a process of the followed cgroup to the pid filter");
             }
         }
+    }
+
+    /// Whether `pid` is a process of the followed cgroup the tracker has not seen join it yet,
+    /// announced by its first samples: the kernel's filter, which checks the cgroup itself, let
+    /// them through (exec and exit events come from every process, and prove nothing).
+    fn admitted_by_kernel(&self, kind: u32, pid: u32) -> bool {
+        self.parts.follow.is_some()
+            && matches!(
+                kind,
+                event_kind::UNKNOWN_PROCESS | event_kind::UNKNOWN_MAPPING
+            )
+            && Some(pid) != self.parts.excluded
+            && !self.parts.pids.contains(&pid)
     }
 
     fn tracks(&self, pid: u32) -> bool {
