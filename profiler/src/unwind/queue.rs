@@ -46,8 +46,15 @@ pub(crate) struct TableQueue {
 }
 
 impl TableQueue {
-    /// Adds work that just arrived.
+    /// Adds work that just arrived. An unload cancels the process's pending loads: they describe
+    /// a process that exited or replaced itself (exec), so building their tables would be wasted,
+    /// and a flood of short-lived processes (a build's compilers) would keep every process after
+    /// them, a service started meanwhile included, walked by frame pointers alone.
     pub(crate) fn push(&mut self, work: TableWork) {
+        if let TableWork::Unload(pid) = work {
+            self.items
+                .retain(|(_, w)| !matches!(w, TableWork::Load(p, _) if *p == pid));
+        }
         self.items.push_back((Instant::now(), work));
     }
 
@@ -137,6 +144,22 @@ mod tests {
         assert_eq!(
             order(&mut queue),
             ["unload 3", "load 3", "load 2", "load 4", "load 1"]
+        );
+    }
+
+    #[test]
+    fn a_process_gone_before_its_load_costs_nothing() {
+        let mut queue = TableQueue::default();
+        queue.push(TableWork::Load(900, snapshot(900)));
+        queue.push(TableWork::Load(800, snapshot(800)));
+        queue.push(TableWork::Load(5, snapshot(5)));
+        // The two big processes exit (or exec) before their tables were built.
+        queue.push(TableWork::Unload(900));
+        queue.push(TableWork::Unload(800));
+        queue.push(TableWork::Load(800, snapshot(800)));
+        assert_eq!(
+            order(&mut queue),
+            ["unload 900", "unload 800", "load 5", "load 800"]
         );
     }
 
