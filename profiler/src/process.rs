@@ -13,7 +13,7 @@ use std::{
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::profile::ProcessInfo;
+use crate::profile::Process;
 
 /// Environment variable a process sets to name its service.
 pub const SERVICE_ENV: &str = "FLEETPROF_SERVICE";
@@ -62,7 +62,7 @@ mod opt_regex {
 pub struct ProcessInspector {
     rules: Vec<ServiceRule>,
     proc_root: PathBuf,
-    cache: HashMap<(u32, u64), ProcessInfo>,
+    cache: HashMap<(u32, u64), Process>,
 }
 
 impl ProcessInspector {
@@ -82,7 +82,7 @@ impl ProcessInspector {
 
     /// What is known about `pid`; a process that exited keeps what can be kept (its pid and the
     /// thread name the kernel gave), with the service named after the comm.
-    pub fn inspect(&mut self, pid: u32, fallback_comm: &str) -> ProcessInfo {
+    pub fn inspect(&mut self, pid: u32, fallback_comm: &str) -> Process {
         let dir = self.proc_root.join(pid.to_string());
         let start_time = read_start_time(&dir).unwrap_or(0);
         if let Some(info) = self.cache.get(&(pid, start_time)) {
@@ -110,7 +110,7 @@ impl ProcessInspector {
         });
     }
 
-    fn read(&self, pid: u32, dir: &Path, fallback_comm: &str) -> ProcessInfo {
+    fn read(&self, pid: u32, dir: &Path, fallback_comm: &str) -> Process {
         let comm = std::fs::read_to_string(dir.join("comm"))
             .map(|s| s.trim_end().to_string())
             .unwrap_or_else(|_| fallback_comm.to_string());
@@ -151,7 +151,7 @@ impl ProcessInspector {
             .and_then(|r| r.version.clone())
             .or_else(|| env.get(VERSION_ENV).cloned())
             .unwrap_or_else(|| build_id.clone());
-        ProcessInfo {
+        Process {
             pid,
             comm,
             exe,

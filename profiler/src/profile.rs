@@ -6,6 +6,9 @@
 
 use std::time::{Duration, SystemTime};
 
+// A process and the loss counters are defined once, by the wire protocol: the JSON profile, the
+// shipper and the collector all use the generated messages.
+pub use fleetprof_proto::fleetprof::v1::{LossCounters, Process};
 use serde::Serialize;
 
 use crate::energy::EnergyReport;
@@ -54,57 +57,6 @@ pub struct RawProfile {
     pub losses: LossCounters,
 }
 
-/// Every way a sample or a stack was lost or left out in a window; nothing is lost silently.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LossCounters {
-    /// Times the eBPF program ran.
-    pub events: u64,
-    /// Samples of the idle task (not on-CPU work, not recorded).
-    pub idle: u64,
-    /// Samples left out by `--pid` or the self-exclusion.
-    pub filtered: u64,
-    /// Samples recorded into the count maps.
-    pub recorded: u64,
-    /// Samples without a user stack (kernel threads): expected, not a loss.
-    pub user_stack_unavailable: u64,
-    /// Samples without a kernel stack (taken in user mode): expected, not a loss.
-    pub kernel_stack_unavailable: u64,
-    /// Stacks lost to hash collisions; 0 since stacks are keyed by a 64-bit hash of their frames
-    /// (kept so the wire format keeps its meaning).
-    pub stack_collisions: u64,
-    /// Stacks lost because the stack map was full; the samples are kept.
-    pub stack_other_errors: u64,
-    /// Samples dropped because the count map was full.
-    pub counts_map_full: u64,
-    /// Frames that could not be symbolized (kept as module + offset).
-    pub unsymbolized_frames: u64,
-    /// Samples whose user stack was cut (depth limit, no unwind entry, unreadable memory); kept,
-    /// with a `[truncated: …]` frame at the root.
-    pub truncated_stacks: u64,
-}
-
-impl LossCounters {
-    /// Adds another window's counters to these.
-    pub fn add(&mut self, other: &LossCounters) {
-        self.events += other.events;
-        self.idle += other.idle;
-        self.filtered += other.filtered;
-        self.recorded += other.recorded;
-        self.user_stack_unavailable += other.user_stack_unavailable;
-        self.kernel_stack_unavailable += other.kernel_stack_unavailable;
-        self.stack_collisions += other.stack_collisions;
-        self.stack_other_errors += other.stack_other_errors;
-        self.counts_map_full += other.counts_map_full;
-        self.unsymbolized_frames += other.unsymbolized_frames;
-        self.truncated_stacks += other.truncated_stacks;
-    }
-
-    /// Samples that were taken but not recorded (full maps): the only true sample loss.
-    pub fn samples_lost(&self) -> u64 {
-        self.counts_map_full
-    }
-}
-
 /// One named frame. Inlined functions get a frame each, innermost first, all with the same
 /// `address`; only the outermost of them has `inlined == false`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -135,27 +87,6 @@ pub type FrameId = u32;
 /// Index of a process in [`SymbolizedProfile::processes`].
 pub type ProcessId = u32;
 
-/// What we know about a process that was sampled.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct ProcessInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Command name of the main thread.
-    pub comm: String,
-    /// Executable path, when readable.
-    pub exe: String,
-    /// Service name (rules, `FLEETPROF_SERVICE`, or the executable's name).
-    pub service: String,
-    /// Service version (rules, `FLEETPROF_VERSION`, or the executable's build-id).
-    pub version: String,
-    /// Container id, when the cgroup names one.
-    pub container_id: String,
-    /// cgroup v2 path.
-    pub cgroup: String,
-    /// GNU build-id of the executable, hex.
-    pub build_id: String,
-}
-
 /// One aggregated, symbolized sample.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Sample {
@@ -185,7 +116,7 @@ pub struct SymbolizedProfile {
     /// The deduplicated frame table.
     pub frames: Vec<Frame>,
     /// The processes sampled.
-    pub processes: Vec<ProcessInfo>,
+    pub processes: Vec<Process>,
     /// The samples.
     pub samples: Vec<Sample>,
     /// Loss counters for the window.
@@ -235,8 +166,8 @@ pub struct ProfileBuilder {
     frequency_hz: u32,
     frames: Vec<Frame>,
     frame_ids: std::collections::HashMap<Frame, FrameId>,
-    processes: Vec<ProcessInfo>,
-    process_ids: std::collections::HashMap<ProcessInfo, ProcessId>,
+    processes: Vec<Process>,
+    process_ids: std::collections::HashMap<Process, ProcessId>,
     samples: std::collections::HashMap<(ProcessId, u32, String, Vec<FrameId>), u64>,
     losses: LossCounters,
 }
@@ -269,7 +200,7 @@ impl ProfileBuilder {
     }
 
     /// Stores `process` once and returns its id.
-    pub fn intern_process(&mut self, process: ProcessInfo) -> ProcessId {
+    pub fn intern_process(&mut self, process: Process) -> ProcessId {
         if let Some(&id) = self.process_ids.get(&process) {
             return id;
         }

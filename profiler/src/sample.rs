@@ -161,8 +161,11 @@ impl Drainer {
             stack_collisions: delta(Stat::StackCollision),
             stack_other_errors: delta(Stat::StackOtherError),
             counts_map_full: delta(Stat::CountsMapFull),
-            unsymbolized_frames: 0,
             truncated_stacks: delta(Stat::TruncatedStacks),
+            // Not the kernel's: the symbolizer and the spool fill these in.
+            unsymbolized_frames: 0,
+            spool_dropped_batches: 0,
+            spool_dropped_samples: 0,
         };
         self.last_stats = now;
         Ok(losses)

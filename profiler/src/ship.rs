@@ -32,10 +32,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
-use crate::{
-    energy::EnergyReport,
-    profile::{LossCounters, SymbolizedProfile},
-};
+use crate::{energy::EnergyReport, profile::SymbolizedProfile};
 
 /// The profiler's version, sent as `agent_version`.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -147,8 +144,8 @@ fn uname() -> (String, String) {
 /// Only frames and processes that samples use are sent; frames are deduplicated by their wire
 /// form, stacks by their frame-index list, and samples are summed per (process, stack, thread),
 /// so the batch's total count equals the profile's. A sample without frames gets one
-/// `[unknown]` frame (the collector refuses empty stacks). Spool drop counters are left at zero
-/// for the spool to fill in.
+/// `[unknown]` frame (the collector refuses empty stacks). Processes and loss counters are the
+/// wire's own types and go as they are; the spool adds its drop counters (a profile's are zero).
 pub fn to_batch(
     profile: &SymbolizedProfile,
     host: &pb::HostIdentity,
@@ -202,7 +199,7 @@ pub fn to_batch(
             next_stack
         });
         let process = *process_map.entry(sample.process).or_insert_with(|| {
-            processes.push(wire_process(&profile.processes[sample.process as usize]));
+            processes.push(profile.processes[sample.process as usize].clone());
             (processes.len() - 1) as u32
         });
         match sample_index.get(&(process, stack, sample.tid)) {
@@ -240,7 +237,7 @@ pub fn to_batch(
         stacks,
         samples,
         energy: Some(energy),
-        losses: Some(wire_losses(&profile.losses)),
+        losses: Some(profile.losses),
     }
 }
 
@@ -275,19 +272,6 @@ fn wire_frame(f: &crate::profile::Frame) -> pb::Frame {
         inlined: f.inlined,
         module_offset: f.address,
         kernel: f.kernel,
-    }
-}
-
-fn wire_process(p: &crate::profile::ProcessInfo) -> pb::Process {
-    pb::Process {
-        pid: p.pid,
-        comm: p.comm.clone(),
-        exe: p.exe.clone(),
-        service: p.service.clone(),
-        version: p.version.clone(),
-        container_id: p.container_id.clone(),
-        cgroup: p.cgroup.clone(),
-        build_id: p.build_id.clone(),
     }
 }
 
@@ -345,24 +329,6 @@ fn wire_energy(report: &EnergyReport, processes: &[pb::Process]) -> pb::Energy {
                 })
                 .collect(),
         },
-    }
-}
-
-fn wire_losses(l: &LossCounters) -> pb::LossCounters {
-    pb::LossCounters {
-        events: l.events,
-        idle: l.idle,
-        filtered: l.filtered,
-        recorded: l.recorded,
-        user_stack_unavailable: l.user_stack_unavailable,
-        kernel_stack_unavailable: l.kernel_stack_unavailable,
-        stack_collisions: l.stack_collisions,
-        stack_other_errors: l.stack_other_errors,
-        counts_map_full: l.counts_map_full,
-        unsymbolized_frames: l.unsymbolized_frames,
-        truncated_stacks: l.truncated_stacks,
-        spool_dropped_batches: 0,
-        spool_dropped_samples: 0,
     }
 }
 
@@ -538,7 +504,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::profile::{Frame, ProcessInfo, ProfileBuilder};
+    use crate::profile::{Frame, LossCounters, Process, ProfileBuilder};
 
     fn frame(name: &str, address: u64) -> Frame {
         Frame {
@@ -565,12 +531,12 @@ mod tests {
                 ..Default::default()
             },
         );
-        let p1 = b.intern_process(ProcessInfo {
+        let p1 = b.intern_process(Process {
             pid: 10,
             service: "svc".into(),
             ..Default::default()
         });
-        let p2 = b.intern_process(ProcessInfo {
+        let p2 = b.intern_process(Process {
             pid: 11,
             ..Default::default()
         });

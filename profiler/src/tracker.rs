@@ -27,7 +27,7 @@ use crate::{
     perfmap::PerfMapFile,
     process::ProcessInspector,
     procmaps::{Backing, ExecMapping, ModuleCache},
-    profile::ProcessInfo,
+    profile::Process,
     unwind::{
         TableLoader, UnwindStats,
         queue::{TableQueue, TableWork},
@@ -67,7 +67,7 @@ const INITIAL_BATCH: usize = 1;
 #[derive(Debug)]
 pub struct ProcessSnapshot {
     /// Identity: executable, service, version, container.
-    pub info: ProcessInfo,
+    pub info: Process,
     /// Executable mappings, sorted by address.
     pub mappings: Vec<ExecMapping>,
     /// Its JIT perf map, when it writes one.

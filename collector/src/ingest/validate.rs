@@ -8,8 +8,7 @@ use fleetprof_proto::fleetprof::v1 as pb;
 use prost::Message;
 
 use crate::store::{
-    Batch, BatchKey, EnergyReading, LossCounters, ProcessInfo, SampleInfo, StackInfo, StoredFrame,
-    frame_id, stack_id,
+    Batch, BatchKey, EnergyReading, SampleInfo, StackInfo, StoredFrame, frame_id, stack_id,
 };
 
 /// Size and time limits a batch must respect.
@@ -325,22 +324,15 @@ pub fn validate(
         });
     }
 
-    let processes: Vec<ProcessInfo> = batch
+    let processes: Vec<pb::Process> = batch
         .processes
         .iter()
-        .map(|p| ProcessInfo {
-            pid: p.pid,
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            service: if p.service.is_empty() {
-                p.comm.clone()
-            } else {
-                p.service.clone()
-            },
-            version: p.version.clone(),
-            container_id: p.container_id.clone(),
-            cgroup: p.cgroup.clone(),
-            build_id: p.build_id.clone(),
+        .map(|p| {
+            let mut p = p.clone();
+            if p.service.is_empty() {
+                p.service.clone_from(&p.comm);
+            }
+            p
         })
         .collect();
 
@@ -428,22 +420,7 @@ pub fn validate(
         }
     };
 
-    let l = batch.losses.unwrap_or_default();
-    let losses = LossCounters {
-        events: l.events,
-        idle: l.idle,
-        filtered: l.filtered,
-        recorded: l.recorded,
-        user_stack_unavailable: l.user_stack_unavailable,
-        kernel_stack_unavailable: l.kernel_stack_unavailable,
-        stack_collisions: l.stack_collisions,
-        stack_other_errors: l.stack_other_errors,
-        counts_map_full: l.counts_map_full,
-        unsymbolized_frames: l.unsymbolized_frames,
-        spool_dropped_batches: l.spool_dropped_batches,
-        spool_dropped_samples: l.spool_dropped_samples,
-        truncated_stacks: l.truncated_stacks,
-    };
+    let losses = batch.losses.unwrap_or_default();
 
     // Frames are deduplicated by id (two wire frames may hash alike, e.g. differing only in offset).
     let mut seen: HashMap<u64, ()> = HashMap::with_capacity(frames.len());

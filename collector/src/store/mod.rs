@@ -34,7 +34,7 @@ use hyper_util::rt::TokioExecutor;
 
 pub use migrate::{MIGRATIONS, Migration, split_statements};
 pub use model::{
-    Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, ProcessInfo, SampleInfo, StackInfo,
+    Batch, BatchKey, EnergyReading, EnergySplit, LossCounters, Process, SampleInfo, StackInfo,
     StoredFrame, TRUNCATED_ROOT_PREFIX, frame_id, stack_id,
 };
 pub use named::{CUT_STACK, named_samples, named_samples_of};

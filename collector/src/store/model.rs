@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+// A process and the loss counters are stored as the wire carries them (one definition, in the
+// proto crate); validation only fills in defaults.
+pub use fleetprof_proto::fleetprof::v1::{LossCounters, Process};
 use twox_hash::XxHash3_64;
 
 /// A batch's identity: retries of one batch carry the same key.
@@ -20,27 +23,6 @@ impl std::fmt::Display for BatchKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.host_id, self.boot_id, self.sequence)
     }
-}
-
-/// A process seen in the batch.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcessInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Command name.
-    pub comm: String,
-    /// Executable path.
-    pub exe: String,
-    /// Service name.
-    pub service: String,
-    /// Service version.
-    pub version: String,
-    /// Container id, or empty.
-    pub container_id: String,
-    /// cgroup v2 path.
-    pub cgroup: String,
-    /// GNU build-id (hex), or empty.
-    pub build_id: String,
 }
 
 /// A frame with its stable id.
@@ -130,40 +112,9 @@ pub struct EnergySplit {
     pub processes: Vec<(f64, f64)>,
 }
 
-/// The host's loss counters for the window, in the order of `LossCounters` in the proto.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LossCounters {
-    /// Perf events seen.
-    pub events: u64,
-    /// Idle samples skipped.
-    pub idle: u64,
-    /// Samples filtered out.
-    pub filtered: u64,
-    /// Samples recorded.
-    pub recorded: u64,
-    /// User stack unavailable.
-    pub user_stack_unavailable: u64,
-    /// Kernel stack unavailable.
-    pub kernel_stack_unavailable: u64,
-    /// Stack-map hash collisions.
-    pub stack_collisions: u64,
-    /// Other stack errors.
-    pub stack_other_errors: u64,
-    /// Counts map full.
-    pub counts_map_full: u64,
-    /// Frames that could not be symbolized.
-    pub unsymbolized_frames: u64,
-    /// Batches the host dropped from its spool.
-    pub spool_dropped_batches: u64,
-    /// Samples in those batches.
-    pub spool_dropped_samples: u64,
-    /// Samples whose stack was cut short (depth limit, an unreadable frame): stored with a
-    /// `[truncated: …]` placeholder as the stack's root frame (see [`TRUNCATED_ROOT_PREFIX`]).
-    pub truncated_stacks: u64,
-}
-
 /// How the root frame of a truncated stack's function name starts (the profiler names it
-/// `[truncated: <why>]`): such samples are told apart by `stacks.functions[1]`.
+/// `[truncated: <why>]`): such samples are told apart by `stacks.functions[1]`, and counted in
+/// [`LossCounters::truncated_stacks`].
 pub const TRUNCATED_ROOT_PREFIX: &str = "[truncated:";
 
 /// A validated batch, ready to store.
@@ -184,7 +135,7 @@ pub struct Batch {
     /// Sampling frequency.
     pub frequency_hz: u32,
     /// Processes.
-    pub processes: Vec<ProcessInfo>,
+    pub processes: Vec<Process>,
     /// Frames (deduplicated by id).
     pub frames: Vec<StoredFrame>,
     /// Stacks.
@@ -207,7 +158,7 @@ impl Batch {
             .processes
             .iter()
             .map(|p| {
-                std::mem::size_of::<ProcessInfo>()
+                std::mem::size_of::<Process>()
                     + strs(&[
                         &p.comm,
                         &p.exe,

@@ -1052,7 +1052,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ProcessInfo, StackInfo};
+    use crate::store::{Process, StackInfo};
 
     fn stack(id: u64, functions: &[&str]) -> StackInfo {
         StackInfo {
@@ -1077,7 +1077,7 @@ mod tests {
     /// rollup is per host.
     #[test]
     fn rollups_count_self_at_the_leaf_and_total_once_per_stack() {
-        let process = |service: &str, version: &str| ProcessInfo {
+        let process = |service: &str, version: &str| Process {
             service: service.into(),
             version: version.into(),
             ..Default::default()

@@ -140,7 +140,7 @@ pub(crate) mod fixture {
     use std::time::{Duration, SystemTime};
 
     use crate::energy::EnergyReport;
-    use crate::profile::{Frame, LossCounters, ProcessInfo, Sample, SymbolizedProfile};
+    use crate::profile::{Frame, LossCounters, Process, Sample, SymbolizedProfile};
 
     /// Build id of `myworkload` in the fixture.
     pub(crate) const WORKLOAD_BUILD_ID: &str = "aabbccdd";
@@ -202,7 +202,7 @@ pub(crate) mod fixture {
             user("other_main", "/usr/bin/other", "55667788", 0x3000, false), // 8
         ];
         let processes = vec![
-            ProcessInfo {
+            Process {
                 pid: 100,
                 comm: "myworkload".to_owned(),
                 exe: w.to_owned(),
@@ -211,7 +211,7 @@ pub(crate) mod fixture {
                 build_id: WORKLOAD_BUILD_ID.to_owned(),
                 ..Default::default()
             },
-            ProcessInfo {
+            Process {
                 pid: 200,
                 comm: "other".to_owned(),
                 exe: "/usr/bin/other".to_owned(),

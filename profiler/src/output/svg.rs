@@ -133,7 +133,7 @@ mod tests {
     fn title_summarizes_many_processes() {
         let mut profile = fixture::profile();
         for (i, comm) in ["a", "b", "c"].into_iter().enumerate() {
-            profile.processes.push(crate::profile::ProcessInfo {
+            profile.processes.push(crate::profile::Process {
                 comm: comm.to_owned(),
                 ..Default::default()
             });

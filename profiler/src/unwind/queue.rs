@@ -107,13 +107,13 @@ impl TableQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::ProcessInfo;
+    use crate::profile::Process;
 
     fn snapshot(cost: u64) -> Arc<ProcessSnapshot> {
         Arc::new(ProcessSnapshot {
-            info: ProcessInfo {
+            info: Process {
                 pid: u32::try_from(cost).unwrap_or(0),
-                ..ProcessInfo::default()
+                ..Process::default()
             },
             mappings: Vec::new(),
             perf_map: None,
