@@ -1,5 +1,6 @@
-//! Shipping: a [`SymbolizedProfile`] becomes a wire [`ProfileBatch`] ([`to_batch`]) and is pushed
-//! to the collector's `Ingest` service by a [`Shipper`] (tonic; bearer token; TLS for `https://`).
+//! Shipping: a [`SymbolizedProfile`] becomes a wire [`ProfileBatch`](pb::ProfileBatch)
+//! ([`to_batch`]) and is pushed to the collector's `Ingest` service by a [`Shipper`] (tonic;
+//! bearer token; TLS for `https://`).
 //!
 //! What a failed push means for the batch is decided by [`classify`]: transient failures
 //! (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, and anything unexpected) are retried

@@ -537,6 +537,47 @@ pub(crate) mod tests {
         assert!(!batch.energy.available);
     }
 
+    /// Processes and loss counters are stored as sent (the wire's own types), except that a
+    /// process without a service is stored under its comm; a batch without counters stores zeros.
+    #[test]
+    fn processes_and_losses_pass_through() {
+        let mut b = sample_batch();
+        let named = pb::Process {
+            pid: 7,
+            comm: "worker".into(),
+            exe: "/usr/bin/worker".into(),
+            service: "jobs".into(),
+            version: "2.1".into(),
+            container_id: "c0ffee".into(),
+            cgroup: "/system.slice/jobs.service".into(),
+            build_id: "ab12".into(),
+        };
+        let unnamed = pb::Process {
+            pid: 8,
+            comm: "helper".into(),
+            ..Default::default()
+        };
+        b.processes = vec![named.clone(), unnamed];
+        let losses = pb::LossCounters {
+            events: 120,
+            recorded: 100,
+            counts_map_full: 3,
+            spool_dropped_batches: 2,
+            spool_dropped_samples: 40,
+            truncated_stacks: 5,
+            ..Default::default()
+        };
+        b.losses = Some(losses);
+        let stored = validate(&b, &Limits::default(), NOW).unwrap();
+        assert_eq!(stored.processes[0], named);
+        assert_eq!(stored.processes[1].service, "helper");
+        assert_eq!(stored.processes[1].pid, 8);
+        assert_eq!(stored.losses, losses);
+
+        let stored = validate(&sample_batch(), &Limits::default(), NOW).unwrap();
+        assert_eq!(stored.losses, pb::LossCounters::default());
+    }
+
     /// Unknown protocol versions are refused with a message naming the version.
     #[test]
     fn unknown_version_is_named() {

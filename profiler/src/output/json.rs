@@ -99,4 +99,54 @@ mod tests {
         assert_eq!(v["samples"][0]["stack"], serde_json::json!([2, 3, 1, 0]));
         assert_eq!(v["samples"][1]["thread_name"], "worker");
     }
+
+    /// The keys of a process and of the loss counters are the ones the agent and the end-to-end
+    /// tests read (the wire's field names): renaming a field in the proto must fail here.
+    #[test]
+    fn process_and_loss_keys_are_stable() {
+        let (_, v) = parsed();
+        let keys = |value: &Value| {
+            let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            keys.sort_unstable();
+            keys
+        };
+        let sorted = |names: &[&str]| {
+            let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(
+            keys(&v["processes"][0]),
+            sorted(&[
+                "pid",
+                "comm",
+                "exe",
+                "service",
+                "version",
+                "container_id",
+                "cgroup",
+                "build_id",
+            ])
+        );
+        assert_eq!(v["processes"][0]["pid"], 100);
+        assert_eq!(v["processes"][0]["service"], "workload-svc");
+        assert_eq!(
+            keys(&v["losses"]),
+            sorted(&[
+                "events",
+                "idle",
+                "filtered",
+                "recorded",
+                "user_stack_unavailable",
+                "kernel_stack_unavailable",
+                "stack_collisions",
+                "stack_other_errors",
+                "counts_map_full",
+                "unsymbolized_frames",
+                "truncated_stacks",
+                "spool_dropped_batches",
+                "spool_dropped_samples",
+            ])
+        );
+    }
 }
