@@ -4,10 +4,10 @@
 //! `changes` table: SHA, author, commit time, title, the files it touched, and the functions whose
 //! definitions its diff touched (from `git show -U0` hunks mapped onto the function definitions of
 //! the file after — and, for removed lines, before — the commit, parsed by [`fleetprof_code`]'s
-//! tree-sitter grammars for Rust, C, C++, Go, Java and Python). Rust functions are recorded as profiles name them, `crate::module::Type::name`, plus
-//! the bare name. [`record_deploy`] stores in `deploys` when a version of a service went out and
-//! from which commit. [`change_records`] reads both back as the ranking's
-//! [`ChangeRecord`](crate::detect::ChangeRecord)s.
+//! tree-sitter grammars for Rust, C, C++, Go, Java and Python). Rust functions are recorded as
+//! profiles name them, `crate::module::Type::name`, plus the bare name. [`record_deploy`] stores
+//! in `deploys` when a version of a service went out and from which commit. [`change_records`]
+//! reads both back as the ranking's [`ChangeRecord`]s.
 //!
 //! ```no_run
 //! # async fn demo(store: &fleetprof_collector::store::Store) -> Result<(), fleetprof_collector::changes::ChangesError> {

@@ -1,6 +1,7 @@
 //! Unwinding without frame pointers: compact tables built from each mapped file's `.eh_frame`
 //! ([`table`]), loaded into the kernel's row array ([`rows`] allocates it) and described per
-//! process, mapping by mapping, for the eBPF unwinder; [`queue`] orders that work, cheapest first.
+//! process, mapping by mapping, for the eBPF unwinder; the `queue` module orders that work,
+//! cheapest first.
 //!
 //! Tables are shared by module (build-id, or device and inode) across processes, built once,
 //! and evicted when no process maps them any more. The row array has a fixed capacity
