@@ -123,14 +123,34 @@ pub struct ProcessTracker {
 struct Described {
     snapshots: HashMap<u32, Arc<ProcessSnapshot>>,
     evicted: HashSet<u32>,
+    /// Notifications waiting for the tables being built in the background.
+    parked: Vec<std::sync::mpsc::Sender<()>>,
 }
 
 impl Described {
-    /// Queues `work`, or handles it at once when it is news of sampled processes.
+    /// Queues `work`, or handles it at once when it is news of sampled processes or a table the
+    /// builder thread finished.
     fn accept(&mut self, work: TableWork, queue: &mut TableQueue, loader: &mut TableLoader) {
-        let TableWork::Active(pids) = work else {
-            queue.push(work);
-            return;
+        let pids = match work {
+            TableWork::Active(pids) => pids,
+            TableWork::Built(built) => {
+                // The processes mapping the module are described again, with its table.
+                for pid in loader.table_built(built) {
+                    if let Some(snapshot) = self.snapshots.get(&pid) {
+                        queue.push(TableWork::Load(pid, snapshot.clone()));
+                    }
+                }
+                if !loader.is_building() {
+                    for done in self.parked.drain(..) {
+                        queue.push(TableWork::Notify(done));
+                    }
+                }
+                return;
+            }
+            work => {
+                queue.push(work);
+                return;
+            }
         };
         let evicted: Vec<u32> = pids
             .iter()
@@ -205,13 +225,35 @@ impl ProcessTracker {
         let stop = Arc::new(AtomicBool::new(false));
         let (initial_done, initial_capture) = std::sync::mpsc::channel();
         let (tables, table_work) = std::sync::mpsc::channel::<TableWork>();
-        let mut loader = parts.loader;
+        // Large modules' tables are built on a thread of their own, so that describing every
+        // other process does not wait for them.
+        let (modules, to_build) = std::sync::mpsc::channel::<Arc<crate::procmaps::ModuleFile>>();
+        let built = tables.clone();
+        std::thread::Builder::new()
+            .name("fleetprof-table-builder".into())
+            .spawn(move || {
+                // Ends when the loader (in the table thread) is dropped.
+                for module in to_build {
+                    // A file that crashes the parser loses its table, not the profiler's tables.
+                    let table = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::unwind::build_table(&module)
+                    }))
+                    .unwrap_or_else(|_| Err("the table builder panicked on this file".to_owned()));
+                    if built
+                        .send(TableWork::Built((module.key.clone(), table)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })?;
+        let mut loader = parts.loader.build_in_background(modules);
         let table_stats = stats.clone();
         let table_stop = stop.clone();
         let tables_handle = std::thread::Builder::new()
             .name("fleetprof-tables".into())
             .spawn(move || {
-                // Ends when every sender is dropped; at stop, the queue is dropped.
+                // Ends at stop (the queue is dropped), woken by a last message.
                 let mut queue = TableQueue::default();
                 let mut described = Described::default();
                 loop {
@@ -241,10 +283,14 @@ impl ProcessTracker {
                             loader.unload_process(pid);
                             described.unloaded(pid);
                         }
+                        // Processes described before are not whole until their tables are in.
+                        TableWork::Notify(done) if loader.is_building() => {
+                            described.parked.push(done);
+                        }
                         TableWork::Notify(done) => {
                             let _ = done.send(());
                         }
-                        TableWork::Active(_) => {}
+                        TableWork::Active(_) | TableWork::Built(_) => {}
                     }
                     table_stats.lock().unwrap_or_else(|e| e.into_inner()).unwind = loader.stats();
                 }
@@ -310,11 +356,14 @@ impl ProcessTracker {
 impl Drop for ProcessTracker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.tables = None;
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        // The tracker thread is gone, and with it the last sender: the table thread finishes its queue.
+        // The builder thread holds a sender too: a last message wakes the table thread, which
+        // sees the stop and ends (dropping the loader ends the builder thread in turn).
+        if let Some(tables) = self.tables.take() {
+            let _ = tables.send(TableWork::Active(Vec::new()));
+        }
         if let Some(handle) = self.tables_handle.take() {
             let _ = handle.join();
         }

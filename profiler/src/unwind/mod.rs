@@ -4,7 +4,11 @@
 //! cheapest first.
 //!
 //! Tables are shared by module (build-id, or device and inode) across processes, built once,
-//! and evicted when no process maps them any more. The row array has a fixed capacity
+//! and evicted when no process maps them any more. A large module's table (a compiler, a JVM,
+//! a statically linked database: seconds of work) is built on a builder thread of its own
+//! ([`TableLoader::build_in_background`]): its processes are described at once with that module
+//! walked by frame pointers, and described again when the table arrives
+//! ([`TableLoader::table_built`]), so a service started meanwhile waits for nobody's table. The row array has a fixed capacity
 //! (`unwind_rows` in the configuration). When a table does not fit, the processes that have not
 //! been sampled for a while ([`TableLoader::evict_idle_after`]) give up their description to make
 //! room — most of a host's processes are idle, and they are described again when next sampled.
@@ -16,8 +20,9 @@ pub(crate) mod queue;
 pub mod rows;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::sync::{Arc, mpsc::Sender};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError};
@@ -148,6 +153,14 @@ impl Drop for RowArray {
     }
 }
 
+/// Modules with more executable code than this have their tables built on the builder thread
+/// when there is one: building takes about a second per 50 MB of code, and the table thread must
+/// not keep every other process waiting that long.
+pub const BUILD_INLINE_MAX_CODE_BYTES: u64 = 4 << 20;
+
+/// A table the builder thread finished: the module's key and the table, or why it has none.
+pub type BuiltTable = (String, Result<UnwindTable, String>);
+
 /// The kernel's unwinding maps and the tables in them.
 pub struct TableLoader {
     rows: RowArray,
@@ -165,6 +178,12 @@ pub struct TableLoader {
     /// once per drain rather than per process and per table that wants room. Dropped whenever
     /// the allocator, the known processes, their activity or the tables' references change.
     eviction: Option<EvictionPlan>,
+    /// Where large modules go to have their tables built; `None`: everything is built inline.
+    builder: Option<Sender<Arc<ModuleFile>>>,
+    /// Modules sent to the builder whose tables have not come back.
+    building: HashSet<String>,
+    /// Tables built but not loaded yet (by the builder, or when they did not fit).
+    built: HashMap<String, UnwindTable>,
 }
 
 /// The idle processes in the order they give up their description, oldest activity first, each
@@ -255,7 +274,60 @@ impl TableLoader {
             evict_idle_after: DEFAULT_EVICT_IDLE_AFTER,
             evicted: Vec::new(),
             eviction: None,
+            builder: None,
+            building: HashSet::new(),
+            built: HashMap::new(),
         })
+    }
+
+    /// Builds the tables of modules with more than [`BUILD_INLINE_MAX_CODE_BYTES`] of code by
+    /// sending them to `builder`, whose thread hands each result back to
+    /// [`TableLoader::table_built`]. Meanwhile their processes are described with the module
+    /// walked by frame pointers.
+    pub fn build_in_background(mut self, builder: Sender<Arc<ModuleFile>>) -> Self {
+        self.builder = Some(builder);
+        self
+    }
+
+    /// True while a table is being built in the background.
+    pub fn is_building(&self) -> bool {
+        !self.building.is_empty()
+    }
+
+    /// Takes a table the builder thread finished. Returns the processes mapping the module:
+    /// described again, they get it (room permitting, as for any table).
+    pub fn table_built(&mut self, (key, table): BuiltTable) -> Vec<u32> {
+        self.building.remove(&key);
+        let table = match table {
+            Ok(table) => table,
+            Err(err) => {
+                self.stats.table_errors += 1;
+                tracing::debug!(module = %key, %err, "no unwind table; frame pointers");
+                return Vec::new();
+            }
+        };
+        // No process maps it any more, or walking by frame pointers is what the table says.
+        let Some(loaded) = self.tables.get_mut(&key) else {
+            return Vec::new();
+        };
+        if table.rows.is_empty() || table.keeps_frame_pointers() {
+            return Vec::new();
+        }
+        loaded.unloaded_rows = Some(table.rows.len() as u32);
+        self.built.insert(key.clone(), table);
+        self.known
+            .iter()
+            .filter(|(_, p)| p.keys.contains(&key))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// Whether `module`'s table is left to the builder thread: it is large, and there is one.
+    fn builds_in_background(&self, module: &ModuleFile) -> bool {
+        self.builder.is_some()
+            && !self.frame_pointers_only
+            && !self.built.contains_key(&module.key)
+            && code_bytes(module) > BUILD_INLINE_MAX_CODE_BYTES
     }
 
     /// How long a process goes unsampled before its tables may be evicted to make room for a
@@ -328,22 +400,18 @@ impl TableLoader {
 
     /// Bytes of executable code in `mappings` whose modules have no table yet: how much work
     /// describing the process would take.
+    /// Tables the builder thread builds cost nothing here.
     pub fn unbuilt_code_bytes(&self, mappings: &[ExecMapping]) -> u64 {
-        let mut counted = std::collections::HashSet::new();
+        let mut counted = HashSet::new();
         mappings
             .iter()
             .filter_map(|m| match &m.backing {
                 Backing::File(module)
-                    if !self.tables.contains_key(&module.key) && counted.insert(&module.key) =>
+                    if !self.tables.contains_key(&module.key)
+                        && !self.builds_in_background(module)
+                        && counted.insert(&module.key) =>
                 {
-                    Some(
-                        module
-                            .segments
-                            .iter()
-                            .filter(|&&(_, _, _, executable)| executable)
-                            .map(|&(_, size, _, _)| size)
-                            .sum::<u64>(),
-                    )
+                    Some(code_bytes(module))
                 }
                 _ => None,
             })
@@ -499,6 +567,7 @@ impl TableLoader {
             };
             table.refs = table.refs.saturating_sub(1);
             if table.refs == 0 {
+                self.built.remove(&key);
                 let table = self.tables.remove(&key).expect("present");
                 if table.kind == mapping_kind::TABLE {
                     self.alloc.release(table.start, table.len);
@@ -510,8 +579,27 @@ impl TableLoader {
 
     /// The module's loaded table, building and loading it on first use, and loading it after
     /// all when it did not fit before and room can be made now.
-    fn table_for(&mut self, module: &ModuleFile, loading: u32) -> &mut LoadedTable {
+    fn table_for(&mut self, module: &Arc<ModuleFile>, loading: u32) -> &mut LoadedTable {
         match self.tables.get(&module.key).map(|t| t.unloaded_rows) {
+            None if self.builds_in_background(module) => {
+                if self.building.insert(module.key.clone()) {
+                    let sent = self
+                        .builder
+                        .as_ref()
+                        .is_some_and(|b| b.send(module.clone()).is_ok());
+                    if !sent {
+                        // The builder is gone: build here after all.
+                        self.building.remove(&module.key);
+                        self.builder = None;
+                        let loaded = self.build_and_load(module, loading);
+                        self.tables.insert(module.key.clone(), loaded);
+                        return self.tables.get_mut(&module.key).expect("inserted above");
+                    }
+                }
+                // Frame pointers until the table arrives (`table_built`).
+                self.tables
+                    .insert(module.key.clone(), LoadedTable::frame_pointers());
+            }
             None => {
                 let loaded = self.build_and_load(module, loading);
                 self.tables.insert(module.key.clone(), loaded);
@@ -535,17 +623,12 @@ impl TableLoader {
     }
 
     fn build_and_load(&mut self, module: &ModuleFile, loading: u32) -> LoadedTable {
-        let frame_pointers = LoadedTable {
-            start: 0,
-            len: 0,
-            kind: mapping_kind::FRAME_POINTER,
-            refs: 0,
-            unloaded_rows: None,
-        };
+        let frame_pointers = LoadedTable::frame_pointers();
         if self.frame_pointers_only {
             return frame_pointers;
         }
-        let table = match read_table(module) {
+        let built = self.built.remove(&module.key).map(Ok);
+        let table = match built.unwrap_or_else(|| read_table(module).map_err(|e| e.to_string())) {
             Ok(table) => table,
             Err(err) => {
                 self.stats.table_errors += 1;
@@ -558,6 +641,8 @@ impl TableLoader {
         }
         let len = table.rows.len() as u32;
         let Some(start) = self.allocate(len, loading) else {
+            // Kept for when room is made, rather than built again.
+            self.built.insert(module.key.clone(), table);
             self.stats.tables_dropped += 1;
             tracing::warn!(
                 module = %module.path,
@@ -581,6 +666,34 @@ impl TableLoader {
             unloaded_rows: None,
         }
     }
+}
+
+impl LoadedTable {
+    /// A module walked by frame pointers (no rows).
+    fn frame_pointers() -> Self {
+        Self {
+            start: 0,
+            len: 0,
+            kind: mapping_kind::FRAME_POINTER,
+            refs: 0,
+            unloaded_rows: None,
+        }
+    }
+}
+
+/// Bytes of executable code the module maps.
+fn code_bytes(module: &ModuleFile) -> u64 {
+    module
+        .segments
+        .iter()
+        .filter(|&&(_, _, _, executable)| executable)
+        .map(|&(_, size, _, _)| size)
+        .sum()
+}
+
+/// Builds `module`'s table (what the builder thread runs).
+pub fn build_table(module: &ModuleFile) -> Result<UnwindTable, String> {
+    read_table(module).map_err(|e| e.to_string())
 }
 
 fn read_table(module: &ModuleFile) -> Result<UnwindTable, Box<dyn std::error::Error>> {
@@ -654,5 +767,64 @@ mod tests {
         // The process being described is left out.
         let plan = EvictionPlan::new(&known, &tables, &alloc, Duration::ZERO, Some(3));
         assert_eq!(plan.steps, vec![(1, 30), (2, 30)]);
+    }
+
+    /// With a builder thread, a large module's table is left to it: the process is described at
+    /// once (its small modules with their tables, the large one by frame pointers), and when the
+    /// table comes back the process is the one to describe again, which loads it. Loads the
+    /// sampler for its maps, so it needs root.
+    #[test]
+    fn large_tables_are_built_in_the_background() {
+        // SAFETY: geteuid(2) has no preconditions.
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test loads the eBPF sampler for its maps: run it as root (cargo xtask test does)"
+        );
+        let pid = std::process::id();
+        let config = crate::bpf::SamplerConfig {
+            pids: vec![pid],
+            ..Default::default()
+        };
+        let mut sampler = crate::bpf::Sampler::start(&config).expect("loading the sampler");
+        let (_events, loader) = sampler.take_tracker_maps().expect("the tracker's maps");
+        let (builder, to_build) = std::sync::mpsc::channel();
+        let mut loader = loader.build_in_background(builder);
+        // This test binary (unoptimized, tens of MB of code, no frame pointers) is large; libc
+        // is not.
+        let mappings = crate::procmaps::ModuleCache::default()
+            .capture(std::path::Path::new("/proc"), pid)
+            .expect("reading our own mappings");
+        let large: HashSet<String> = mappings
+            .iter()
+            .filter_map(|m| match &m.backing {
+                Backing::File(module) if code_bytes(module) > BUILD_INLINE_MAX_CODE_BYTES => {
+                    Some(module.key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(large.len(), 1, "the test binary alone is large: {large:?}");
+
+        loader.load_process(pid, &mappings).unwrap();
+        assert!(loader.is_building());
+        let before = loader.stats();
+        assert!(
+            before.tables_loaded >= 1,
+            "libc's table is loaded at once: {before:?}"
+        );
+        let module = to_build
+            .try_recv()
+            .expect("the large module was sent to the builder");
+        assert!(large.contains(&module.key));
+        assert!(to_build.try_recv().is_err(), "sent once");
+
+        let again = loader.table_built((module.key.clone(), build_table(&module)));
+        assert_eq!(again, [pid], "its process is described again");
+        assert!(!loader.is_building());
+        loader.load_process(pid, &mappings).unwrap();
+        let after = loader.stats();
+        assert_eq!(after.tables_loaded, before.tables_loaded + 1, "{after:?}");
+        assert!(after.rows_used > before.rows_used);
+        assert!(to_build.try_recv().is_err(), "nothing built twice");
     }
 }

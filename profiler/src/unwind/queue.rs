@@ -28,13 +28,15 @@ pub(crate) enum TableWork {
     Notify(Sender<()>),
     /// These processes were just sampled (handled as it arrives, never queued).
     Active(Vec<u32>),
+    /// The builder thread finished a table (handled as it arrives, never queued).
+    Built(super::BuiltTable),
 }
 
 impl TableWork {
     fn pid(&self) -> Option<u32> {
         match self {
             Self::Load(pid, _) | Self::Unload(pid) => Some(*pid),
-            Self::Notify(_) | Self::Active(_) => None,
+            Self::Notify(_) | Self::Active(_) | Self::Built(_) => None,
         }
     }
 }
@@ -129,6 +131,7 @@ mod tests {
                 TableWork::Unload(pid) => format!("unload {pid}"),
                 TableWork::Notify(_) => "notify".to_owned(),
                 TableWork::Active(pids) => format!("active {pids:?}"),
+                TableWork::Built((key, _)) => format!("built {key}"),
             })
             .collect()
     }
