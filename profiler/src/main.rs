@@ -88,9 +88,10 @@ struct RecordArgs {
     /// Only record this process (repeatable). Default: every process.
     #[arg(long = "pid")]
     pids: Vec<u32>,
-    /// Also record every process in this cgroup v2 directory, e.g.
-    /// /sys/fs/cgroup/system.slice/api.service, following it while recording: processes that
-    /// join it later (workers forked after the start) are recorded too.
+    /// Also record every process in this cgroup v2 directory or below it, e.g.
+    /// /sys/fs/cgroup/system.slice/api.service: the kernel checks each sample's cgroup, so
+    /// processes that join it later (workers forked after the start) are recorded from their
+    /// first tick.
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
     /// Samples per second per CPU.
