@@ -4,7 +4,8 @@
 //! 2. the eBPF object, built once with nightly (`cargo xtask build-ebpf`) and embedded by every
 //!    later build (`FLEETPROF_EBPF_OBJECT`), so no step builds `core` for BPF again,
 //! 3. `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`,
-//! 4. unit and doc tests of every crate (`cargo test --workspace`, no root needed),
+//! 4. unit and doc tests of every crate (`cargo test --workspace`; root only for the profiler's
+//!    table-loader test, which loads the eBPF sampler for its maps),
 //! 5. the end-to-end tests in `tests/` (`fleetprof-tests`): real eBPF programs in this kernel,
 //!    real ClickHouse servers, real gRPC; one at a time, as root.
 
@@ -63,7 +64,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if !is_root() {
         bail!(
             "`cargo xtask test` loads eBPF programs into the kernel and needs root; run it as root \
-             (for the unit tests alone, `cargo test` needs no root)"
+             (the unit tests alone, `cargo test`, need root only for the profiler's table-loader test)"
         );
     }
     if std::env::var_os(AYA_BUILD_SKIP).is_some() {
@@ -110,7 +111,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 
     steps.step("unit and doc tests", || {
         run_cargo(
-            "unit and doc tests of every crate (no root needed)",
+            "unit and doc tests of every crate",
             [
                 "test",
                 "--workspace",
