@@ -41,14 +41,14 @@ pub fn cgroup_v2_identity(dir: &std::path::Path) -> Option<(u64, u32)> {
         return None;
     }
     let dir = std::fs::canonicalize(dir).ok()?;
-    let device = std::fs::metadata(&dir).ok()?.dev();
+    let meta = std::fs::metadata(&dir).ok()?;
     // The root is the last ancestor on the same file system.
     let level = dir
         .ancestors()
         .skip(1)
-        .take_while(|a| std::fs::metadata(a).is_ok_and(|m| m.dev() == device))
+        .take_while(|a| std::fs::metadata(a).is_ok_and(|m| m.dev() == meta.dev()))
         .count();
-    Some((std::fs::metadata(&dir).ok()?.ino(), level as u32))
+    Some((meta.ino(), level as u32))
 }
 
 /// Default sampling frequency: 19 Hz, as Parca and the OpenTelemetry profiler use, so samples
@@ -489,6 +489,13 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Whether the tests run as root (those that load the sampler need it).
+#[cfg(test)]
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::cgroup_v2_identity;
@@ -512,7 +519,7 @@ mod tests {
         let root = cgroup2_mount();
         // The root cgroup's id is the kernfs root's inode, 1.
         assert_eq!(cgroup_v2_identity(&root), Some((1, 0)));
-        if is_root() {
+        if super::is_root() {
             let child = root.join(format!("fleetprof-unit-{}", std::process::id()));
             std::fs::create_dir(&child).unwrap();
             let identity = cgroup_v2_identity(&child);
@@ -521,10 +528,5 @@ mod tests {
             assert_eq!(identity, Some((ino, 1)));
         }
         assert_eq!(cgroup_v2_identity(Path::new("/tmp")), None);
-    }
-
-    fn is_root() -> bool {
-        // SAFETY: geteuid(2) has no preconditions.
-        unsafe { libc::geteuid() == 0 }
     }
 }

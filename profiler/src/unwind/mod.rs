@@ -8,8 +8,8 @@
 //! a statically linked database: seconds of work) is built on a builder thread of its own
 //! ([`TableLoader::build_in_background`]): its processes are described at once with that module
 //! walked by frame pointers, and described again when the table arrives
-//! ([`TableLoader::table_built`]), so a service started meanwhile waits for nobody's table. The row array has a fixed capacity
-//! (`unwind_rows` in the configuration). When a table does not fit, the processes that have not
+//! ([`TableLoader::table_built`]), so a service started meanwhile waits for nobody's table. The
+//! row array has a fixed capacity (`unwind_rows` in the configuration). When a table does not fit, the processes that have not
 //! been sampled for a while ([`TableLoader::evict_idle_after`]) give up their description to make
 //! room — most of a host's processes are idle, and they are described again when next sampled.
 //! When even that is not enough, the table is not loaded, its mappings are walked by frame
@@ -330,6 +330,27 @@ impl TableLoader {
             && code_bytes(module) > BUILD_INLINE_MAX_CODE_BYTES
     }
 
+    /// Whether `module`'s table is on its way from the builder thread: sent now, or before.
+    /// False when it is built here (small, no builder, or the builder is gone).
+    fn left_to_builder(&mut self, module: &Arc<ModuleFile>) -> bool {
+        if !self.builds_in_background(module) {
+            return false;
+        }
+        if self.building.contains(&module.key) {
+            return true;
+        }
+        let sent = self
+            .builder
+            .as_ref()
+            .is_some_and(|b| b.send(module.clone()).is_ok());
+        if sent {
+            self.building.insert(module.key.clone());
+        } else {
+            self.builder = None;
+        }
+        sent
+    }
+
     /// How long a process goes unsampled before its tables may be evicted to make room for a
     /// sampled process's (default [`DEFAULT_EVICT_IDLE_AFTER`]).
     pub fn evict_idle_after(mut self, after: Duration) -> Self {
@@ -399,8 +420,7 @@ impl TableLoader {
     }
 
     /// Bytes of executable code in `mappings` whose modules have no table yet: how much work
-    /// describing the process would take.
-    /// Tables the builder thread builds cost nothing here.
+    /// describing the process would take (tables left to the builder thread cost nothing here).
     pub fn unbuilt_code_bytes(&self, mappings: &[ExecMapping]) -> u64 {
         let mut counted = HashSet::new();
         mappings
@@ -581,27 +601,13 @@ impl TableLoader {
     /// all when it did not fit before and room can be made now.
     fn table_for(&mut self, module: &Arc<ModuleFile>, loading: u32) -> &mut LoadedTable {
         match self.tables.get(&module.key).map(|t| t.unloaded_rows) {
-            None if self.builds_in_background(module) => {
-                if self.building.insert(module.key.clone()) {
-                    let sent = self
-                        .builder
-                        .as_ref()
-                        .is_some_and(|b| b.send(module.clone()).is_ok());
-                    if !sent {
-                        // The builder is gone: build here after all.
-                        self.building.remove(&module.key);
-                        self.builder = None;
-                        let loaded = self.build_and_load(module, loading);
-                        self.tables.insert(module.key.clone(), loaded);
-                        return self.tables.get_mut(&module.key).expect("inserted above");
-                    }
-                }
-                // Frame pointers until the table arrives (`table_built`).
-                self.tables
-                    .insert(module.key.clone(), LoadedTable::frame_pointers());
-            }
             None => {
-                let loaded = self.build_and_load(module, loading);
+                // Frame pointers until the builder's table arrives (`table_built`).
+                let loaded = if self.left_to_builder(module) {
+                    LoadedTable::frame_pointers()
+                } else {
+                    self.build_and_load(module, loading)
+                };
                 self.tables.insert(module.key.clone(), loaded);
             }
             Some(Some(rows))
@@ -628,7 +634,7 @@ impl TableLoader {
             return frame_pointers;
         }
         let built = self.built.remove(&module.key).map(Ok);
-        let table = match built.unwrap_or_else(|| read_table(module).map_err(|e| e.to_string())) {
+        let table = match built.unwrap_or_else(|| build_table(module)) {
             Ok(table) => table,
             Err(err) => {
                 self.stats.table_errors += 1;
@@ -691,15 +697,11 @@ fn code_bytes(module: &ModuleFile) -> u64 {
         .sum()
 }
 
-/// Builds `module`'s table (what the builder thread runs).
+/// Builds `module`'s table from its `.eh_frame` (inline, or on the builder thread).
 pub fn build_table(module: &ModuleFile) -> Result<UnwindTable, String> {
-    read_table(module).map_err(|e| e.to_string())
-}
-
-fn read_table(module: &ModuleFile) -> Result<UnwindTable, Box<dyn std::error::Error>> {
     // SAFETY: read-only private mapping of a file we hold open; see procmaps::read_module.
-    let map = unsafe { memmap2::Mmap::map(&module.file)? };
-    Ok(table::build(&map)?)
+    let map = unsafe { memmap2::Mmap::map(&module.file) }.map_err(|e| e.to_string())?;
+    table::build(&map).map_err(|e| e.to_string())
 }
 
 fn map_err(map: &'static str, source: MapError) -> UnwindMapError {
@@ -775,9 +777,8 @@ mod tests {
     /// sampler for its maps, so it needs root.
     #[test]
     fn large_tables_are_built_in_the_background() {
-        // SAFETY: geteuid(2) has no preconditions.
         assert!(
-            unsafe { libc::geteuid() } == 0,
+            crate::bpf::is_root(),
             "this test loads the eBPF sampler for its maps: run it as root (cargo xtask test does)"
         );
         let pid = std::process::id();
