@@ -40,7 +40,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::store::{
-    Batch, BatchKey, KNOWN_IDS_LIMIT, PresentParts, Store, StoreError, name_batch, needs_names,
+    Batch, BatchKey, KNOWN_IDS_LIMIT, KnownIds, PresentParts, Store, StoreError, name_batch, needs_names,
 };
 
 /// Settings of the writer.
@@ -245,8 +245,8 @@ impl WriterHandle {
                 stats: stats.clone(),
             },
             recent: RecentKeys::default(),
-            known_stacks: HashSet::new(),
-            known_frames: HashSet::new(),
+            known_stacks: KnownIds::default(),
+            known_frames: KnownIds::default(),
             known_since: std::time::Instant::now(),
             in_flight: HashSet::new(),
             held: Vec::new(),
@@ -392,8 +392,8 @@ struct GroupDone {
     /// Keys now stored (written by this group or found stored).
     stored: Vec<BatchKey>,
     /// Stack and frame ids this group wrote.
-    stacks: HashSet<u64>,
-    frames: HashSet<u64>,
+    stacks: KnownIds,
+    frames: KnownIds,
 }
 
 type GroupFuture = Pin<Box<dyn Future<Output = GroupDone> + Send>>;
@@ -402,8 +402,8 @@ type GroupFuture = Pin<Box<dyn Future<Output = GroupDone> + Send>>;
 struct Writer {
     groups: GroupWriter,
     recent: RecentKeys,
-    known_stacks: HashSet<u64>,
-    known_frames: HashSet<u64>,
+    known_stacks: KnownIds,
+    known_frames: KnownIds,
     /// When the known-ids sets were last emptied (see [`KNOWN_IDS_MAX_AGE`]).
     known_since: std::time::Instant,
     /// Keys of the batches in the groups being written.
@@ -531,8 +531,8 @@ impl Writer {
         // The group gets the known ids it can meet, not the whole sets, so groups in flight
         // share nothing mutable; a stack new to two groups at once is written by both
         // (ReplacingMergeTree folds the copy).
-        let mut stacks = HashSet::new();
-        let mut frames = HashSet::new();
+        let mut stacks = KnownIds::default();
+        let mut frames = KnownIds::default();
         for p in &pending {
             self.in_flight.insert(p.batch.key.clone());
             stacks.extend(
@@ -597,8 +597,8 @@ impl GroupWriter {
     async fn handle_group(
         self,
         pending: Vec<Pending>,
-        mut stacks: HashSet<u64>,
-        mut frames: HashSet<u64>,
+        mut stacks: KnownIds,
+        mut frames: KnownIds,
     ) -> GroupDone {
         let keys: Vec<BatchKey> = pending.iter().map(|p| p.batch.key.clone()).collect();
         // Only what this group writes goes back as known: an id given to it may have been
@@ -644,8 +644,8 @@ impl GroupWriter {
     async fn write(
         &self,
         pending: &[Pending],
-        known_stacks: &mut HashSet<u64>,
-        known_frames: &mut HashSet<u64>,
+        known_stacks: &mut KnownIds,
+        known_frames: &mut KnownIds,
     ) -> Result<HashSet<BatchKey>, Failure> {
         let keys: Vec<&BatchKey> = pending.iter().map(|p| &p.batch.key).collect();
         let t = self.config.clickhouse_timeout;

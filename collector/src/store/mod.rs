@@ -40,7 +40,7 @@ pub use model::{
 pub use named::{CUT_STACK, named_samples, named_samples_of};
 pub use resolved::{NameTable, ResolvedName, ResolvedNames, name_batch, needs_names};
 pub use retention::{DroppedPartition, Period, RETAINED_TABLES, TrimmedRows};
-pub use writer::{KNOWN_IDS_LIMIT, PresentParts, SampleRow, WriteOutcome, rollup_marker};
+pub use writer::{KNOWN_IDS_LIMIT, KnownIds, PresentParts, SampleRow, WriteOutcome, rollup_marker};
 
 /// The idle time after which pooled HTTP connections are closed: below ClickHouse's default
 /// `keep_alive_timeout` of 3 s, so the client never reuses a connection the server is closing.

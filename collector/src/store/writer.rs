@@ -255,6 +255,11 @@ struct ServiceMinuteRow<'a> {
 /// (ReplacingMergeTree folds the copy).
 pub const KNOWN_IDS_LIMIT: usize = 2_000_000;
 
+/// Stack or frame ids known to be written. The ids are already hashes, so the set hashes them
+/// with one multiplication (FxHash) rather than SipHash: it is consulted for every stack and
+/// frame of every batch.
+pub type KnownIds = rustc_hash::FxHashSet<u64>;
+
 /// The name of a batch's rollup marker (the `rollup_batch` column of `function_minutes` and
 /// `service_minutes`): the batch key, length-prefixed so two different keys never give the
 /// same name.
@@ -310,9 +315,11 @@ fn marker_key(b: &Batch) -> Option<(&str, &str, &str)> {
 /// the leaf's.
 ///
 /// This runs on the writer's path for every group, so it works on small integers: a series
-/// (service, version, minute) is looked up once per process of a batch, not per sample; each
-/// distinct stack's names are interned and deduplicated once per group; sample counts are summed
-/// per (series, stack) before each stack is expanded.
+/// (service, version, minute) is looked up once per process of a batch, not per sample; a name
+/// is found by its frame's id and shared allocation, so a name is hashed once per batch however
+/// many stacks pass through it; sample counts are summed per (series, stack)
+/// before each stack is expanded, and a series' functions are summed in an array indexed by
+/// name rather than a hash map.
 fn function_rollup<'a>(
     batches: &[&'a Batch],
     markers: &'a HashMap<BatchKey, String>,
@@ -321,15 +328,15 @@ fn function_rollup<'a>(
     let mut series_ids: FxHashMap<(&'a str, &'a str, u32), u32> = FxHashMap::default();
     let mut names: Vec<&'a str> = Vec::new();
     let mut name_ids: FxHashMap<&'a str, u32> = FxHashMap::default();
-    // Per stack id: its distinct function ids and its leaf's.
-    let mut stack_names: FxHashMap<u64, (Vec<u32>, Option<u32>)> = FxHashMap::default();
-    let mut per_stack: FxHashMap<(u32, u64), u64> = FxHashMap::default();
-    let mut intern = |name: &'a str, names: &mut Vec<&'a str>| -> u32 {
-        *name_ids.entry(name).or_insert_with(|| {
-            names.push(name);
-            u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
-        })
-    };
+    // Per frame id: the name it had last (its shared allocation) and that name's id. A batch
+    // shares one allocation per frame name, so only a batch's first stack through a frame
+    // hashes the name; the pointer check keeps two batches naming a frame differently apart.
+    let mut frame_names: FxHashMap<u64, (*const u8, u32)> = FxHashMap::default();
+    // Per distinct stack of the group: its distinct name ids and its leaf's.
+    let mut stack_ids: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut stack_names: Vec<(Vec<u32>, Option<u32>)> = Vec::new();
+    let mut per_stack: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+    let index = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
     for b in batches {
         let minute = b.time() / 60 * 60;
         let process_series: Vec<u32> = b
@@ -339,52 +346,78 @@ fn function_rollup<'a>(
                 let key = (p.service.as_str(), p.version.as_str(), minute);
                 *series_ids.entry(key).or_insert_with(|| {
                     series.push(key);
-                    u32::try_from(series.len() - 1).unwrap_or(u32::MAX)
+                    index(series.len() - 1)
                 })
             })
             .collect();
         for s in &b.samples {
+            if s.count == 0 {
+                continue;
+            }
             let st = &b.stacks[s.stack as usize];
-            stack_names.entry(st.stack_id).or_insert_with(|| {
-                let mut ids: Vec<u32> =
-                    st.functions.iter().map(|f| intern(f, &mut names)).collect();
+            let stack = *stack_ids.entry(st.stack_id).or_insert_with(|| {
+                let mut ids: Vec<u32> = st
+                    .frame_ids
+                    .iter()
+                    .zip(&st.functions)
+                    .map(|(frame, name)| {
+                        let known = frame_names.entry(*frame).or_insert((std::ptr::null(), 0));
+                        if known.0 != name.as_ptr() {
+                            let id = *name_ids.entry(name).or_insert_with(|| {
+                                names.push(name);
+                                index(names.len() - 1)
+                            });
+                            *known = (name.as_ptr(), id);
+                        }
+                        known.1
+                    })
+                    .collect();
                 let leaf = ids.last().copied();
                 ids.sort_unstable();
                 ids.dedup();
-                (ids, leaf)
+                stack_names.push((ids, leaf));
+                index(stack_names.len() - 1)
             });
             *per_stack
-                .entry((process_series[s.process as usize], st.stack_id))
+                .entry((process_series[s.process as usize], stack))
                 .or_default() += s.count;
         }
     }
-    let mut per_function: FxHashMap<(u32, u32), (u64, u64)> = FxHashMap::default();
-    for ((series_id, stack_id), count) in per_stack {
-        let (ids, leaf) = &stack_names[&stack_id];
-        for &f in ids {
-            let e = per_function.entry((series_id, f)).or_default();
-            e.1 += count;
-            if Some(f) == *leaf {
-                e.0 += count;
+    let mut per_series: Vec<((u32, u32), u64)> = per_stack.into_iter().collect();
+    per_series.sort_unstable_by_key(|&((series_id, _), _)| series_id);
+    // (self, total) per name id for the series being summed; `touched` lists the names it set.
+    let mut sums = vec![(0u64, 0u64); names.len()];
+    let mut touched: Vec<u32> = Vec::new();
+    let mut rows: Vec<FunctionMinuteRow<'a>> = Vec::new();
+    for one_series in per_series.chunk_by(|a, b| a.0.0 == b.0.0) {
+        let (service, version, minute) = series[one_series[0].0.0 as usize];
+        for &((_, stack), count) in one_series {
+            let (ids, leaf) = &stack_names[stack as usize];
+            for &f in ids {
+                let sum = &mut sums[f as usize];
+                if sum.1 == 0 {
+                    touched.push(f);
+                }
+                sum.1 += count;
+            }
+            if let Some(leaf) = leaf {
+                sums[*leaf as usize].0 += count;
             }
         }
-    }
-    let mut rows: Vec<FunctionMinuteRow<'a>> = per_function
-        .into_iter()
-        .map(|((series_id, f), (s, t))| {
-            let (service, version, minute) = series[series_id as usize];
+        rows.extend(touched.drain(..).map(|f| {
+            let (self_samples, total_samples) = std::mem::take(&mut sums[f as usize]);
             FunctionMinuteRow {
                 service,
                 function: names[f as usize],
                 minute,
                 version,
-                self_samples: s,
-                total_samples: t,
+                self_samples,
+                total_samples,
                 rollup_batch: "",
                 rollup_batches: 0,
             }
-        })
-        .collect();
+        }));
+    }
     rows.extend(batches.iter().filter_map(|b| {
         let (service, version, function) = marker_key(b)?;
         Some(FunctionMinuteRow {
@@ -560,8 +593,8 @@ impl Store {
         &self,
         batches: &[&Batch],
         present: &HashMap<BatchKey, PresentParts>,
-        known_stacks: &mut HashSet<u64>,
-        known_frames: &mut HashSet<u64>,
+        known_stacks: &mut KnownIds,
+        known_frames: &mut KnownIds,
     ) -> Result<WriteOutcome, StoreError> {
         let received = unix_now();
         // First, before any of their rows: these batches' writing has started. A later attempt
@@ -584,8 +617,8 @@ impl Store {
         if known_frames.len() > KNOWN_IDS_LIMIT {
             known_frames.clear();
         }
-        let mut new_stacks = HashSet::new();
-        let mut new_frames = HashSet::new();
+        let mut new_stacks = KnownIds::default();
+        let mut new_frames = KnownIds::default();
         let stacks = batches
             .iter()
             .flat_map(|b| b.stacks.iter().map(move |s| (b, s)))

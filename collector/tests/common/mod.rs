@@ -5,11 +5,11 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetprof_collector::ingest::{IngestConfig, Limits, RunningCollector, validate};
-use fleetprof_collector::store::Store;
+use fleetprof_collector::store::{KnownIds, Store};
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_client::IngestClient;
 
@@ -100,7 +100,7 @@ pub(crate) async fn write(store: &Store, batches: &[pb::ProfileBatch]) {
         .map(|b| validate(b, &Limits::default(), now).unwrap())
         .collect();
     let refs: Vec<_> = validated.iter().collect();
-    let (mut stacks, mut frames) = (HashSet::new(), HashSet::new());
+    let (mut stacks, mut frames) = (KnownIds::default(), KnownIds::default());
     store
         .write_batches(&refs, &HashMap::new(), &mut stacks, &mut frames)
         .await
