@@ -58,7 +58,11 @@ impl tonic::codec::Encoder for RawBatch {
     type Item = Vec<u8>;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         bytes::BufMut::put_slice(dst, &item);
         Ok(())
     }
@@ -68,8 +72,13 @@ impl tonic::codec::Decoder for PushAnswer {
     type Item = pb::PushResponse;
     type Error = tonic::Status;
 
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<pb::PushResponse>, tonic::Status> {
-        pb::PushResponse::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<pb::PushResponse>, tonic::Status> {
+        pb::PushResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -78,7 +87,10 @@ async fn push_encoded(channel: tonic::transport::Channel, batch: Vec<u8>) -> pb:
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/fleetprof.v1.Ingest/Push");
-    grpc.unary(tonic::Request::new(batch), path, PreEncoded).await.unwrap().into_inner()
+    grpc.unary(tonic::Request::new(batch), path, PreEncoded)
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// User + system CPU time of this process.
@@ -91,6 +103,26 @@ fn cpu_time() -> Duration {
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// User + system CPU time of process `pid` (ClickHouse), from `/proc/<pid>/stat`.
+fn process_cpu_time(pid: Option<u32>) -> Duration {
+    let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+    else {
+        return Duration::ZERO;
+    };
+    // Fields after the command (which may hold spaces) end at its closing parenthesis; utime and
+    // stime are fields 14 and 15, i.e. the 12th and 13th after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -236,12 +268,6 @@ fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
             .map(|b| validate(b, &Limits::default(), now).unwrap())
             .collect::<Vec<_>>()
     });
-    let (_, reencode) = cpu_of(|| {
-        decoded
-            .iter()
-            .map(|b| b.encode_to_vec().len())
-            .sum::<usize>()
-    });
     // The bytes each id hashes (see `frame_id` and `stack_id`), then both hashes over them.
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for b in &validated {
@@ -272,10 +298,9 @@ fn cpu_split(batches: &[pb::ProfileBatch], m: f64) {
     });
     std::hint::black_box((x, y));
     println!(
-        "  collector CPU outside the writer, per million samples: decode {:.3} s, validate {:.3} s (ids included), re-encode for dead letters {:.3} s",
+        "  collector CPU outside the writer, per million samples: decode {:.3} s, validate {:.3} s (ids included)",
         decode / m,
-        validate_cpu / m,
-        reencode / m
+        validate_cpu / m
     );
     println!(
         "  ids alone ({} frame and stack ids): XXH3-64 {:.3} s, SHA-256 {:.3} s per million samples",
@@ -341,7 +366,8 @@ fn main() {
             let encoded: Vec<Vec<u8>> = host_batches.iter().map(|b| b.encode_to_vec()).collect();
             hosts_ready.push((channel, encoded));
         }
-        let (cpu0, t0) = (cpu_time(), Instant::now());
+        let server = clickhouse.pid();
+        let (cpu0, ch0, t0) = (cpu_time(), process_cpu_time(server), Instant::now());
         let mut tasks = Vec::new();
         for (channel, encoded) in hosts_ready {
             tasks.push(tokio::spawn(async move {
@@ -355,6 +381,7 @@ fn main() {
             t.await.unwrap();
         }
         let (grpc_wall, grpc_cpu) = (t0.elapsed(), cpu_time() - cpu0);
+        let grpc_ch = process_cpu_time(server) - ch0;
         let stored = store.stored_sample_count().await.unwrap();
         assert_eq!(stored, samples, "every sample stored once");
         let groups = collector.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
@@ -368,7 +395,7 @@ fn main() {
         let validated: Vec<Batch> =
             batches.iter().flatten().map(|b| validate(b, &Limits::default(), now).unwrap()).collect();
         let group = (validated.len() / groups.max(1) as usize).max(1);
-        let (cpu1, t1) = (cpu_time(), Instant::now());
+        let (cpu1, ch1, t1) = (cpu_time(), process_cpu_time(server), Instant::now());
         let (mut known_stacks, mut known_frames) = Default::default();
         let mut rollup_rows = 0;
         for chunk in validated.chunks(group) {
@@ -377,6 +404,7 @@ fn main() {
             rollup_rows += outcome.function_minute_rows;
         }
         let (base_wall, base_cpu) = (t1.elapsed(), cpu_time() - cpu1);
+        let base_ch = process_cpu_time(server) - ch1;
         let base_samples = base.stored_sample_count().await.unwrap();
         assert_eq!(base_samples, samples);
 
@@ -387,7 +415,7 @@ fn main() {
             .iter()
             .flat_map(|b| b.samples.iter().map(move |s| SampleRow::new(b, s)))
             .collect();
-        let t2 = Instant::now();
+        let (cpu2, ch2, t2) = (cpu_time(), process_cpu_time(server), Instant::now());
         for chunk in rows_direct.chunks(100_000) {
             let mut insert = direct.client().insert::<SampleRow<'_>>("samples").await.unwrap();
             for r in chunk {
@@ -395,7 +423,8 @@ fn main() {
             }
             insert.end().await.unwrap();
         }
-        let direct_wall = t2.elapsed();
+        let (direct_wall, direct_cpu) = (t2.elapsed(), cpu_time() - cpu2);
+        let direct_ch = process_cpu_time(server) - ch2;
         let direct_rows: u64 = direct.client().query("SELECT count() FROM samples").fetch_one().await.unwrap();
         assert_eq!(direct_rows as usize, rows);
 
@@ -441,6 +470,15 @@ fn main() {
         println!(
             "  ratio end to end / direct baseline: {:.2}x the time (target within 2x)",
             grpc_wall.as_secs_f64() / direct_wall.as_secs_f64()
+        );
+        println!(
+            "  CPU-s per million samples, this process + ClickHouse (merges under way included): end to end {:.3} + {:.3}, store directly {:.3} + {:.3}, direct baseline {:.3} + {:.3}",
+            grpc_cpu.as_secs_f64() / m,
+            grpc_ch.as_secs_f64() / m,
+            base_cpu.as_secs_f64() / m,
+            base_ch.as_secs_f64() / m,
+            direct_cpu.as_secs_f64() / m,
+            direct_ch.as_secs_f64() / m
         );
         cpu_split(&batches.iter().flatten().cloned().collect::<Vec<_>>(), m);
         let _ = Arc::new(());

@@ -18,7 +18,6 @@ use fleetprof_collector::ingest::{
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
-use prost::Message as _;
 
 mod common;
 
@@ -68,7 +67,7 @@ fn batch(sequence: u64, ago_s: u64) -> pb::ProfileBatch {
 fn submission(b: &pb::ProfileBatch) -> Submission {
     Submission {
         batch: validate(b, &Limits::default(), now_ns()).unwrap(),
-        wire: b.encode_to_vec(),
+        wire: b.clone(),
     }
 }
 

@@ -13,7 +13,6 @@ use fleetprof_collector::ingest::{Ack, Limits, Submission, WriterConfig, WriterH
 use fleetprof_collector::store::local_server::LocalClickHouse;
 use fleetprof_collector::store::{Store, StoreConfig};
 use fleetprof_proto::fleetprof::v1 as pb;
-use prost::Message as _;
 
 /// Batch `sequence` of host `h-<sequence % 3>`: two stacks over three frames, three samples.
 fn batch(sequence: u64) -> pb::ProfileBatch {
@@ -66,7 +65,7 @@ async fn racing_pushes_are_stored_once_with_groups_in_flight() {
             let writer = writer.clone();
             let submission = Submission {
                 batch: validate(b, &Limits::default(), now_ns()).unwrap(),
-                wire: b.encode_to_vec(),
+                wire: b.clone(),
             };
             let sequence = b.sequence;
             pushes.push(tokio::spawn(async move {

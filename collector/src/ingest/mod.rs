@@ -37,8 +37,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::Message as _;
-
 use fleetprof_proto::fleetprof::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
 use tonic::service::interceptor::InterceptedService;
@@ -178,8 +176,7 @@ impl Ingest for IngestService {
             ValidationError::UnknownVersion(_) => Status::failed_precondition(e.to_string()),
             ValidationError::Invalid(_) => Status::invalid_argument(e.to_string()),
         })?;
-        let wire = wire.encode_to_vec();
-        let needs = batch.approx_bytes() + wire.len();
+        let needs = batch.approx_bytes() + writer::decoded_bytes(&wire);
         if needs > self.max_pending_bytes {
             return Err(Status::invalid_argument(format!(
                 "the batch needs {needs} bytes once decoded, more than this collector's budget for \

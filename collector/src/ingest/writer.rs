@@ -35,12 +35,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use fleetprof_proto::fleetprof::v1 as pb;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::store::{
-    Batch, BatchKey, KNOWN_IDS_LIMIT, KnownIds, PresentParts, Store, StoreError, name_batch, needs_names,
+    Batch, BatchKey, KNOWN_IDS_LIMIT, KnownIds, PresentParts, Store, StoreError, name_batch,
+    needs_names,
 };
 
 /// Settings of the writer.
@@ -209,13 +212,34 @@ type Reply = oneshot::Sender<Result<Ack, WriteError>>;
 pub struct Submission {
     /// The validated batch.
     pub batch: Batch,
-    /// The batch as it came over the wire (protobuf), kept for the dead-letter directory.
-    pub wire: Vec<u8>,
+    /// The batch as it came over the wire, kept decoded for the dead-letter directory: it is
+    /// encoded again only for a batch ClickHouse rejects, not for every push.
+    pub wire: pb::ProfileBatch,
+}
+
+/// Bytes a decoded wire batch holds, an upper estimate: its encoded size bounds the strings'
+/// contents; stack frame indexes take 4 bytes each decoded (fewer as varints); the element
+/// structs (string and vector headers) and an allocator's overhead per string come on top.
+pub(crate) fn decoded_bytes(wire: &pb::ProfileBatch) -> usize {
+    use std::mem::size_of;
+    const PER_ALLOCATION: usize = 16;
+    let strings = wire.processes.len() * 8 + wire.frames.len() * 5 + wire.samples.len();
+    wire.encoded_len()
+        + wire
+            .stacks
+            .iter()
+            .map(|s| s.frame_indexes.len() * 4)
+            .sum::<usize>()
+        + wire.processes.len() * size_of::<pb::Process>()
+        + wire.frames.len() * size_of::<pb::Frame>()
+        + wire.stacks.len() * (size_of::<pb::Stack>() + PER_ALLOCATION)
+        + wire.samples.len() * size_of::<pb::Sample>()
+        + strings * PER_ALLOCATION
 }
 
 struct Request {
     batch: Batch,
-    wire: Vec<u8>,
+    wire: pb::ProfileBatch,
     reply: Reply,
     _permit: OwnedSemaphorePermit,
 }
@@ -265,7 +289,7 @@ impl WriterHandle {
 
     /// Submits a validated batch and waits until it is stored or refused.
     pub async fn submit(&self, submission: Submission) -> Result<Ack, WriteError> {
-        let bytes = submission.batch.approx_bytes() + submission.wire.len();
+        let bytes = submission.batch.approx_bytes() + decoded_bytes(&submission.wire);
         let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
         let Ok(permit) = self.budget.clone().try_acquire_many_owned(units) else {
             self.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +358,7 @@ impl RecentKeys {
 /// first attempt is still in the group).
 struct Pending {
     batch: Batch,
-    wire: Vec<u8>,
+    wire: pb::ProfileBatch,
     replies: Vec<Reply>,
     /// The batch's share of the memory budget, held until it is answered.
     _permit: OwnedSemaphorePermit,
@@ -778,14 +802,20 @@ pub fn dead_letter_name(key: &BatchKey) -> String {
     )
 }
 
-/// Writes the wire batch and the reason into `dir`, synced to disk; returns the batch's path.
-fn keep(dir: &Path, key: &BatchKey, wire: &[u8], reason: &str) -> std::io::Result<PathBuf> {
+/// Writes the wire batch (protobuf) and the reason into `dir`, synced to disk; returns the
+/// batch's path.
+fn keep(
+    dir: &Path,
+    key: &BatchKey,
+    wire: &pb::ProfileBatch,
+    reason: &str,
+) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
     let name = dead_letter_name(key);
     let path = dir.join(format!("{name}.pb"));
     let mut f = std::fs::File::create(&path)?;
-    f.write_all(wire)?;
+    f.write_all(&wire.encode_to_vec())?;
     f.sync_all()?;
     let mut r = std::fs::File::create(dir.join(format!("{name}.reason")))?;
     writeln!(r, "{key}: {reason}")?;
