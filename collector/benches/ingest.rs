@@ -1,16 +1,24 @@
 //! Ingest throughput: 50 simulated hosts push realistic batches concurrently over loopback gRPC
 //! into an in-process collector writing to a throwaway local ClickHouse.
 //!
-//! Prints samples/s stored, this process's CPU time per million samples (client + collector
-//! together, since both run in this process; ClickHouse is a separate process and not counted),
-//! and two baselines in the same run: the same batches written by the store directly (no gRPC),
-//! and ClickHouse inserting rows of the same width (a `samples` row each, nothing else) straight
-//! from this process in 100,000-row INSERTs: what the engine takes, the target ratio.
+//! Prints samples/s stored, this process's CPU time per million samples (the hosts' gRPC
+//! clients and the collector together: both run in this process), and two baselines in the same
+//! run: the same batches written by the store directly (no gRPC), and ClickHouse inserting rows
+//! of the same width (a `samples` row each, nothing else) straight from this process in
+//! 100,000-row INSERTs: what the engine takes, the target ratio. Then the CPU of this
+//! process and of ClickHouse (from `/proc`) per million samples in each of the three phases.
+//!
+//! Fairness: what simulates the hosts is done before timing (generating the batches, encoding
+//! them, connecting), and each phase starts once ClickHouse has finished merging the previous
+//! phase's parts.
 //!
 //! `cargo bench -p fleetprof-collector --bench ingest` (env `HOSTS`, `BATCHES_PER_HOST` override;
 //! `STACK_REUSE` (default 0.95) is the share of each batch's stacks that recur from a fleet-wide
 //! pool of `STACK_POOL` (default 20,000) stacks, the rest new: `STACK_REUSE=0` is the worst case;
 //! `GROUPS_IN_FLIGHT` (default: the collector's, 2) is how many INSERT groups the writer overlaps).
+//! The server's directory is made under `TMPDIR`: on a file system where creating files is slow
+//! (ClickHouse writes two files per column of every part), `TMPDIR=/dev/shm` measures the
+//! pipeline rather than the disk; BENCHMARKS.md shows both.
 //!
 //! Also prints where the collector's own CPU goes, measured outside the timed run on the same
 //! batches: protobuf decoding, validation (with the stack and frame ids), and the ids alone with
@@ -123,6 +131,28 @@ fn process_cpu_time(pid: Option<u32>) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Waits until ClickHouse has had no merge running for a second (at most a minute), so each
+/// timed phase starts on a server that is not still merging the previous phase's parts.
+async fn quiesce(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        let merges: u64 = store
+            .client()
+            .query("SELECT toUInt64(count()) FROM system.merges")
+            .fetch_one()
+            .await
+            .unwrap();
+        if merges > 0 {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_secs(1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("  (ClickHouse was still merging after a minute; the next phase starts anyway)");
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -367,6 +397,7 @@ fn main() {
             hosts_ready.push((channel, encoded));
         }
         let server = clickhouse.pid();
+        quiesce(&store).await;
         let (cpu0, ch0, t0) = (cpu_time(), process_cpu_time(server), Instant::now());
         let mut tasks = Vec::new();
         for (channel, encoded) in hosts_ready {
@@ -395,6 +426,7 @@ fn main() {
         let validated: Vec<Batch> =
             batches.iter().flatten().map(|b| validate(b, &Limits::default(), now).unwrap()).collect();
         let group = (validated.len() / groups.max(1) as usize).max(1);
+        quiesce(&base).await;
         let (cpu1, ch1, t1) = (cpu_time(), process_cpu_time(server), Instant::now());
         let (mut known_stacks, mut known_frames) = Default::default();
         let mut rollup_rows = 0;
@@ -415,6 +447,7 @@ fn main() {
             .iter()
             .flat_map(|b| b.samples.iter().map(move |s| SampleRow::new(b, s)))
             .collect();
+        quiesce(&direct).await;
         let (cpu2, ch2, t2) = (cpu_time(), process_cpu_time(server), Instant::now());
         for chunk in rows_direct.chunks(100_000) {
             let mut insert = direct.client().insert::<SampleRow<'_>>("samples").await.unwrap();
