@@ -243,11 +243,22 @@ pub(crate) fn is_cost_shift(
     let Some((f_before, f_after, _)) = absolute_step(|i| pick(fs, i), len, onset, win.half) else {
         return false;
     };
-    // A share that rose while the function's own cost did not is cost leaving its neighbours;
-    // the related-decrease test below decides whether it left along the call path.
-    let delta = (f_after - f_before).max(0.0);
-    let rest = absolute_step(|i| f64::from(series.samples[i]), len, onset, win.half)
-        .map(|(n_before, n_after, _)| (n_before - f_before, n_after - f_after));
+    let total = absolute_step(|i| f64::from(series.samples[i]), len, onset, win.half);
+    // The rise a related function's loss must match: `f`'s own, or what its larger share of the
+    // service comes to at the service's cost after the onset, whichever is larger. A share that
+    // rose while the function's own cost did not is cost leaving its neighbours, and the
+    // related-decrease test below decides whether it left along the call path; but when the
+    // whole service's cost fell (fewer requests, a busy machine) the function's own cost falls
+    // too, and a rise of zero would let any related dip — noise included — explain the step.
+    let share_rise = total.map_or(0.0, |(n_before, n_after, _)| {
+        if n_before > 0.0 {
+            f_after - f_before * (n_after / n_before)
+        } else {
+            0.0
+        }
+    });
+    let delta = (f_after - f_before).max(share_rise).max(0.0);
+    let rest = total.map(|(n_before, n_after, _)| (n_before - f_before, n_after - f_after));
     for g in rel.related(f) {
         let gs = &series.functions[g];
         // The related drop may be found a bucket or two off the increase's onset.
