@@ -317,9 +317,8 @@ fn marker_key(b: &Batch) -> Option<(&str, &str, &str)> {
 /// This runs on the writer's path for every group, so it works on small integers: a series
 /// (service, version, minute) is looked up once per process of a batch, not per sample; a name
 /// is found by its frame's id, so a name is hashed once per group however many stacks pass
-/// through it; sample counts are summed per (series, stack)
-/// before each stack is expanded, and a series' functions are summed in an array indexed by
-/// name rather than a hash map.
+/// through it; sample counts are summed per (series, stack) before each stack is expanded, and
+/// a series' functions are summed in an array indexed by name rather than a hash map.
 fn function_rollup<'a>(
     batches: &[&'a Batch],
     markers: &'a HashMap<BatchKey, String>,
@@ -544,13 +543,6 @@ macro_rules! insert_rows {
     ($store:expr, $ty:ty, $table:literal, $items:expr, $map:expr, block = $block:expr) => {
         async {
             let items = $items;
-            if std::env::var("FP_SKIP")
-                .unwrap_or_default()
-                .split(',')
-                .any(|t| t == $table)
-            {
-                return Ok::<u64, StoreError>(0);
-            }
             if items.is_empty() {
                 return Ok::<u64, StoreError>(0);
             }
